@@ -1,0 +1,96 @@
+"""maskkit: learned and rule-based complementary masking of music.
+
+The public API is imported lazily so that ``import maskkit`` (and ``maskkit --help``)
+stays fast and does not import torch until a tensor is needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .hookspecs import PLUGIN_API_VERSION, hookimpl
+
+_LAZY = {
+    "MaskStrategy": "strategy",
+    "Masks": "strategy",
+    "EncodingSpec": "strategy",
+    "NoOptions": "strategy",
+    "validate_masks": "strategy",
+    "Codec": "codec",
+    "build_strategy": "plugins",
+    "build_codec": "plugins",
+    "strategy_names": "plugins",
+    "codec_names": "plugins",
+    "register_plugin": "plugins",
+    "unregister_plugin": "plugins",
+    "get_manager": "plugins",
+    "metrics": None,
+    "MaskkitError": "errors",
+    "ConfigError": "errors",
+    "PluginError": "errors",
+    "AudioError": "errors",
+    "CheckpointError": "errors",
+    "MaskValidationError": "errors",
+    "UnknownNameError": "errors",
+}
+
+__all__ = [
+    "__version__",
+    "PLUGIN_API_VERSION",
+    "hookimpl",
+    "MaskStrategy",
+    "Masks",
+    "EncodingSpec",
+    "NoOptions",
+    "validate_masks",
+    "Codec",
+    "build_strategy",
+    "build_codec",
+    "strategy_names",
+    "codec_names",
+    "register_plugin",
+    "unregister_plugin",
+    "get_manager",
+    "metrics",
+    "MaskkitError",
+    "ConfigError",
+    "PluginError",
+    "AudioError",
+    "CheckpointError",
+    "MaskValidationError",
+    "UnknownNameError",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        mod = _LAZY[name]
+        if mod is None:
+            return importlib.import_module(f".{name}", __name__)
+        return getattr(importlib.import_module(f".{mod}", __name__), name)
+    raise AttributeError(f"module 'maskkit' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .codec import Codec
+    from .errors import (
+        AudioError,
+        CheckpointError,
+        ConfigError,
+        MaskkitError,
+        MaskValidationError,
+        PluginError,
+        UnknownNameError,
+    )
+    from .plugins import (
+        build_codec,
+        build_strategy,
+        codec_names,
+        get_manager,
+        register_plugin,
+        strategy_names,
+        unregister_plugin,
+    )
+    from .strategy import EncodingSpec, Masks, MaskStrategy, NoOptions, validate_masks

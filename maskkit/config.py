@@ -1,0 +1,142 @@
+"""Typed options: dataclasses settable from Python and from ``key=value`` strings.
+
+Every strategy and codec declares its options as a dataclass (``Config``). The CLI passes
+``--strategy-opt key=value`` strings here; the values are converted to the field's type
+and checked, and an unknown key or a bad value raises :class:`ConfigError` naming the
+option, the owner and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+C = TypeVar("C")
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+def _convert(value: Any, tp: Any, key: str, owner: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key, owner)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{owner}: bad value {value!r} for option '{key}'")
+    if origin is typing.Literal:
+        for arg in args:
+            if value == arg or (isinstance(value, str) and str(arg) == value):
+                return arg
+        raise ConfigError(f"{owner}: option '{key}' must be one of {list(args)}, got {value!r}")
+    if origin in (tuple, list):
+        items = value.split(",") if isinstance(value, str) else list(value)
+        inner = args[0] if args else str
+        conv = [_convert(v.strip() if isinstance(v, str) else v, inner, key, owner) for v in items]
+        return tuple(conv) if origin is tuple else conv
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise ConfigError(f"{owner}: option '{key}' expects true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{owner}: option '{key}' expects an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            return int(str(value))
+        except ValueError:
+            raise ConfigError(f"{owner}: option '{key}' expects an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return float(str(value))
+        except ValueError:
+            raise ConfigError(f"{owner}: option '{key}' expects a number, got {value!r}") from None
+    if tp is str:
+        return str(value)
+    return value
+
+
+def parse_kv(pairs: Iterable[str], owner: str = "option") -> dict[str, str]:
+    """Split ``["a=1", "b=x"]`` into a dict; a string without ``=`` is an error."""
+    out: dict[str, str] = {}
+    for p in pairs:
+        if "=" not in p:
+            raise ConfigError(f"{owner}: expected key=value, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k.strip().replace("-", "_")] = v.strip()
+    return out
+
+
+def build_config(cls: type[C], options: Mapping[str, Any] | Iterable[str] | None = None,
+                 owner: str | None = None) -> C:
+    """Build dataclass ``cls`` from a mapping or ``key=value`` strings, converting and checking.
+
+    Fields may define ``metadata={"help": ..., "min": ..., "max": ...}``; ``min``/``max`` are
+    enforced. A dataclass may also define ``validate(self)`` raising :class:`ConfigError`.
+    """
+    owner = owner or cls.__name__
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        options = parse_kv(options, owner)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in options.items():
+        key = key.replace("-", "_")
+        if key not in fields:
+            valid = ", ".join(sorted(fields)) or "(none)"
+            raise ConfigError(f"{owner}: unknown option '{key}'. Valid options: {valid}")
+        val = _convert(value, hints[key], key, owner)
+        meta = fields[key].metadata
+        if val is not None and "min" in meta and val < meta["min"]:
+            raise ConfigError(f"{owner}: option '{key}' must be >= {meta['min']}, got {val}")
+        if val is not None and "max" in meta and val > meta["max"]:
+            raise ConfigError(f"{owner}: option '{key}' must be <= {meta['max']}, got {val}")
+        kwargs[key] = val
+    cfg = cls(**kwargs)
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        validate()
+    return cfg
+
+
+def describe_config(cls: type) -> list[tuple[str, str, str, str]]:
+    """``(name, type, default, help)`` rows for ``maskkit strategies show``."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = repr(f.default_factory())  # type: ignore[misc]
+        else:
+            default = "(required)"
+        tp = hints[f.name]
+        tname = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+        rows.append((f.name, tname, default, f.metadata.get("help", "")))
+    return rows
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain dict of a config dataclass, safe to store in a checkpoint."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,34 @@
+"""Exceptions raised by maskkit. Each message names the file, option or plugin at fault."""
+
+from __future__ import annotations
+
+
+class MaskkitError(Exception):
+    """Base class of maskkit's own errors (the CLI prints them without a traceback)."""
+
+
+class PluginError(MaskkitError):
+    """A plugin failed to load, registered something invalid, or clashed with another."""
+
+
+class UnknownNameError(MaskkitError, KeyError):
+    """A strategy or codec name that no loaded plugin registers."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class MaskValidationError(MaskkitError, ValueError):
+    """A strategy returned masks of the wrong shape, dtype or range, or non-finite values."""
+
+
+class ConfigError(MaskkitError, ValueError):
+    """An unknown option or a value of the wrong type."""
+
+
+class AudioError(MaskkitError, ValueError):
+    """An audio file that cannot be read or used; the message names the file."""
+
+
+class CheckpointError(MaskkitError, ValueError):
+    """A checkpoint that cannot be loaded or does not fit; the message names the file."""

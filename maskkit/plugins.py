@@ -1,0 +1,323 @@
+"""Finding, loading and checking plugins.
+
+Plugins are found through the entry-point group ``maskkit``; the built-in strategies and
+codecs are registered the same way, from maskkit's own ``pyproject.toml``. Each entry point
+is loaded on its own: one that raises is recorded (name, distribution, version, traceback),
+reported in one warning line and in ``maskkit plugins``, and skipped; the rest still work.
+
+Which plugins load is chosen *before* anything is imported:
+
+- ``MASKKIT_LOAD_PLUGINS=a,b`` loads only those entry points (set but empty: none at all);
+- ``MASKKIT_DISABLE_PLUGINS=a,b`` loads all but those;
+- ``MASKKIT_NO_PLUGINS=1`` (CLI: ``--no-plugins``) loads only the built-ins shipped with maskkit;
+- ``MASKKIT_STRICT_PLUGINS=1`` raises on the first plugin that fails, instead of skipping it.
+
+The names are the entry-point names that ``maskkit plugins`` prints.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import sys
+import threading
+import traceback
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError, UnknownNameError
+
+GROUP = "maskkit"
+BUILTIN_DIST = "maskkit"
+
+
+@dataclass
+class PluginInfo:
+    """One plugin: where it comes from, what it registered, or why it failed."""
+
+    name: str
+    dist: str
+    version: str
+    module: str
+    status: str = "loaded"  # loaded | failed | disabled | runtime
+    error: str | None = None
+    traceback: str | None = None
+    api_version: int | None = None
+    registers: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def origin(self) -> str:
+        return f"plugin '{self.name}' from {self.dist} {self.version}"
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A registered strategy or codec class and the plugin it came from."""
+
+    name: str
+    cls: type
+    plugin: str
+    dist: str
+    version: str
+
+    @property
+    def origin(self) -> str:
+        return f"plugin '{self.plugin}' from {self.dist} {self.version}"
+
+
+def _env_list(var: str) -> set[str] | None:
+    val = os.environ.get(var)
+    if val is None:
+        return None
+    return {v.strip() for v in val.split(",") if v.strip()}
+
+
+def _truthy(var: str) -> bool:
+    return os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class PluginManager:
+    """pluggy's manager plus maskkit's loading rules and registries."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginInfo] = {}
+        self._registries: dict[str, dict[str, Registered]] = {}
+        self._loaded = False
+        self._lock = threading.RLock()
+
+    # -- loading ---------------------------------------------------------------------------
+    def _entry_points(self) -> list[md.EntryPoint]:
+        seen: set[tuple[str, str]] = set()
+        eps = []
+        for ep in md.entry_points(group=GROUP):
+            key = (ep.name, ep.value)
+            if key in seen:  # the same distribution found twice on sys.path
+                continue
+            seen.add(key)
+            eps.append(ep)
+        return eps
+
+    def load(self) -> None:
+        """Load the entry points once (idempotent)."""
+        with self._lock:
+            if self._loaded:
+                return
+            self._loaded = True
+            allow = _env_list("MASKKIT_LOAD_PLUGINS")
+            deny = _env_list("MASKKIT_DISABLE_PLUGINS") or set()
+            builtins_only = _truthy("MASKKIT_NO_PLUGINS")
+            strict = _truthy("MASKKIT_STRICT_PLUGINS")
+            for ep in self._entry_points():
+                dist = ep.dist.name if ep.dist is not None else "?"
+                version = ep.dist.version if ep.dist is not None else "?"
+                info = PluginInfo(name=ep.name, dist=dist, version=version, module=ep.value)
+                if ep.name in self.plugins:
+                    other = self.plugins[ep.name]
+                    msg = (f"two plugins are named '{ep.name}': one from {other.dist} {other.version}, "
+                           f"one from {dist} {version}; uninstall one, or disable it with "
+                           f"MASKKIT_DISABLE_PLUGINS")
+                    if strict:
+                        raise PluginError(msg)
+                    info.status, info.error = "failed", msg
+                    warnings.warn(f"maskkit: {msg}", stacklevel=2)
+                    self.plugins[f"{ep.name}@{dist}"] = info
+                    continue
+                if ((allow is not None and ep.name not in allow) or ep.name in deny
+                        or (builtins_only and dist != BUILTIN_DIST)):
+                    info.status = "disabled"
+                    self.plugins[ep.name] = info
+                    continue
+                self.plugins[ep.name] = info
+                try:
+                    obj = ep.load()
+                    self._check_api(obj, info)
+                    self.pm.register(obj, name=ep.name)
+                except Exception as e:  # a broken plugin must not take maskkit down
+                    info.status = "failed"
+                    info.error = f"{type(e).__name__}: {e}"
+                    info.traceback = traceback.format_exc()
+                    if strict:
+                        raise PluginError(f"{info.origin} failed to load: {info.error}") from e
+                    warnings.warn(f"maskkit: {info.origin} failed to load and was skipped: {info.error} "
+                                  f"(see 'maskkit plugins')", stacklevel=2)
+
+    @staticmethod
+    def _check_api(obj: Any, info: PluginInfo) -> None:
+        api = getattr(obj, "MASKKIT_PLUGIN_API", None)
+        if api is None:
+            info.api_version = None
+            return
+        if not isinstance(api, int) or api < 1 or api > hookspecs.PLUGIN_API_VERSION:
+            raise PluginError(
+                f"targets maskkit plugin API {api!r}, but this maskkit implements API "
+                f"{hookspecs.PLUGIN_API_VERSION}: install a version of {info.dist} made for this "
+                f"maskkit, or upgrade maskkit")
+        info.api_version = api
+
+    def register(self, obj: Any, name: str | None = None) -> str:
+        """Register a plugin object at run time (tests, notebooks). Returns its name."""
+        with self._lock:
+            self.load()
+            name = name or getattr(obj, "__name__", None) or f"runtime-{id(obj)}"
+            mod = getattr(obj, "__module__", None) or getattr(obj, "__name__", "?")
+            self.pm.register(obj, name=name)
+            self.plugins[name] = PluginInfo(name=name, dist="(runtime)", version="-", module=str(mod),
+                                            status="runtime")
+            self._registries.clear()
+            return name
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self.pm.unregister(name=name)
+            self.plugins.pop(name, None)
+            self._registries.clear()
+
+    # -- registries ------------------------------------------------------------------------
+    def _registry(self, kind: str, hook: str, base: type) -> dict[str, Registered]:
+        with self._lock:
+            self.load()
+            if kind in self._registries:
+                return self._registries[kind]
+            reg: dict[str, Registered] = {}
+            for impl in getattr(self.pm.hook, hook).get_hookimpls():
+                info = self.plugins.get(impl.plugin_name) or PluginInfo(
+                    name=impl.plugin_name, dist="?", version="?", module="?")
+
+                def register(cls: type, _info: PluginInfo = info) -> None:
+                    if not (isinstance(cls, type) and issubclass(cls, base)):
+                        raise PluginError(f"{_info.origin} registered {cls!r}, which is not a "
+                                          f"{base.__name__} subclass")
+                    name = getattr(cls, "name", "")
+                    if not name or not isinstance(name, str):
+                        raise PluginError(f"{_info.origin} registered {cls.__name__} without a name")
+                    if name in reg:
+                        other = reg[name]
+                        raise PluginError(
+                            f"two plugins register the {kind} '{name}': {other.origin} and "
+                            f"{_info.origin}; uninstall one, or disable one with "
+                            f"MASKKIT_DISABLE_PLUGINS={_info.name}")
+                    reg[name] = Registered(name, cls, _info.name, _info.dist, _info.version)
+                    _info.registers.setdefault(kind, []).append(name)
+
+                try:
+                    impl.function(register=register)
+                except PluginError:
+                    raise
+                except Exception as e:
+                    info.status, info.error = "failed", f"{type(e).__name__} in {hook}: {e}"
+                    info.traceback = traceback.format_exc()
+                    if _truthy("MASKKIT_STRICT_PLUGINS"):
+                        raise PluginError(f"{info.origin} failed in {hook}: {e}") from e
+                    warnings.warn(f"maskkit: {info.origin} failed in {hook} and was skipped: {e}",
+                                  stacklevel=2)
+            self._registries[kind] = dict(sorted(reg.items()))
+            return self._registries[kind]
+
+    def strategies(self) -> dict[str, Registered]:
+        from .strategy import MaskStrategy
+
+        return self._registry("strategy", "register_strategies", MaskStrategy)
+
+    def codecs(self) -> dict[str, Registered]:
+        from .codec import Codec
+
+        return self._registry("codec", "register_codecs", Codec)
+
+    def add_commands(self, cli: Any) -> None:
+        self.load()
+        for impl in self.pm.hook.register_commands.get_hookimpls():
+            try:
+                impl.function(cli=cli)
+            except Exception as e:
+                info = self.plugins.get(impl.plugin_name)
+                if info is not None:
+                    info.status, info.error = "failed", f"{type(e).__name__} in register_commands: {e}"
+                print(f"maskkit: plugin '{impl.plugin_name}' failed to add commands: {e}", file=sys.stderr)
+
+
+_manager: PluginManager | None = None
+_manager_lock = threading.Lock()
+
+
+def get_manager() -> PluginManager:
+    """The process-wide plugin manager, loading entry points on first use."""
+    global _manager
+    with _manager_lock:
+        if _manager is None:
+            _manager = PluginManager()
+    _manager.load()
+    return _manager
+
+
+def reset_manager() -> None:
+    """Forget loaded plugins (tests; after changing MASKKIT_* variables)."""
+    global _manager
+    with _manager_lock:
+        _manager = None
+
+
+def register_plugin(obj: Any, name: str | None = None) -> str:
+    """Register a plugin (a module or object with ``@hookimpl`` functions) at run time."""
+    return get_manager().register(obj, name)
+
+
+def unregister_plugin(name: str) -> None:
+    get_manager().unregister(name)
+
+
+def _lookup(reg: dict[str, Registered], kind: str, name: str) -> Registered:
+    if name not in reg:
+        failed = [p for p in get_manager().plugins.values() if p.status == "failed"]
+        hint = ""
+        if failed:
+            hint = " (plugins that failed to load: " + ", ".join(p.name for p in failed) + \
+                   "; see 'maskkit plugins')"
+        raise UnknownNameError(f"unknown {kind} '{name}'. Available: {', '.join(reg) or '(none)'}{hint}")
+    return reg[name]
+
+
+def strategy_names() -> list[str]:
+    return list(get_manager().strategies())
+
+
+def codec_names() -> list[str]:
+    return list(get_manager().codecs())
+
+
+def get_strategy_entry(name: str) -> Registered:
+    return _lookup(get_manager().strategies(), "strategy", name)
+
+
+def get_codec_entry(name: str) -> Registered:
+    return _lookup(get_manager().codecs(), "codec", name)
+
+
+def build_strategy(name: str, options: Any = None, spec: Any = None) -> Any:
+    """Instantiate the strategy registered as ``name`` with options and an EncodingSpec."""
+    entry = get_strategy_entry(name)
+    return entry.cls(options, spec=spec)
+
+
+def build_codec(name: str, options: Any = None) -> Any:
+    """Instantiate the codec registered as ``name``."""
+    return get_codec_entry(name).cls(options)
+
+
+def resolve_strategy_names(spec: str | Iterable[str]) -> list[str]:
+    """``"all"`` or ``"a,b"`` -> a list of registered names (unknown names raise)."""
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    available = strategy_names()
+    if names == ["all"]:
+        return available
+    for n in names:
+        get_strategy_entry(n)
+    return names
+
+

@@ -1,0 +1,172 @@
+"""The mask-strategy interface every plugin implements.
+
+A strategy looks at two encodings, ``x_input`` and ``x_target`` (``[B, D, T]``), and says
+how much of each to keep, per channel and frame: ``input_mask`` and ``target_mask`` in
+[0, 1], each broadcastable to ``[B, D, T]``. Fixed strategies have no parameters; learned
+ones (``learnable = True``) return a regularization loss that the trainer adds to its loss.
+
+A complete strategy::
+
+    from dataclasses import dataclass
+    import torch
+    from maskkit import MaskStrategy, Masks
+
+    class Halves(MaskStrategy):
+        name = "halves"
+        description = "First half of the frames from the input, second from the target."
+
+        @dataclass
+        class Config:
+            split: float = 0.5
+
+        def forward(self, x_input, x_target, *, hard=False):
+            T = x_input.shape[-1]
+            t = torch.arange(T, device=x_input.device)
+            m = (t < self.config.split * T).to(x_input.dtype).view(1, 1, T)
+            return Masks(m, 1 - m)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .config import build_config
+from .errors import MaskValidationError
+
+
+@dataclass(frozen=True)
+class EncodingSpec:
+    """What a strategy may know about the encoding it masks.
+
+    ``dim`` is D. ``channel_freqs`` (length D, in Hz) is given by codecs whose channels map
+    to frequencies (the stft codec does); strategies that split by frequency use it and
+    fall back to channel index when it is ``None``. ``frame_rate`` is frames per second.
+    """
+
+    dim: int = 128
+    frame_rate: float | None = None
+    sample_rate: int | None = None
+    channel_freqs: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.dim < 1:
+            raise ValueError(f"EncodingSpec.dim must be >= 1, got {self.dim}")
+        if self.channel_freqs is not None and len(self.channel_freqs) != self.dim:
+            raise ValueError(
+                f"EncodingSpec.channel_freqs has {len(self.channel_freqs)} entries for dim={self.dim}")
+
+
+@dataclass
+class Masks:
+    """What a strategy returns.
+
+    ``input_mask`` / ``target_mask``: values in [0, 1], broadcastable to ``[B, D, T]``
+    (``[1, 1, T]`` for a time-only rule, ``[1, D, 1]`` for a channel-only rule).
+    ``reg_loss``: a scalar the trainer adds with weight ``mask_reg_weight`` (learned
+    strategies), or ``None``. ``extras``: named scalars and tensors for logging and
+    pictures. Conventional keys: ``"balance_loss"`` (a scalar the trainer adds with its own
+    weight), ``"attention"`` (``[B, T, T]`` weights), any ``"*_loss"`` component.
+    """
+
+    input_mask: Tensor
+    target_mask: Tensor
+    reg_loss: Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, x_input: Tensor, x_target: Tensor) -> tuple[Tensor, Tensor]:
+        """The masked pair ``(x_input * input_mask, x_target * target_mask)``."""
+        return x_input * self.input_mask, x_target * self.target_mask
+
+
+@dataclass
+class NoOptions:
+    """A strategy without options."""
+
+
+class MaskStrategy(nn.Module):
+    """Base class of every mask strategy.
+
+    Subclasses set ``name`` (what users type: ``--strategy NAME``), optionally
+    ``description``, ``learnable`` and a ``Config`` dataclass of options, and implement
+    :meth:`forward`. The constructor takes the config (a ``Config`` instance, a mapping or
+    ``key=value`` strings) and the :class:`EncodingSpec` of the codec in use.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    learnable: ClassVar[bool] = False
+    #: The strategy promises input_mask + target_mask == 1 (the conformance kit checks it).
+    complementary: ClassVar[bool] = False
+    Config: ClassVar[type] = NoOptions
+
+    def __init__(self, config: Any = None, *, spec: EncodingSpec | None = None) -> None:
+        super().__init__()
+        if config is None or isinstance(config, (Mapping, list, tuple)):
+            config = build_config(self.Config, config, owner=f"strategy '{self.name}'")
+        self.config = config
+        self.spec = spec or EncodingSpec()
+
+    def forward(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False) -> Masks:
+        raise NotImplementedError
+
+    def config_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    @classmethod
+    def num_parameters_default(cls, spec: EncodingSpec | None = None) -> int:
+        """Parameter count with default options (0 for fixed strategies)."""
+        if not cls.learnable:
+            return 0
+        return sum(p.numel() for p in cls(spec=spec).parameters())
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, config={self.config}"
+
+
+def validate_masks(masks: Any, x_input: Tensor, strategy_name: str, origin: str = "",
+                   check_values: bool = True) -> Masks:
+    """Check what a strategy returned; raise :class:`MaskValidationError` naming it.
+
+    Checks the type, that both masks are floating tensors broadcastable to the input's
+    ``[B, D, T]``, and (``check_values``) that every value is finite and in [0, 1].
+    ``origin`` (e.g. ``"plugin 'fixed' from maskkit 0.1.0"``) is added to the message.
+    """
+    who = f"strategy '{strategy_name}'" + (f" ({origin})" if origin else "")
+    if not isinstance(masks, Masks):
+        raise MaskValidationError(f"{who} returned {type(masks).__name__}, expected maskkit.Masks")
+    shape = tuple(x_input.shape)
+    for label in ("input_mask", "target_mask"):
+        m = getattr(masks, label)
+        if not isinstance(m, Tensor):
+            raise MaskValidationError(f"{who}: {label} is {type(m).__name__}, expected a torch.Tensor")
+        if not m.is_floating_point():
+            raise MaskValidationError(f"{who}: {label} has dtype {m.dtype}, expected a floating dtype")
+        if m.dim() != 3:
+            raise MaskValidationError(
+                f"{who}: {label} has shape {tuple(m.shape)}; expected 3 dims broadcastable to {shape}")
+        try:
+            if torch.broadcast_shapes(m.shape, x_input.shape) != x_input.shape:
+                raise RuntimeError
+        except RuntimeError:
+            raise MaskValidationError(
+                f"{who}: {label} has shape {tuple(m.shape)}, not broadcastable to {shape}") from None
+        if check_values:
+            if not bool(torch.isfinite(m).all()):
+                raise MaskValidationError(f"{who}: {label} holds NaN or Inf values")
+            lo, hi = float(m.min()), float(m.max())
+            if lo < -1e-6 or hi > 1 + 1e-6:
+                raise MaskValidationError(
+                    f"{who}: {label} has values in [{lo:.4g}, {hi:.4g}], outside [0, 1]")
+    if masks.reg_loss is not None:
+        r = masks.reg_loss
+        if not isinstance(r, Tensor) or r.numel() != 1:
+            raise MaskValidationError(f"{who}: reg_loss must be a scalar tensor or None")
+        if check_values and not bool(torch.isfinite(r).all()):
+            raise MaskValidationError(f"{who}: reg_loss is not finite ({float(r)})")
+    return masks
