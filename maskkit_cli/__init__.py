@@ -1,0 +1,1 @@
+"""The ``maskkit`` command line: a thin click layer over the ``maskkit`` package."""

@@ -1,0 +1,112 @@
+"""``maskkit``: the command-line entry point.
+
+Commands live in their own modules and are imported when used, so ``maskkit --help`` never
+imports torch. Plugins add commands through the ``register_commands`` hook.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from maskkit import __version__
+
+# name -> "module:attribute"; each module imports torch (through maskkit) only inside its commands.
+BUILTIN_COMMANDS = {
+    "strategies": "maskkit_cli.plugins_cmd:strategies",
+    "plugins": "maskkit_cli.plugins_cmd:plugins",
+    "codecs": "maskkit_cli.plugins_cmd:codecs",
+    "data": "maskkit_cli.data:data",
+    "train": "maskkit_cli.train:train",
+    "bench": "maskkit_cli.bench:bench",
+    "arrange": "maskkit_cli.arrange:arrange",
+    "masks": "maskkit_cli.arrange:masks",
+}
+
+
+class MaskkitGroup(click.Group):
+    """Loads built-in commands lazily and plugin commands on first need."""
+
+    _plugins_added = False
+
+    def _add_plugin_commands(self) -> None:
+        if MaskkitGroup._plugins_added:
+            return
+        MaskkitGroup._plugins_added = True
+        from maskkit.plugins import get_manager
+
+        get_manager().add_commands(self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
+        names = set(super().list_commands(ctx))
+        names.update(n for n in BUILTIN_COMMANDS if self._load_builtin(n) is not None)
+        return sorted(names)
+
+    def _load_builtin(self, name: str) -> click.Command | None:
+        target = BUILTIN_COMMANDS.get(name)
+        if target is None:
+            return None
+        mod, attr = target.split(":")
+        try:
+            return getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError):
+            return None
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = self._load_builtin(cmd_name)
+        if cmd is not None:
+            return cmd
+        self._add_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from maskkit.errors import MaskkitError
+
+        try:
+            return super().invoke(ctx)
+        except MaskkitError as e:
+            if os.environ.get("MASKKIT_TRACEBACK"):
+                raise
+            click.secho(f"Error: {e}", fg="red", err=True)
+            sys.exit(2)
+
+
+def _no_plugins(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        os.environ["MASKKIT_NO_PLUGINS"] = "1"
+
+
+def _only_plugins(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        os.environ["MASKKIT_LOAD_PLUGINS"] = value
+
+
+@click.group(cls=MaskkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="maskkit")
+@click.option("--no-plugins", is_flag=True, is_eager=True, expose_value=False, callback=_no_plugins,
+              help="Load only the plugins shipped with maskkit (same as MASKKIT_NO_PLUGINS=1).")
+@click.option("--plugins", "only", metavar="NAMES", is_eager=True, expose_value=False,
+              callback=_only_plugins,
+              help="Load only these plugins, comma-separated (same as MASKKIT_LOAD_PLUGINS).")
+def cli() -> None:
+    """maskkit: complementary masking of music, with pluggable strategies.
+
+    \b
+    Quick start:
+      maskkit strategies                     list the mask strategies
+      maskkit train --strategy creative-agent   train on built-in synthetic music
+      maskkit bench --strategies all         compare every strategy
+    """
+
+
+def main() -> None:  # pragma: no cover
+    cli()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,135 @@
+"""``maskkit strategies``, ``maskkit codecs`` and ``maskkit plugins``: what is installed."""
+
+from __future__ import annotations
+
+import click
+
+
+def _console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console()
+
+
+@click.group("strategies", invoke_without_command=True)
+@click.pass_context
+def strategies(ctx: click.Context) -> None:
+    """List the mask strategies of every loaded plugin."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from maskkit.plugins import get_manager
+
+    reg = get_manager().strategies()
+    table = Table(title="Mask strategies")
+    for col in ("name", "learnable", "parameters", "distribution", "version"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("description", overflow="fold")
+    for name, entry in reg.items():
+        cls = entry.cls
+        try:
+            params = f"{cls.num_parameters_default():,}"
+        except Exception as e:  # a plugin's constructor failing must not hide the others
+            params = f"error: {e}"
+        table.add_row(name, "yes" if cls.learnable else "no", params, entry.dist, entry.version,
+                      _summary(cls.description or (cls.__doc__ or "")))
+    _console().print(table)
+    _print_failed()
+
+
+@strategies.command("show")
+@click.argument("name")
+def strategies_show(name: str) -> None:
+    """Show one strategy: its description and options (set with --strategy-opt key=value)."""
+    from rich.table import Table
+
+    from maskkit.config import describe_config
+    from maskkit.plugins import get_strategy_entry
+
+    entry = get_strategy_entry(name)
+    cls = entry.cls
+    console = _console()
+    console.print(f"[bold]{name}[/bold]  ({entry.origin})")
+    console.print(cls.description or (cls.__doc__ or "").strip())
+    console.print(f"learnable: {'yes' if cls.learnable else 'no'}; parameters at defaults: "
+                  f"{cls.num_parameters_default():,}")
+    rows = describe_config(cls.Config)
+    if not rows:
+        console.print("No options.")
+        return
+    table = Table(title="Options (--strategy-opt key=value)")
+    for col in ("option", "type", "default", "help"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+@click.command("codecs")
+def codecs() -> None:
+    """List the codecs (audio <-> encoding) of every loaded plugin."""
+    from rich.table import Table
+
+    from maskkit.plugins import get_manager
+
+    table = Table(title="Codecs")
+    for col in ("name", "distribution", "version", "description"):
+        table.add_column(col, overflow="fold")
+    for name, entry in get_manager().codecs().items():
+        table.add_row(name, entry.dist, entry.version, entry.cls.description or "")
+    _console().print(table)
+    _print_failed()
+
+
+@click.command("plugins")
+@click.option("--traceback", "show_tb", is_flag=True, help="Show the full traceback of failed plugins.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins(show_tb: bool, as_json: bool) -> None:
+    """List plugin distributions: version, what each registers, and the ones that failed."""
+    import json
+
+    from rich.table import Table
+
+    from maskkit.plugins import get_manager
+
+    mgr = get_manager()
+    mgr.strategies()  # fill in what each plugin registers
+    mgr.codecs()
+    infos = sorted(mgr.plugins.values(), key=lambda p: (p.status != "loaded", p.name))
+    if as_json:
+        click.echo(json.dumps([{k: v for k, v in vars(p).items() if show_tb or k != "traceback"}
+                               for p in infos], indent=2))
+        return
+    table = Table(title="Plugins (entry-point group 'maskkit')")
+    for col in ("plugin", "distribution", "version", "status", "registers"):
+        table.add_column(col, overflow="fold")
+    for p in infos:
+        regs = "; ".join(f"{k}: {', '.join(v)}" for k, v in p.registers.items())
+        status = {"loaded": "[green]loaded[/green]", "failed": "[red]failed[/red]",
+                  "disabled": "[yellow]disabled[/yellow]"}.get(p.status, p.status)
+        table.add_row(p.name, p.dist, p.version, status, regs or (p.error or ""))
+    console = _console()
+    console.print(table)
+    for p in infos:
+        if p.status == "failed":
+            console.print(f"[red]{p.name}[/red] ({p.dist} {p.version}): {p.error}")
+            if show_tb and p.traceback:
+                console.print(p.traceback, markup=False, highlight=False)
+
+
+def _summary(text: str) -> str:
+    """The first clause of a description, for one table row ('show' prints it whole)."""
+    import re
+
+    return re.split(r"[.;:](\s|$)", text.strip(), maxsplit=1)[0]
+
+
+def _print_failed() -> None:
+    from maskkit.plugins import get_manager
+
+    failed = [p for p in get_manager().plugins.values() if p.status == "failed"]
+    if failed:
+        _console().print("[yellow]Plugins that failed to load: "
+                         + ", ".join(f"{p.name} ({p.dist})" for p in failed)
+                         + " — see 'maskkit plugins'[/yellow]")

@@ -1,0 +1,331 @@
+"""Core: the strategy interface, the fixed strategies' values, metrics, options, registry, CLI."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import maskkit
+from maskkit import EncodingSpec, Masks, MaskStrategy, hookimpl, metrics
+from maskkit.config import build_config
+from maskkit.errors import ConfigError, MaskValidationError, PluginError, UnknownNameError
+from maskkit.plugins import build_strategy, get_strategy_entry, strategy_names
+from maskkit_cli.main import cli
+
+FIXED = ["temporal", "frequency", "energy", "spectral", "hybrid", "none"]
+REF_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+
+
+def pair(B=2, D=8, T=400, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, D, T, generator=g), torch.randn(B, D, T, generator=g)
+
+
+# -- registry through the installed distribution's entry points ----------------------------------
+def test_entry_points_hold_the_builtins():
+    eps = {ep.name: ep for ep in md.entry_points(group="maskkit")}
+    assert {"fixed", "creative-agent", "codecs"} <= set(eps)
+    assert eps["fixed"].dist.name == "maskkit"
+    assert eps["fixed"].value == "maskkit_fixed"
+
+
+def test_every_fixed_strategy_comes_from_the_maskkit_distribution():
+    for name in FIXED:
+        entry = get_strategy_entry(name)
+        assert entry.dist == "maskkit" and entry.plugin == "fixed"
+        assert entry.cls.name == name and not entry.cls.learnable
+
+
+def test_core_imports_no_plugin():
+    core = Path(maskkit.__file__).parent
+    for f in core.glob("*.py"):
+        text = f.read_text()
+        for plugin in ("maskkit_fixed", "maskkit_creative_agent", "maskkit_codecs"):
+            assert f"import {plugin}" not in text and f"from {plugin}" not in text, f.name
+
+
+def test_unknown_strategy_lists_the_available_ones():
+    with pytest.raises(UnknownNameError) as e:
+        build_strategy("nope")
+    for name in FIXED:
+        assert name in str(e.value)
+
+
+# -- temporal -------------------------------------------------------------------------------------
+def test_temporal_values_at_known_frames():
+    x, y = pair(T=400)
+    m = build_strategy("temporal")(x, y)
+    im, tm = m.input_mask[0, 0], m.target_mask[0, 0]
+    assert m.input_mask.shape == (1, 1, 400)
+    # fade = min(10, 150 // 15) = 10: the input fades out over frames 140..149 (1.0 .. 0.1)
+    assert im[:140].eq(1).all()
+    assert torch.allclose(im[140:150], torch.linspace(1.0, 0.1, 10), atol=1e-6)
+    assert im[150:300].eq(0).all()
+    # the input fades in after the boundary at 300: 0, 0.1, ..., 0.9, then 1
+    assert torch.allclose(im[300:310], torch.arange(10) / 10.0, atol=1e-6)
+    assert im[310:].eq(1).all()
+    assert torch.allclose(im + tm, torch.ones(400))
+
+
+def test_temporal_matches_the_seed_reference():
+    sys.path.insert(0, str(REF_DIR))
+    try:
+        from seed_reference import ref_temporal_mask
+    except ImportError:
+        pytest.skip("shared/reference not beside the checkout")
+    finally:
+        sys.path.pop(0)
+    for T, seg in [(1500, 150), (151, 150), (1000, 15), (333, 40), (100, 7)]:
+        x = torch.ones(1, 1, T)
+        a, b = ref_temporal_mask(x, x, seg)
+        m = build_strategy("temporal", {"segment": seg})(x, x)
+        assert torch.allclose(m.input_mask, a, atol=1e-6) and torch.allclose(m.target_mask, b, atol=1e-6)
+
+
+def test_temporal_complementarity_at_least_96_percent():
+    x, y = pair(T=1500)
+    m = build_strategy("temporal")(x, y)
+    assert float(metrics.complementarity(m.input_mask, m.target_mask)) >= 96.0
+
+
+@pytest.mark.parametrize("T", [1, 2, 149, 150, 151])
+def test_temporal_short_inputs(T):
+    x, y = pair(B=3, D=1, T=T)
+    m = build_strategy("temporal")(x, y)
+    assert m.input_mask.shape == (1, 1, T)
+    assert torch.equal(m.input_mask, torch.ones(1, 1, T)[..., :T]) if T <= 140 else True
+
+
+def test_temporal_hard_is_binary_and_fade_option():
+    x, y = pair(T=400)
+    hard = build_strategy("temporal")(x, y, hard=True)
+    assert set(hard.input_mask.unique().tolist()) <= {0.0, 1.0}
+    m = build_strategy("temporal", ["segment=20", "fade=5"])(x, y)
+    assert torch.allclose(m.input_mask[0, 0, 15:20], torch.tensor([1.0, 0.8, 0.6, 0.4, 0.2]))
+    with pytest.raises(ConfigError, match="fade"):
+        build_strategy("temporal", {"segment": 20, "fade": 11})
+
+
+def test_temporal_follows_dtype_and_device():
+    x = torch.randn(2, 4, 300, dtype=torch.float64)
+    m = build_strategy("temporal")(x, x)
+    assert m.input_mask.dtype == torch.float64 and m.input_mask.device == x.device
+
+
+# -- frequency ------------------------------------------------------------------------------------
+def test_frequency_by_channel_index():
+    x, y = pair(D=10, T=5)
+    m = build_strategy("frequency")(x, y)
+    assert m.input_mask.shape == (1, 10, 1)
+    assert m.input_mask[0, :3, 0].eq(1).all() and torch.allclose(m.input_mask[0, 3:, 0], torch.tensor(0.2))
+    assert torch.allclose(m.target_mask[0, :3, 0], torch.tensor(0.2)) and m.target_mask[0, 3:, 0].eq(1).all()
+
+
+def test_frequency_splits_in_hz_when_the_codec_gives_frequencies():
+    # channels laid out as [re_0..re_4, im_0..im_4]: index order is NOT frequency order
+    freqs = (0.0, 1000.0, 2000.0, 3000.0, 4000.0) * 2
+    s = build_strategy("frequency", {"split_hz": 1500.0}, spec=EncodingSpec(dim=10, channel_freqs=freqs))
+    x = torch.randn(1, 10, 4)
+    im = s(x, x).input_mask[0, :, 0]
+    assert im.tolist() == pytest.approx([1, 1, 0.2, 0.2, 0.2] * 2)
+    s2 = build_strategy("frequency", {"split_ratio": 0.5}, spec=EncodingSpec(dim=10, channel_freqs=freqs))
+    assert s2(x, x).input_mask[0, :, 0].tolist() == pytest.approx([1, 1, 0.2, 0.2, 0.2] * 2)
+
+
+def test_frequency_split_hz_needs_frequencies():
+    x = torch.randn(1, 4, 4)
+    with pytest.raises(ConfigError, match="channel frequencies"):
+        build_strategy("frequency", {"split_hz": 100.0})(x, x)
+
+
+# -- energy, spectral, hybrid, none ---------------------------------------------------------------
+def test_energy_keeps_the_loud_frames_of_the_input():
+    x = torch.ones(2, 4, 10) * 0.1
+    x[0, :, [2, 7]] = 5.0  # two loud frames in item 0
+    x[1, :, [0, 1, 3]] = 5.0
+    m = build_strategy("energy")(x, torch.randn(2, 4, 10))
+    assert m.input_mask.shape == (2, 1, 10)
+    assert m.input_mask[0, 0].nonzero().flatten().tolist() == [2, 7]
+    assert m.input_mask[1, 0].nonzero().flatten().tolist() == [0, 1, 3]
+    assert torch.equal(m.target_mask, 1 - m.input_mask)
+    assert float(metrics.adaptivity(m.input_mask, m.target_mask)) > 0
+
+
+def test_spectral_is_a_seeded_partition():
+    x = torch.randn(1, 16, 3)
+    a = build_strategy("spectral", {"seed": 3})(x, x)
+    b = build_strategy("spectral", {"seed": 3})(x, x)
+    c = build_strategy("spectral", {"seed": 4})(x, x)
+    assert torch.equal(a.input_mask, b.input_mask) and not torch.equal(a.input_mask, c.input_mask)
+    assert float(a.input_mask.sum()) == 8 and torch.equal(a.target_mask, 1 - a.input_mask)
+
+
+def test_hybrid_is_a_time_frequency_checkerboard():
+    x = torch.randn(1, 10, 400)
+    m = build_strategy("hybrid")(x, x, hard=True)
+    assert m.input_mask.shape == (1, 10, 400)
+    assert m.input_mask[0, :3, :150].eq(1).all() and m.input_mask[0, 3:, :150].eq(0).all()
+    assert m.input_mask[0, :3, 150:300].eq(0).all() and m.input_mask[0, 3:, 150:300].eq(1).all()
+    assert torch.equal(m.target_mask, 1 - m.input_mask)
+
+
+def test_none_keeps_everything():
+    x, y = pair()
+    m = build_strategy("none")(x, y)
+    assert float(metrics.complementarity(m.input_mask, m.target_mask)) == 0.0
+    assert float(metrics.coverage(m.input_mask, m.target_mask)) == 2.0
+
+
+@pytest.mark.parametrize("name", FIXED)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 1, 7), (2, 5, 1), (2, 7, 160)])
+def test_fixed_shapes_ranges_and_determinism(name, shape):
+    x, y = torch.randn(*shape), torch.randn(*shape)
+    s = build_strategy(name)
+    m1, m2 = s(x, y), s(x, y)
+    maskkit.validate_masks(m1, x, name)
+    assert torch.equal(m1.input_mask, m2.input_mask) and torch.equal(m1.target_mask, m2.target_mask)
+    assert m1.reg_loss is None
+
+
+# -- validation -----------------------------------------------------------------------------------
+def test_validate_masks_names_the_strategy():
+    x = torch.randn(2, 3, 4)
+    with pytest.raises(MaskValidationError, match="'bad'.*shape"):
+        maskkit.validate_masks(Masks(torch.ones(2, 4, 4), torch.ones(1, 1, 4)), x, "bad")
+    with pytest.raises(MaskValidationError, match="NaN"):
+        maskkit.validate_masks(Masks(torch.full((1, 1, 4), float("nan")), torch.ones(1, 1, 4)), x, "bad")
+    with pytest.raises(MaskValidationError, match="outside"):
+        maskkit.validate_masks(Masks(torch.full((1, 1, 4), 1.5), torch.ones(1, 1, 4)), x, "bad")
+    with pytest.raises(MaskValidationError, match="expected maskkit.Masks"):
+        maskkit.validate_masks((torch.ones(1), torch.ones(1)), x, "bad")
+
+
+# -- metrics on hand-computed examples ------------------------------------------------------------
+def test_metric_formulas():
+    im = torch.tensor([1.0, 0.5, 0.0, 1.0]).view(1, 1, 4)
+    tm = torch.tensor([0.0, 0.5, 1.0, 1.0]).view(1, 1, 4)
+    # overlap = (0 + .25 + 0 + 1) / 4 = 0.3125
+    assert float(metrics.complementarity(im, tm)) == pytest.approx(68.75)
+    assert float(metrics.coverage(im, tm)) == pytest.approx((2.5 + 2.5) / 4)
+    # sums 1, 1, 1, 2 -> errors 0, 0, 0, 1
+    assert float(metrics.coverage_error(im, tm)) == pytest.approx(0.25)
+    assert float(metrics.balance(im, tm)) == pytest.approx(0.5)
+    # population variance of [1, .5, 0, 1] is 0.171875; of [0, .5, 1, 1] also 0.171875
+    assert float(metrics.temporal_diversity(im, tm)) == pytest.approx(0.171875)
+    assert float(metrics.adaptivity(im, tm)) == 0.0
+    two = torch.stack([torch.zeros(1, 4), torch.ones(1, 4)])  # [2, 1, 4]: items differ by 1 everywhere
+    assert float(metrics.adaptivity(two, two)) == pytest.approx(0.5)
+    assert set(metrics.mask_metrics(im, tm)) == set(metrics.METRICS)
+
+
+def test_metrics_of_broadcast_masks_equal_the_expanded_ones():
+    im = torch.rand(1, 1, 9)
+    tm = torch.rand(1, 5, 1)
+    full = metrics.mask_metrics(im.expand(3, 5, 9), tm.expand(3, 5, 9))
+    assert metrics.mask_metrics(im, tm) == pytest.approx(full, abs=1e-6)
+
+
+# -- options --------------------------------------------------------------------------------------
+def test_options_convert_and_validate():
+    @dataclass
+    class Cfg:
+        n: int = 1
+        x: float = 0.5
+        flag: bool = False
+        tag: str | None = None
+
+    c = build_config(Cfg, ["n=3", "x=0.25", "flag=yes", "tag=none"], owner="strategy 'demo'")
+    assert (c.n, c.x, c.flag, c.tag) == (3, 0.25, True, None)
+    with pytest.raises(ConfigError, match="unknown option 'nn'.*Valid options: flag, n, tag, x"):
+        build_config(Cfg, {"nn": 1}, owner="strategy 'demo'")
+    with pytest.raises(ConfigError, match="'n' expects an integer"):
+        build_config(Cfg, ["n=abc"])
+    with pytest.raises(ConfigError, match="key=value"):
+        build_config(Cfg, ["n"])
+    with pytest.raises(ConfigError, match="must be <= 1.0"):
+        build_strategy("frequency", ["split_ratio=2"])
+
+
+# -- runtime registration, duplicates, broken register hooks --------------------------------------
+class Halves(MaskStrategy):
+    name = "halves-test"
+    description = "first half input, second half target"
+
+    def forward(self, x_input, x_target, *, hard=False):
+        T = x_input.shape[-1]
+        m = (torch.arange(T) < T // 2).to(x_input.dtype).view(1, 1, T)
+        return Masks(m, 1 - m)
+
+
+class DupTemporal(Halves):
+    name = "temporal"
+
+
+def test_runtime_plugin_appears_and_duplicates_name_both(fresh_plugins):
+    class Plugin:
+        @hookimpl
+        def register_strategies(self, register):
+            register(Halves)
+
+    fresh_plugins.register_plugin(Plugin(), "halves-plugin")
+    assert "halves-test" in strategy_names()
+
+    class Dup:
+        @hookimpl
+        def register_strategies(self, register):
+            register(DupTemporal)
+
+    fresh_plugins.register_plugin(Dup(), "dup-plugin")
+    with pytest.raises(PluginError, match="'temporal'.*plugin 'fixed' from maskkit.*plugin 'dup-plugin'"):
+        strategy_names()
+    fresh_plugins.unregister_plugin("dup-plugin")
+    assert "temporal" in strategy_names()
+
+
+def test_a_register_hook_that_raises_is_skipped(fresh_plugins):
+    class Broken:
+        @hookimpl
+        def register_strategies(self, register):
+            raise RuntimeError("boom")
+
+    fresh_plugins.register_plugin(Broken(), "broken-plugin")
+    with pytest.warns(UserWarning, match="broken-plugin.*boom"):
+        names = strategy_names()
+    assert "temporal" in names
+    info = fresh_plugins.get_manager().plugins["broken-plugin"]
+    assert info.status == "failed" and "boom" in info.error
+
+
+def test_allow_list_env_loads_nothing_else(fresh_plugins, monkeypatch):
+    monkeypatch.setenv("MASKKIT_LOAD_PLUGINS", "codecs")
+    assert "temporal" not in strategy_names()
+    assert fresh_plugins.get_manager().plugins["fixed"].status == "disabled"
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+def test_cli_version_and_strategies_table():
+    r = CliRunner().invoke(cli, ["--version"])
+    assert r.exit_code == 0 and maskkit.__version__ in r.output
+    r = CliRunner().invoke(cli, ["strategies"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    for name in FIXED:
+        assert name in r.output
+    assert "maskkit" in r.output
+
+
+def test_cli_strategies_show_and_unknown_name():
+    r = CliRunner().invoke(cli, ["strategies", "show", "frequency"], terminal_width=200)
+    assert r.exit_code == 0 and "split_ratio" in r.output and "0.3" in r.output
+    r = CliRunner().invoke(cli, ["strategies", "show", "nope"])
+    assert r.exit_code == 2 and "unknown strategy 'nope'" in r.output and "temporal" in r.output
+
+
+def test_cli_plugins_lists_the_builtin_plugin():
+    r = CliRunner().invoke(cli, ["plugins"], terminal_width=200)
+    assert r.exit_code == 0 and "fixed" in r.output and "temporal" in r.output
