@@ -1,0 +1,581 @@
+"""Training data: pairs of audio segments ``(input, target)`` as torch Datasets.
+
+Three sources, chosen by :func:`make_datasets` from a single ``source`` string:
+
+- ``None`` / ``"synthetic"``: :class:`SyntheticPairs`, songs rendered on the fly by
+  :mod:`maskkit.synth` (no download, no files);
+- a folder with ``train/pair_XXXX_input.wav`` + ``pair_XXXX_output.wav`` (and ``val/...``):
+  :class:`WavPairs`, the original project's layout, used as is;
+- any other folder: :class:`FolderPairs`, pairs of segments from two *different* songs of
+  a (nested) folder of songs, split into train/val *by song*.
+
+Every item is ``(input_audio, target_audio)``: float32 tensors ``[1, N]`` with
+``N = round(segment_seconds * sample_rate)``, finite, peak <= 1 (loudness-normalized by
+:func:`maskkit.audio.normalize_loudness`).
+
+Determinism (exact resume, DDP): an item depends only on ``(seed, epoch, index)``. Each
+item draws from its own ``numpy.random.Generator`` seeded with those numbers, never from a
+global RNG, so the order in which workers or ranks fetch items does not matter. Training
+sets draw new crops / new songs each epoch (:meth:`PairDataset.set_epoch`); validation sets
+ignore the epoch. ``len()`` never changes. The epoch lives in shared memory, so
+``set_epoch`` also reaches persistent DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .audio import (
+    AudioInfo,
+    audio_info,
+    check_audio,
+    find_audio_files,
+    load_segment,
+    normalize_loudness,
+    peak_db,
+    save_audio,
+)
+from .errors import AudioError, ConfigError
+
+__all__ = [
+    "PairDataset",
+    "SyntheticPairs",
+    "WavPairs",
+    "FolderPairs",
+    "SongCatalog",
+    "scan_songs",
+    "split_songs",
+    "detect_layout",
+    "make_datasets",
+    "build_pairs_folder",
+    "PairsSummary",
+    "FileReport",
+    "check_folder",
+]
+
+_TRAIN, _VAL = 1, 2  # RNG stream ids
+_SILENT_CROP_DB = -50.0  # a crop quieter than this is re-drawn (a few tries) in training data
+_CROP_TRIES = 4
+_SKIP_HINT = " (pass --skip-bad / skip_bad=True to skip bad files)"
+_PAIR_RE = re.compile(r"^pair_(.+)_input\.wav$", re.IGNORECASE)
+
+
+class PairDataset(Dataset):
+    """Base class of maskkit's pair datasets: epoch, per-item RNG, skipped-file summary."""
+
+    def __init__(self, *, sample_rate: int, segment_seconds: float, seed: int, train: bool) -> None:
+        if sample_rate <= 0:
+            raise ConfigError(f"sample_rate must be > 0, got {sample_rate}")
+        if segment_seconds <= 0:
+            raise ConfigError(f"segment_seconds must be > 0, got {segment_seconds}")
+        self.sample_rate = int(sample_rate)
+        self.segment_seconds = float(segment_seconds)
+        self.num_samples = int(round(segment_seconds * sample_rate))
+        self.seed = int(seed)
+        self.train = bool(train)
+        #: ``(path, reason)`` of every file left out because of ``skip_bad``.
+        self.skipped: list[tuple[str, str]] = []
+        self._epoch = torch.zeros(1, dtype=torch.int64)
+        try:  # shared with DataLoader workers, persistent ones included
+            self._epoch.share_memory_()
+        except (RuntimeError, OSError):  # pragma: no cover - platforms without shared memory
+            pass
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch: training sets draw new pairs from ``(seed, epoch, index)``."""
+        self._epoch[0] = int(epoch)
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+    def summary(self) -> str:
+        """One line: what the set holds and how many bad files were skipped."""
+        kind = "train" if self.train else "val"
+        line = f"{type(self).__name__} ({kind}): {len(self)} pairs of {self.segment_seconds:g} s " \
+               f"at {self.sample_rate} Hz"
+        if self.skipped:
+            line += f"; skipped {len(self.skipped)} bad file(s)"
+        return line
+
+    def _rng(self, index: int, salt: int = 0) -> np.random.Generator:
+        epoch = self.epoch if self.train else 0
+        stream = _TRAIN if self.train else _VAL
+        return np.random.default_rng([self.seed & 0xFFFFFFFFFFFFFFFF, stream, epoch, int(index), salt])
+
+    def _index(self, index: int) -> int:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"{type(self).__name__}: index {index} out of range for {n} pairs")
+        return index % n
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# -- synthetic --------------------------------------------------------------------------------
+
+class SyntheticPairs(PairDataset):
+    """Pairs of two different synthetic songs rendered on the fly (:mod:`maskkit.synth`).
+
+    Item ``i`` renders two songs whose seeds are drawn from ``(seed, epoch, i)``; training
+    sets get new songs every epoch, validation sets (``train=False``) always the same ones,
+    disjoint from training's (a separate RNG stream).
+    """
+
+    def __init__(self, num_pairs: int, *, seconds: float = 4.0, sample_rate: int = 24000, seed: int = 0,
+                 train: bool = True) -> None:
+        super().__init__(sample_rate=sample_rate, segment_seconds=seconds, seed=seed, train=train)
+        if num_pairs < 1:
+            raise ConfigError(f"SyntheticPairs: num_pairs must be >= 1, got {num_pairs}")
+        self.num_pairs = int(num_pairs)
+
+    def __len__(self) -> int:
+        return self.num_pairs
+
+    def song_seeds(self, index: int) -> tuple[int, int]:
+        """The :func:`maskkit.synth.generate_song` seeds of item ``index`` (this epoch)."""
+        index = self._index(index)
+        a, b = (int(v) for v in self._rng(index).integers(0, 2**62, size=2))
+        if a == b:  # pragma: no cover - probability 2**-62
+            b += 1
+        return a, b
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        from .synth import generate_song
+
+        a, b = self.song_seeds(index)
+        out = []
+        for s in (a, b):
+            x = np.zeros(self.num_samples, np.float32)
+            song = generate_song(s, self.segment_seconds, self.sample_rate)
+            x[: song.shape[0]] = song[: self.num_samples]  # generate_song gives exactly N samples
+            out.append(torch.from_numpy(normalize_loudness(x)).view(1, -1))
+        return out[0], out[1]
+
+
+# -- folder of songs ----------------------------------------------------------------------------
+
+@dataclass
+class SongCatalog:
+    """The usable songs of a folder and the files left out (``skip_bad``)."""
+
+    root: str
+    songs: list[AudioInfo]
+    bad: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+def scan_songs(root: str | os.PathLike, *, segment_seconds: float = 4.0, skip_bad: bool = False,
+               full: bool = False, progress: Callable[[str], None] | None = None) -> SongCatalog:
+    """Find and check the songs of a folder (recursively).
+
+    Each audio file goes through :func:`maskkit.audio.check_audio` (``full`` decodes it all;
+    otherwise a few windows are probed). A bad file raises :class:`AudioError` naming it,
+    or with ``skip_bad`` is recorded in ``bad`` and left out. Files with an audio extension
+    libsndfile cannot read (``.m4a`` ...) are bad files too; other files are ignored.
+    """
+    audio, unsupported, ignored = find_audio_files(root)
+    songs: list[AudioInfo] = []
+    bad: list[tuple[str, str]] = []
+    for path in unsupported:
+        msg = f"{path}: unsupported format '{path.suffix.lower()}'"
+        if not skip_bad:
+            raise AudioError(msg + "; convert it to FLAC/WAV/OGG/MP3" + _SKIP_HINT)
+        bad.append((str(path), "unsupported format"))
+    for path in audio:
+        if progress is not None:
+            progress(str(path))
+        try:
+            songs.append(check_audio(path, min_seconds=segment_seconds, full=full))
+        except AudioError as e:
+            if not skip_bad:
+                raise AudioError(f"{e}{_SKIP_HINT}") from None
+            bad.append((str(path), str(e).split(": ", 1)[-1]))
+    return SongCatalog(root=str(root), songs=songs, bad=bad, ignored=[str(p) for p in ignored])
+
+
+def split_songs(songs: Sequence[AudioInfo], root: str | os.PathLike, val_fraction: float = 0.1
+                ) -> tuple[list[AudioInfo], list[AudioInfo]]:
+    """Split songs into (train, val) by song: each song is in exactly one of the two.
+
+    The order is a hash of each song's path relative to ``root``: it does not depend on the
+    seed, the filesystem's listing order or where the folder is mounted, and adding songs
+    moves few others. Each side gets at least 2 songs (a pair needs two different songs).
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    n = len(songs)
+    if n < 4:
+        raise AudioError(f"{root}: {n} usable song(s); a folder of songs needs at least 4 (two for "
+                         f"training and two for validation, as each pair joins two different songs)")
+    n_val = min(n - 2, max(2, int(round(val_fraction * n))))
+
+    def key(info: AudioInfo) -> str:
+        rel = os.path.relpath(info.path, root).replace(os.sep, "/")
+        return hashlib.sha256(rel.encode("utf-8")).hexdigest()
+
+    ordered = sorted(songs, key=key)
+    val = sorted(ordered[:n_val], key=lambda i: i.path)
+    train = sorted(ordered[n_val:], key=lambda i: i.path)
+    return train, val
+
+
+class FolderPairs(PairDataset):
+    """Pairs of segments from two different songs of a list of songs.
+
+    Item ``i`` takes song ``(i + epoch * num_pairs) % len(songs)`` as input (so every song is
+    used in turn) and another song, drawn from ``(seed, epoch, i)``, as target; each gets a
+    crop at an offset drawn the same way (training) or fixed by ``(seed, i)`` (validation).
+    A crop quieter than -50 dBFS is re-drawn a few times (silent intros). Build it from a
+    folder with :meth:`from_folder` or through :func:`make_datasets`.
+    """
+
+    def __init__(self, songs: Sequence[AudioInfo], num_pairs: int, *, sample_rate: int = 24000,
+                 segment_seconds: float = 4.0, seed: int = 0, train: bool = True) -> None:
+        super().__init__(sample_rate=sample_rate, segment_seconds=segment_seconds, seed=seed, train=train)
+        if len(songs) < 2:
+            raise AudioError(f"FolderPairs needs at least 2 songs, got {len(songs)}")
+        if num_pairs < 1:
+            raise ConfigError(f"FolderPairs: num_pairs must be >= 1, got {num_pairs}")
+        short = [s.path for s in songs if s.duration + 1e-9 < segment_seconds]
+        if short:
+            raise AudioError(f"{short[0]}: too short: shorter than one segment ({segment_seconds:g} s)")
+        self.songs = list(songs)
+        self.num_pairs = int(num_pairs)
+
+    @classmethod
+    def from_folder(cls, root: str | os.PathLike, num_pairs: int, *, split: str = "train",
+                    val_fraction: float = 0.1, sample_rate: int = 24000, segment_seconds: float = 4.0,
+                    seed: int = 0, skip_bad: bool = False) -> FolderPairs:
+        """The ``split`` ("train" or "val") of a folder of songs."""
+        if split not in ("train", "val"):
+            raise ConfigError(f"split must be 'train' or 'val', got {split!r}")
+        cat = scan_songs(root, segment_seconds=segment_seconds, skip_bad=skip_bad)
+        train, val = split_songs(cat.songs, root, val_fraction)
+        ds = cls(train if split == "train" else val, num_pairs, sample_rate=sample_rate,
+                 segment_seconds=segment_seconds, seed=seed, train=split == "train")
+        ds.skipped = list(cat.bad)
+        return ds
+
+    def __len__(self) -> int:
+        return self.num_pairs
+
+    def _crop(self, info: AudioInfo, rng: np.random.Generator) -> tuple[Tensor, float]:
+        span = max(0.0, info.duration - self.segment_seconds)
+        x: Tensor | None = None
+        offset = 0.0
+        for _ in range(_CROP_TRIES):
+            offset = float(rng.uniform(0.0, span)) if span > 0 else 0.0
+            x = load_segment(info.path, self.sample_rate, self.segment_seconds, offset, normalize=False)
+            if peak_db(x) >= _SILENT_CROP_DB or span <= 0:
+                break
+        assert x is not None
+        return normalize_loudness(x), offset
+
+    def item_with_sources(self, index: int) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        """The item and where it comes from: song paths and crop offsets (seconds)."""
+        index = self._index(index)
+        rng = self._rng(index)
+        n = len(self.songs)
+        a = (index + (self.epoch * self.num_pairs if self.train else 0)) % n
+        b = int(rng.integers(0, n - 1))
+        b += int(b >= a)
+        xa, oa = self._crop(self.songs[a], rng)
+        xb, ob = self._crop(self.songs[b], rng)
+        meta = {"input": {"path": self.songs[a].path, "offset": round(oa, 6)},
+                "target": {"path": self.songs[b].path, "offset": round(ob, 6)}}
+        return xa, xb, meta
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        xa, xb, _ = self.item_with_sources(index)
+        return xa, xb
+
+
+# -- the original's WAV-pairs layout -------------------------------------------------------------
+
+def _pair_files(folder: Path) -> tuple[list[tuple[str, Path, Path | None]], list[Path]]:
+    """``(id, input, output-or-None)`` for each ``pair_ID_input.wav``; and orphan outputs."""
+    pairs: list[tuple[str, Path, Path | None]] = []
+    outputs: set[str] = set()
+    if not folder.is_dir():
+        return [], []
+    names = sorted(os.listdir(folder))
+    lower = {n.lower(): n for n in names}
+    for name in names:
+        m = _PAIR_RE.match(name)
+        if m:
+            pid = m.group(1)
+            out_name = lower.get(f"pair_{pid}_output.wav".lower())
+            pairs.append((pid, folder / name, folder / out_name if out_name else None))
+            if out_name:
+                outputs.add(out_name)
+    orphans = [folder / n for n in names
+               if re.match(r"^pair_.+_output\.wav$", n, re.IGNORECASE) and n not in outputs]
+    return pairs, orphans
+
+
+class WavPairs(PairDataset):
+    """The original project's layout: ``pair_XXXX_input.wav`` + ``pair_XXXX_output.wav``.
+
+    ``folder`` is ``DIR/train`` or ``DIR/val``. Files at any rate and channel count are
+    mixed down and resampled. Files longer than a segment are cropped: training crops draw
+    an offset from ``(seed, epoch, index)`` (the same offset for input and output, so
+    time-aligned pairs stay aligned); validation crops start at 0. A missing partner, or a
+    bad or too-short file, raises :class:`AudioError` naming it, or with ``skip_bad``
+    drops the pair and records it in ``skipped``.
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, sample_rate: int = 24000, segment_seconds: float = 4.0,
+                 seed: int = 0, train: bool = True, skip_bad: bool = False,
+                 pairs: Sequence[tuple[str, Path, Path | None]] | None = None) -> None:
+        super().__init__(sample_rate=sample_rate, segment_seconds=segment_seconds, seed=seed, train=train)
+        self.folder = Path(folder)
+        if pairs is None:
+            if not self.folder.is_dir():
+                raise AudioError(f"{self.folder}: not a directory")
+            pairs, orphans = _pair_files(self.folder)
+            for o in orphans:
+                msg = f"{o}: has no matching {o.name[: -len('_output.wav')]}_input.wav"
+                if not skip_bad:
+                    raise AudioError(msg + _SKIP_HINT)
+                self.skipped.append((str(o), "no matching input file"))
+        min_s = self.segment_seconds - 0.05  # load_segment pads up to 50 ms
+        self.pairs: list[tuple[str, AudioInfo, AudioInfo]] = []
+        for pid, inp, out in pairs:
+            try:
+                if out is None:
+                    raise AudioError(f"{inp}: has no matching pair_{pid}_output.wav")
+                ia = check_audio(inp, min_seconds=min_s, probe_seconds=2.0)
+                ib = check_audio(out, min_seconds=min_s, probe_seconds=2.0)
+            except AudioError as e:
+                if not skip_bad:
+                    raise AudioError(f"{e}{_SKIP_HINT}") from None
+                path, _, reason = str(e).partition(": ")
+                self.skipped.append((path, reason))
+                continue
+            self.pairs.append((pid, ia, ib))
+        if not self.pairs:
+            raise AudioError(f"{self.folder}: no usable pair_XXXX_input.wav / pair_XXXX_output.wav files"
+                             + (f" ({len(self.skipped)} skipped as bad)" if self.skipped else ""))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        index = self._index(index)
+        _, ia, ib = self.pairs[index]
+        span = max(0.0, min(ia.duration, ib.duration) - self.segment_seconds)
+        offset = float(self._rng(index).uniform(0.0, span)) if self.train and span > 0 else 0.0
+        xa = load_segment(ia.path, self.sample_rate, self.segment_seconds, offset)
+        xb = load_segment(ib.path, self.sample_rate, self.segment_seconds, offset)
+        return xa, xb
+
+
+# -- factory --------------------------------------------------------------------------------
+
+def detect_layout(source: str | os.PathLike | None) -> str:
+    """``"synthetic"``, ``"pairs"`` (``train/pair_*_input.wav`` present) or ``"songs"``."""
+    if source is None or str(source) == "synthetic":
+        return "synthetic"
+    p = Path(source)
+    if not p.exists():
+        raise AudioError(f"{p}: no such file or directory (give a folder of songs, a WAV-pairs folder "
+                         f"with train/ and val/, or 'synthetic')")
+    if not p.is_dir():
+        raise AudioError(f"{p}: is a file; give a folder of songs, a WAV-pairs folder or 'synthetic'")
+    if _pair_files(p / "train")[0]:
+        return "pairs"
+    return "songs"
+
+
+def make_datasets(source: str | None = None, *, sample_rate: int = 24000, segment_seconds: float = 4.0,
+                  seed: int = 0, train_pairs: int = 256, val_pairs: int = 32, val_fraction: float = 0.1,
+                  skip_bad: bool = False) -> tuple[Dataset, Dataset]:
+    """(train, val) datasets for ``source``.
+
+    ``None`` or ``"synthetic"``: built-in synthetic music (``train_pairs`` / ``val_pairs``
+    items). A folder holding ``train/pair_*_input.wav``: the WAV-pairs layout (its own
+    counts; without ``val/`` pairs, the last ``val_fraction`` of train's pairs are held
+    out, with a warning). Any other folder: pairs of segments of two different songs,
+    split by song (``val_fraction`` of the songs, at least 2, go to validation). A bad path
+    raises :class:`AudioError` naming it; bad files raise, or with ``skip_bad`` are skipped
+    and listed in each dataset's ``skipped``.
+    """
+    layout = detect_layout(source)
+    common = dict(sample_rate=sample_rate, segment_seconds=segment_seconds, seed=seed)
+    if layout == "synthetic":
+        return (SyntheticPairs(train_pairs, seconds=segment_seconds, sample_rate=sample_rate, seed=seed,
+                               train=True),
+                SyntheticPairs(val_pairs, seconds=segment_seconds, sample_rate=sample_rate, seed=seed,
+                               train=False))
+    root = Path(str(source))
+    if layout == "pairs":
+        train = WavPairs(root / "train", train=True, skip_bad=skip_bad, **common)  # type: ignore[arg-type]
+        if _pair_files(root / "val")[0]:
+            val = WavPairs(root / "val", train=False, skip_bad=skip_bad, **common)  # type: ignore[arg-type]
+            return train, val
+        if not 0.0 < val_fraction < 1.0 or len(train) < 2:
+            raise AudioError(f"{root / 'val'}: no validation pairs, and the {len(train)} training pair(s) "
+                             f"cannot be split (val_fraction={val_fraction})")
+        n_val = min(len(train) - 1, max(1, int(round(val_fraction * len(train)))))
+        warnings.warn(f"{root / 'val'}: no validation pairs; holding out the last {n_val} of "
+                      f"{len(train)} training pairs", stacklevel=2)
+        held = train.pairs[-n_val:]
+        train.pairs = train.pairs[:-n_val]
+        val = WavPairs(root / "train", train=False, **common,  # type: ignore[arg-type]
+                       pairs=[(pid, Path(a.path), Path(b.path)) for pid, a, b in held])
+        return train, val
+    cat = scan_songs(root, segment_seconds=segment_seconds, skip_bad=skip_bad)
+    train_songs, val_songs = split_songs(cat.songs, root, val_fraction)
+    tr = FolderPairs(train_songs, train_pairs, train=True, **common)  # type: ignore[arg-type]
+    va = FolderPairs(val_songs, val_pairs, train=False, **common)  # type: ignore[arg-type]
+    tr.skipped = list(cat.bad)
+    va.skipped = list(cat.bad)
+    return tr, va
+
+
+# -- building a WAV-pairs folder from songs -----------------------------------------------------
+
+@dataclass
+class PairsSummary:
+    """What :func:`build_pairs_folder` wrote."""
+
+    out: str
+    train_pairs: int
+    val_pairs: int
+    train_songs: int
+    val_songs: int
+    skipped: list[tuple[str, str]]
+
+
+def build_pairs_folder(src: str | os.PathLike, out: str | os.PathLike, *, segment_seconds: float = 4.0,
+                       sample_rate: int = 24000, pairs_per_song: int = 4, val_fraction: float = 0.1,
+                       seed: int = 0, skip_bad: bool = False, overwrite: bool = False,
+                       progress: Callable[[str], None] | None = None) -> PairsSummary:
+    """Write the WAV-pairs layout (``OUT/train``, ``OUT/val``) from a folder of songs.
+
+    Every song is checked in full (decoded to the end). The songs are split by song as in
+    :func:`split_songs`; each song is the input of ``pairs_per_song`` pairs whose target is
+    another song of the same split. Segments are mono, ``sample_rate``, 16-bit PCM,
+    loudness-normalized. ``OUT/pairs.json`` records each pair's source files and offsets.
+    An ``OUT`` that already holds pairs is refused unless ``overwrite``.
+    """
+    if pairs_per_song < 1:
+        raise ConfigError(f"pairs_per_song must be >= 1, got {pairs_per_song}")
+    src_p, out_p = Path(src), Path(out)
+    if not src_p.is_dir():
+        raise AudioError(f"{src_p}: not a directory")
+    try:
+        if out_p.resolve() == src_p.resolve() or src_p.resolve() in out_p.resolve().parents:
+            raise AudioError(f"{out_p}: the output folder must not be inside the source folder {src_p}")
+    except OSError:  # pragma: no cover
+        pass
+    existing = [p for sub in ("train", "val") for p in (out_p / sub).glob("pair_*.wav")]
+    if existing and not overwrite:
+        raise AudioError(f"{out_p}: already holds {len(existing)} pair files; pass --overwrite "
+                         f"(overwrite=True) to replace them")
+    cat = scan_songs(src_p, segment_seconds=segment_seconds, skip_bad=skip_bad, full=True, progress=progress)
+    train_songs, val_songs = split_songs(cat.songs, src_p, val_fraction)
+    for p in existing:
+        p.unlink()
+    manifest: dict[str, Any] = {"source": str(src_p), "segment_seconds": segment_seconds,
+                                "sample_rate": sample_rate, "seed": seed, "pairs_per_song": pairs_per_song,
+                                "skipped": [{"path": p, "reason": r} for p, r in cat.bad], "pairs": []}
+    counts = {}
+    for split, songs in (("train", train_songs), ("val", val_songs)):
+        ds = FolderPairs(songs, pairs_per_song * len(songs), sample_rate=sample_rate,
+                         segment_seconds=segment_seconds, seed=seed, train=split == "train")
+        digits = max(4, len(str(len(ds) - 1)))
+        for i in range(len(ds)):
+            xa, xb, meta = ds.item_with_sources(i)
+            pid = f"{i:0{digits}d}"
+            if progress is not None:
+                progress(f"{split}/pair_{pid}")
+            save_audio(out_p / split / f"pair_{pid}_input.wav", xa, sample_rate)
+            save_audio(out_p / split / f"pair_{pid}_output.wav", xb, sample_rate)
+            manifest["pairs"].append({"split": split, "id": pid, **meta})
+        counts[split] = len(ds)
+    tmp = out_p / ".pairs.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out_p / "pairs.json")
+    return PairsSummary(out=str(out_p), train_pairs=counts["train"], val_pairs=counts["val"],
+                        train_songs=len(train_songs), val_songs=len(val_songs), skipped=list(cat.bad))
+
+
+# -- checking a folder -------------------------------------------------------------------------
+
+@dataclass
+class FileReport:
+    """One file of :func:`check_folder`: its header facts and its problem, if any."""
+
+    path: str
+    status: str  # "ok" | "bad" | "ignored"
+    problem: str = ""
+    sample_rate: int | None = None
+    channels: int | None = None
+    duration: float | None = None
+    format: str = ""
+
+
+def check_folder(root: str | os.PathLike, *, segment_seconds: float = 4.0, full: bool = True,
+                 progress: Callable[[str], None] | None = None) -> tuple[str, list[FileReport]]:
+    """``(layout, reports)`` for every file under ``root`` (what ``maskkit data check`` shows).
+
+    ``full`` decodes every file to the end (finds corruption anywhere, measures true
+    silence); otherwise a few windows per file are probed. A file shorter than
+    ``segment_seconds`` is a problem; so is a pair file without its partner.
+    """
+    layout = detect_layout(root)
+    audio, unsupported, ignored = find_audio_files(root)
+    partners: dict[str, str] = {}
+    if layout == "pairs":
+        for sub in ("train", "val"):
+            pairs, orphans = _pair_files(Path(root) / sub)
+            for pid, inp, outp in pairs:
+                if outp is None:
+                    partners[str(inp)] = f"no matching pair_{pid}_output.wav"
+            for o in orphans:
+                partners[str(o)] = "no matching input file"
+    min_s = segment_seconds - (0.05 if layout == "pairs" else 0.0)
+    reports: list[FileReport] = []
+    for path in audio:
+        if progress is not None:
+            progress(str(path))
+        rep = FileReport(path=str(path), status="ok")
+        try:
+            head = audio_info(path)
+            rep.sample_rate, rep.channels, rep.duration = head.sample_rate, head.channels, head.duration
+            rep.format = f"{head.format}/{head.subtype}"
+            info = check_audio(path, min_seconds=min_s, full=full)
+            rep.duration = info.duration
+        except AudioError as e:
+            rep.status, rep.problem = "bad", str(e).split(": ", 1)[-1]
+        if rep.status == "ok" and str(path) in partners:
+            rep.status, rep.problem = "bad", partners[str(path)]
+        reports.append(rep)
+    for path in unsupported:
+        reports.append(FileReport(path=str(path), status="bad",
+                                  problem=f"unsupported format '{path.suffix.lower()}'"))
+    for path in ignored:
+        reports.append(FileReport(path=str(path), status="ignored", problem="not audio"))
+    reports.sort(key=lambda r: r.path)
+    return layout, reports
+

@@ -1,0 +1,177 @@
+"""``maskkit data``: make synthetic songs, build WAV pairs from songs, check a folder.
+
+Thin wrappers over :mod:`maskkit.synth` and :mod:`maskkit.data`. Nothing heavy is imported
+at module level (``maskkit --help`` must not import torch).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    m, s = divmod(seconds, 60.0)
+    return f"{int(m)}:{s:05.2f}" if m else f"{s:.2f} s"
+
+
+@click.group("data")
+def data() -> None:
+    """Audio data: synthetic songs, WAV-pairs folders, folder checks."""
+
+
+@data.command("synth")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--songs", "-n", "num_songs", type=click.IntRange(min=1), required=True, help="How many songs.")
+@click.option("--seconds", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
+              help="Length of each song.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the set of songs.")
+@click.option("--sample-rate", type=click.IntRange(min=4000), default=24000, show_default=True)
+@click.option("--stems/--no-stems", default=True, show_default=True,
+              help="Also write each song's drums/bass/chords/melody under OUT/stems/.")
+def synth(out: Path, num_songs: int, seconds: float, seed: int, sample_rate: int, stems: bool) -> None:
+    """Write synthetic songs to OUT as WAV (16-bit), with their stems.
+
+    \b
+    OUT/song_0000.wav ...            the mixes (OUT works as a folder of songs)
+    OUT/stems/song_0000/drums.wav    bass.wav, chords.wav, melody.wav (mix = their sum)
+    OUT/songs.json                   each song's seed, tempo, key, scale, groove
+    The stems folder holds a .maskkit-ignore file, so it is not taken for songs.
+    """
+    import numpy as np
+
+    from maskkit.audio import IGNORE_MARKER, save_audio
+    from maskkit.synth import STEMS, describe_song, generate_song
+
+    console = _console()
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in np.random.SeedSequence([seed & 0xFFFFFFFF, 0x50]).generate_state(num_songs)]
+    digits = max(4, len(str(num_songs - 1)))
+    listing = []
+    if stems:
+        (out / "stems").mkdir(exist_ok=True)
+        (out / "stems" / IGNORE_MARKER).write_text("stems of the songs in the folder above; not songs\n")
+    for i, s in enumerate(seeds):
+        name = f"song_{i:0{digits}d}"
+        mix, parts = generate_song(s, seconds, sample_rate, return_stems=True)
+        save_audio(out / f"{name}.wav", mix, sample_rate)
+        if stems:
+            for stem in STEMS:
+                save_audio(out / "stems" / name / f"{stem}.wav", parts[stem], sample_rate)
+        plan = describe_song(s)
+        listing.append({"file": f"{name}.wav", "seed": s, "seconds": seconds, "sample_rate": sample_rate,
+                        "bpm": plan.bpm, "key": plan.key, "scale": plan.scale, "groove": plan.groove})
+        console.print(f"{name}.wav  seed {s}  {plan.bpm:.0f} bpm  {plan.key} {plan.scale}  {plan.groove}")
+    (out / "songs.json").write_text(json.dumps({"seed": seed, "songs": listing}, indent=1))
+    console.print(f"[green]wrote {num_songs} song(s) of {seconds:g} s at {sample_rate} Hz to {out}[/green]")
+
+
+@data.command("pairs")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--segment-seconds", type=click.FloatRange(min=0.1), default=4.0, show_default=True)
+@click.option("--pairs-per-song", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Pairs in which each song is the input.")
+@click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.1,
+              show_default=True, help="Fraction of the songs (not segments) held out for validation.")
+@click.option("--sample-rate", type=click.IntRange(min=4000), default=24000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--skip-bad", is_flag=True, help="Skip bad files (listed in a summary) instead of stopping.")
+@click.option("--overwrite", is_flag=True, help="Replace pair files already in OUT.")
+def pairs(src: Path, out: Path, segment_seconds: float, pairs_per_song: int, val_fraction: float,
+          sample_rate: int, seed: int, skip_bad: bool, overwrite: bool) -> None:
+    """Build the WAV-pairs layout (OUT/train, OUT/val) from the songs under SRC.
+
+    Each pair joins segments of two different songs; train and val never share a song.
+    OUT/pairs.json records where every segment comes from.
+    """
+    from maskkit.data import build_pairs_folder
+
+    console = _console()
+    with console.status("checking songs and writing pairs ...") as status:
+        summary = build_pairs_folder(src, out, segment_seconds=segment_seconds, sample_rate=sample_rate,
+                                     pairs_per_song=pairs_per_song, val_fraction=val_fraction, seed=seed,
+                                     skip_bad=skip_bad, overwrite=overwrite,
+                                     progress=lambda what: status.update(f"{what} ..."))
+    console.print(f"[green]wrote {summary.train_pairs} train pairs ({summary.train_songs} songs) and "
+                  f"{summary.val_pairs} val pairs ({summary.val_songs} songs) to {out}[/green]")
+    _print_skipped(console, summary.skipped)
+
+
+def _print_skipped(console: Any, skipped: list[tuple[str, str]]) -> None:
+    if not skipped:
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Skipped {len(skipped)} bad file(s)")
+    table.add_column("file", overflow="fold")
+    table.add_column("problem", overflow="fold")
+    for path, reason in skipped:
+        table.add_row(path, reason)
+    console.print(table)
+
+
+@data.command("check")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--segment-seconds", type=click.FloatRange(min=0.0), default=4.0, show_default=True,
+              help="Files shorter than this are reported.")
+@click.option("--quick", is_flag=True, help="Probe a few windows per file instead of decoding it all.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def check(folder: Path, segment_seconds: float, quick: bool, as_json: bool) -> None:
+    """Report what FOLDER holds: files, durations, rates, channels, problems.
+
+    Exits with status 1 when any file has a problem.
+    """
+    from dataclasses import asdict
+
+    from maskkit.data import check_folder
+
+    console = _console()
+    if as_json:
+        layout, reports = check_folder(folder, segment_seconds=segment_seconds, full=not quick)
+    else:
+        with console.status("reading files ...") as status:
+            layout, reports = check_folder(folder, segment_seconds=segment_seconds, full=not quick,
+                                           progress=lambda p: status.update(f"reading {p} ..."))
+    ok = [r for r in reports if r.status == "ok"]
+    bad = [r for r in reports if r.status == "bad"]
+    ignored = [r for r in reports if r.status == "ignored"]
+    total = sum(r.duration or 0.0 for r in ok)
+    if as_json:
+        click.echo(json.dumps({"folder": str(folder), "layout": layout, "ok": len(ok), "bad": len(bad),
+                               "ignored": len(ignored), "total_seconds": round(total, 3),
+                               "files": [asdict(r) for r in reports]}, indent=1))
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"{folder}  ({layout} layout)")
+        table.add_column("file", overflow="fold")
+        table.add_column("format", overflow="fold")
+        table.add_column("rate", justify="right", no_wrap=True)
+        table.add_column("ch", justify="right", no_wrap=True)
+        table.add_column("duration", justify="right", no_wrap=True)
+        table.add_column("status", overflow="fold")
+        for r in reports:
+            rel = str(Path(r.path).relative_to(folder)) if Path(r.path).is_relative_to(folder) else r.path
+            status = {"ok": "[green]ok[/green]", "ignored": "[dim]ignored (not audio)[/dim]"}.get(
+                r.status, f"[red]{r.problem}[/red]")
+            table.add_row(rel, r.format or "-", str(r.sample_rate or "-"), str(r.channels or "-"),
+                          _fmt_duration(r.duration), status)
+        console.print(table)
+        rates = sorted({r.sample_rate for r in ok if r.sample_rate})
+        console.print(f"{len(ok)} usable file(s), {_fmt_duration(total)} in total; {len(bad)} with problems; "
+                      f"{len(ignored)} ignored. Rates: {', '.join(map(str, rates)) or '-'} Hz.")
+    if bad:
+        sys.exit(1)

@@ -1,0 +1,476 @@
+"""Data sources (maskkit.data) and the ``maskkit data`` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+from torch.utils.data import DataLoader, DistributedSampler
+
+from maskkit.audio import audio_info, save_audio
+from maskkit.data import (
+    FolderPairs,
+    SyntheticPairs,
+    WavPairs,
+    build_pairs_folder,
+    detect_layout,
+    make_datasets,
+    scan_songs,
+    split_songs,
+)
+from maskkit.errors import AudioError
+from maskkit.synth import generate_song
+from maskkit_cli.data import data as data_cli
+
+SR = 8000  # small rates and segments keep these tests fast
+SEG = 1.0
+N = int(SEG * SR)
+
+
+def _check_item(item, n=N):
+    assert isinstance(item, tuple) and len(item) == 2
+    for t in item:
+        assert t.dtype == torch.float32 and t.shape == (1, n)
+        assert torch.isfinite(t).all() and t.abs().max() <= 1.0
+
+
+def _song(path: Path, seed: int, seconds: float, sr: int = 16000, channels: int = 1, **kw) -> Path:
+    mix, stems = generate_song(seed, seconds, sr, return_stems=True)
+    if channels == 2:
+        left = stems["drums"] + stems["bass"] + 0.8 * stems["chords"] + 0.3 * stems["melody"]
+        right = stems["drums"] + stems["bass"] + 0.3 * stems["chords"] + 0.8 * stems["melody"]
+        audio = np.stack([left, right])
+    else:
+        audio = mix
+    return save_audio(path, audio, sr, **kw)
+
+
+@pytest.fixture(scope="module")
+def songs_dir(tmp_path_factory) -> Path:
+    """7 songs in nested folders, at several rates and channel counts, plus non-audio files."""
+    root = tmp_path_factory.mktemp("songs")
+    _song(root / "a" / "one.wav", 1, 3.0, 16000)
+    _song(root / "a" / "two.flac", 2, 2.5, 22050, channels=2)
+    _song(root / "b" / "c" / "three.wav", 3, 4.0, 8000)
+    _song(root / "b" / "four.ogg", 4, 3.0, 44100, channels=2)
+    _song(root / "five.wav", 5, 2.0, 48000)
+    _song(root / "six.mp3", 6, 3.0, 24000)
+    _song(root / "seven.wav", 7, 1.5, 16000)
+    (root / "notes.txt").write_text("liner notes")
+    return root
+
+
+def _split_of(ds: FolderPairs) -> set[str]:
+    return {s.path for s in ds.songs}
+
+
+# -- synthetic -----------------------------------------------------------------------------------
+
+def test_synthetic_default_shapes_and_rates():
+    train, val = make_datasets(None, train_pairs=3, val_pairs=2, sample_rate=SR, segment_seconds=SEG)
+    assert isinstance(train, SyntheticPairs) and isinstance(val, SyntheticPairs)
+    assert (len(train), len(val)) == (3, 2)
+    assert train.sample_rate == SR and train.num_samples == N
+    for i in range(3):
+        _check_item(train[i])
+    a, b = train[0]
+    assert not torch.allclose(a, b)  # two different songs
+    # the contract's defaults: 24 kHz, 4 s
+    tr24 = SyntheticPairs(1)
+    _check_item(tr24[0], 96000)
+    assert make_datasets("synthetic")[0].num_samples == 96000
+
+
+def test_synthetic_determinism_epochs_and_val():
+    a = SyntheticPairs(4, seconds=SEG, sample_rate=SR, seed=7)
+    b = SyntheticPairs(4, seconds=SEG, sample_rate=SR, seed=7)
+    c = SyntheticPairs(4, seconds=SEG, sample_rate=SR, seed=8)
+    torch.manual_seed(123)  # global RNG state must not matter
+    x = a[2]
+    torch.manual_seed(999)
+    np.random.seed(5)
+    assert all(torch.equal(u, v) for u, v in zip(x, b[2], strict=True))
+    assert not torch.equal(x[0], c[2][0])
+    a.set_epoch(1)
+    assert a.epoch == 1 and len(a) == 4
+    assert not torch.equal(a[2][0], x[0])  # training draws new songs each epoch
+    a.set_epoch(0)
+    assert torch.equal(a[2][0], x[0])  # ... from (seed, epoch, index) only
+    v = SyntheticPairs(4, seconds=SEG, sample_rate=SR, seed=7, train=False)
+    first = v[1]
+    v.set_epoch(5)
+    assert torch.equal(v[1][0], first[0])  # validation ignores the epoch
+    train_seeds = {s for i in range(4) for s in a.song_seeds(i)}
+    assert not train_seeds & {s for i in range(4) for s in v.song_seeds(i)}
+    with pytest.raises(IndexError):
+        a[4]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_dataloader_workers_and_epochs(workers):
+    ds = SyntheticPairs(6, seconds=0.5, sample_rate=SR, seed=3)
+    expected = {e: [ds_item for ds_item in _items_at(ds, e)] for e in (0, 1)}
+    loader = DataLoader(ds, batch_size=3, num_workers=workers, persistent_workers=workers > 0)
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)  # reaches persistent workers through shared memory
+        got = [x for x, _ in loader]
+        assert torch.equal(torch.cat(got), torch.stack([x for x, _ in expected[epoch]]))
+
+
+def _items_at(ds, epoch):
+    ds.set_epoch(epoch)
+    items = [ds[i] for i in range(len(ds))]
+    ds.set_epoch(0)
+    return items
+
+
+def test_distributed_sampler_covers_the_set_once():
+    ds = SyntheticPairs(5, seconds=0.25, sample_rate=SR, seed=1)
+    seen = []
+    for rank in range(2):
+        sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=4)
+        sampler.set_epoch(2)
+        ds.set_epoch(2)
+        for i in sampler:
+            seen.append(i)
+            _check_item(ds[i], 2000)
+    assert sorted(set(seen)) == list(range(5)) and len(seen) == 6  # padded to equal halves
+
+
+# -- folder of songs ---------------------------------------------------------------------------
+
+def test_folder_of_songs_shapes_rates_and_split(songs_dir):
+    train, val = make_datasets(str(songs_dir), sample_rate=SR, segment_seconds=SEG, train_pairs=8,
+                               val_pairs=4, val_fraction=0.3)
+    assert isinstance(train, FolderPairs) and isinstance(val, FolderPairs)
+    assert (len(train), len(val)) == (8, 4)
+    tr, va = _split_of(train), _split_of(val)
+    assert len(tr) + len(va) == 7 and not tr & va and len(va) == 2
+    for ds, own in ((train, tr), (val, va)):
+        for i in range(len(ds)):
+            x, y, meta = ds.item_with_sources(i)
+            _check_item((x, y))
+            assert meta["input"]["path"] != meta["target"]["path"]  # two different songs
+            assert {meta["input"]["path"], meta["target"]["path"]} <= own  # never across the split
+            info = audio_info(meta["input"]["path"])
+            assert 0 <= meta["input"]["offset"] <= info.duration - SEG + 1e-6
+
+
+def test_folder_split_never_shares_a_song_for_many_sizes(tmp_path):
+    # The split by song with many folder sizes and fractions (songs are referenced, not read).
+    from maskkit.audio import AudioInfo
+
+    for n in range(4, 40, 3):
+        songs = [AudioInfo(str(tmp_path / f"s{i:02d}.wav"), 8000, 1, 80000, "WAV", "PCM_16")
+                 for i in range(n)]
+        for frac in (0.05, 0.1, 0.5, 0.9):
+            train, val = split_songs(songs, tmp_path, frac)
+            assert not {s.path for s in train} & {s.path for s in val}
+            assert len(train) + len(val) == n and len(train) >= 2 and len(val) >= 2
+    with pytest.raises(AudioError, match="at least 4"):
+        split_songs(songs[:3], tmp_path)
+
+
+def test_folder_split_and_pairs_reproducible_and_location_independent(songs_dir, tmp_path):
+    kw = dict(sample_rate=SR, segment_seconds=SEG, train_pairs=5, val_pairs=3, seed=11)
+    t1, v1 = make_datasets(str(songs_dir), **kw)
+    t2, v2 = make_datasets(str(songs_dir), **kw)
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(songs_dir, moved)
+    t3, _ = make_datasets(str(moved), **kw)
+    rel = lambda ds, root: sorted(os.path.relpath(s.path, root) for s in ds.songs)  # noqa: E731
+    assert rel(t1, songs_dir) == rel(t3, moved)
+    for i in range(5):
+        m1, m2 = t1.item_with_sources(i)[2], t2.item_with_sources(i)[2]
+        assert m1 == m2
+        assert all(torch.equal(a, b) for a, b in zip(t1[i], t2[i], strict=True))
+    other, _ = make_datasets(str(songs_dir), **{**kw, "seed": 12})
+    assert [other.item_with_sources(i)[2] for i in range(5)] != [t1.item_with_sources(i)[2] for i in range(5)]
+    t1.set_epoch(3)
+    v1.set_epoch(3)
+    assert [t1.item_with_sources(i)[2] for i in range(5)] != [t2.item_with_sources(i)[2] for i in range(5)]
+    assert [v1.item_with_sources(i)[2] for i in range(3)] == [v2.item_with_sources(i)[2] for i in range(3)]
+
+
+def test_folder_from_folder_helper(songs_dir):
+    ds = FolderPairs.from_folder(songs_dir, 2, split="val", sample_rate=SR, segment_seconds=SEG)
+    assert not ds.train and len(ds) == 2
+    _check_item(ds[1])
+
+
+# -- the WAV-pairs layout -----------------------------------------------------------------------
+
+def _original_layout(root: Path, n_train: int = 3, n_val: int = 2, seconds: float = 4.0) -> Path:
+    """Pairs as the original project wrote them: 24 kHz mono 4 s WAVs."""
+    for split, n in (("train", n_train), ("val", n_val)):
+        for i in range(n):
+            for j, kind in enumerate(("input", "output")):
+                x = generate_song(100 * i + j + (50 if split == "val" else 0), seconds, 24000)
+                sf.write(str(_mk(root / split / f"pair_{i:04d}_{kind}.wav")), x, 24000, subtype="PCM_16")
+    return root
+
+
+def _mk(p: Path) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def test_original_wav_pairs_layout_as_is(tmp_path):
+    root = _original_layout(tmp_path / "dataset_wav_pairs")
+    assert detect_layout(root) == "pairs"
+    train, val = make_datasets(str(root))
+    assert isinstance(train, WavPairs) and (len(train), len(val)) == (3, 2)
+    x, y = train[0]
+    _check_item((x, y), 96000)
+    ref, _ = sf.read(str(root / "train" / "pair_0000_input.wav"), dtype="float32")
+    # Same audio, loudness-normalized: proportional to the file.
+    r = np.corrcoef(x[0].numpy(), ref)[0, 1]
+    assert r > 0.9999
+    # Other rates/lengths: resampled and cropped; train crops move with the epoch, val's do not.
+    tr8, va8 = make_datasets(str(root), sample_rate=SR, segment_seconds=SEG)
+    _check_item(tr8[1])
+    a = tr8[1][0]
+    tr8.set_epoch(1)
+    assert not torch.equal(tr8[1][0], a)
+    v = va8[0][0]
+    va8.set_epoch(4)
+    assert torch.equal(va8[0][0], v)
+
+
+def test_wav_pairs_without_val_holds_out_train_pairs(tmp_path):
+    root = _original_layout(tmp_path / "p", n_train=5, n_val=0, seconds=1.0)
+    with pytest.warns(UserWarning, match="holding out the last 1 of 5"):
+        train, val = make_datasets(str(root), sample_rate=SR, segment_seconds=SEG, val_fraction=0.2)
+    assert (len(train), len(val)) == (4, 1)
+    assert {p for p, *_ in train.pairs}.isdisjoint({p for p, *_ in val.pairs})
+
+
+def test_pairs_command_builds_a_folder_that_loads_back(songs_dir, tmp_path):
+    out = tmp_path / "pairs"
+    res = CliRunner().invoke(data_cli, ["pairs", str(songs_dir), str(out), "--segment-seconds", "1",
+                                        "--pairs-per-song", "2", "--sample-rate", str(SR),
+                                        "--val-fraction", "0.3"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "pairs.json").read_text())
+    tr_src = {p[k]["path"] for p in manifest["pairs"] if p["split"] == "train" for k in ("input", "target")}
+    va_src = {p[k]["path"] for p in manifest["pairs"] if p["split"] == "val" for k in ("input", "target")}
+    assert not tr_src & va_src and len(tr_src) == 5 and len(va_src) == 2
+    assert len(list((out / "train").glob("pair_*_input.wav"))) == 10
+    train, val = make_datasets(str(out), sample_rate=SR, segment_seconds=SEG)
+    assert isinstance(train, WavPairs) and (len(train), len(val)) == (10, 4)
+    _check_item(train[3])
+    _check_item(val[0])
+    info = audio_info(out / "val" / "pair_0000_output.wav")
+    assert (info.sample_rate, info.channels, info.frames) == (SR, 1, N)
+    # Running again refuses to mix old and new pairs unless told to overwrite.
+    again = CliRunner().invoke(data_cli, ["pairs", str(songs_dir), str(out), "--segment-seconds", "1"])
+    assert again.exit_code != 0 and "already holds" in str(again.exception)
+    summary = build_pairs_folder(songs_dir, out, segment_seconds=SEG, sample_rate=SR, pairs_per_song=1,
+                                 val_fraction=0.3, overwrite=True)
+    assert summary.train_pairs == 5 and len(list((out / "train").glob("pair_*.wav"))) == 10
+
+
+def test_synth_command_writes_songs_and_stems(tmp_path):
+    out = tmp_path / "syn"
+    res = CliRunner().invoke(data_cli, ["synth", str(out), "--songs", "4", "--seconds", "1.5", "--seed", "2",
+                                        "--sample-rate", str(SR)])
+    assert res.exit_code == 0, res.output
+    songs = sorted(p.name for p in out.glob("song_*.wav"))
+    assert songs == [f"song_{i:04d}.wav" for i in range(4)]
+    listing = json.loads((out / "songs.json").read_text())["songs"]
+    mix, _ = sf.read(str(out / "song_0002.wav"), dtype="float32")
+    np.testing.assert_allclose(mix, generate_song(listing[2]["seed"], 1.5, SR), atol=1 / 32768 + 1e-6)
+    stems = sum(sf.read(str(out / "stems" / "song_0002" / f"{s}.wav"), dtype="float32")[0]
+                for s in ("drums", "bass", "chords", "melody"))
+    np.testing.assert_allclose(stems, mix, atol=4 / 32768)
+    # OUT is a usable folder of songs: the stems are not taken for songs.
+    cat = scan_songs(out, segment_seconds=1.0)
+    assert len(cat.songs) == 4
+
+
+# -- bad files -------------------------------------------------------------------------------
+
+def _make_bad(root: Path, name: str) -> None:
+    """Write the bad file ``name`` (one of :data:`BAD_KINDS`) into ``root``."""
+    if name == "silent.wav":
+        save_audio(root / name, torch.zeros(32000), 16000)
+    elif name == "short.wav":
+        _song(root / name, 9, 0.5, 16000)
+    elif name == "empty.flac":
+        (root / name).write_bytes(b"")
+    elif name == "corrupt.wav":
+        (root / name).write_bytes(np.random.default_rng(0).bytes(4000))
+    elif name == "truncated.wav":
+        full = _song(root / "tmp_full.wav", 10, 3.0, 16000)
+        data = full.read_bytes()
+        full.unlink()
+        (root / name).write_bytes(data[: len(data) // 2])
+    elif name == "song.m4a":
+        (root / name).write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(64))
+    elif name == "locked.wav":
+        os.chmod(_song(root / name, 11, 2.0, 16000), 0)
+    else:  # pragma: no cover
+        raise KeyError(name)
+
+
+#: bad file -> the words its problem is reported with
+BAD_KINDS = {"silent.wav": "silent", "short.wav": "too short", "empty.flac": "empty",
+             "corrupt.wav": "corrupt", "truncated.wav": "truncated", "song.m4a": "unsupported format",
+             "locked.wav": "permission denied"}
+
+
+@pytest.fixture
+def unreadable(monkeypatch):
+    """Make mode-000 files unreadable even for root (who reads anything): open() refuses them."""
+    if os.geteuid() == 0:
+        import builtins
+        import errno
+
+        real_open = builtins.open
+
+        def guarded(file, *a, **kw):
+            if isinstance(file, (str, os.PathLike)) and os.path.isfile(file) \
+                    and os.stat(file).st_mode & 0o777 == 0:
+                raise PermissionError(errno.EACCES, "Permission denied", os.fspath(file))
+            return real_open(file, *a, **kw)
+
+        monkeypatch.setattr(builtins, "open", guarded)
+
+
+@pytest.fixture
+def bad_dir(tmp_path, unreadable) -> Path:
+    """Four good songs and one file of each bad kind."""
+    root = tmp_path / "mixed"
+    for i in range(4):
+        _song(root / f"good{i}.wav", 40 + i, 2.0, 16000)
+    for name in BAD_KINDS:
+        _make_bad(root, name)
+    yield root
+    os.chmod(root / "locked.wav", 0o644)
+
+
+def test_each_bad_file_is_named_or_skipped_and_counted(bad_dir, tmp_path):
+    root = bad_dir
+    # Without skip_bad: a clear error naming the (first) bad file.
+    with pytest.raises(AudioError) as err:
+        make_datasets(str(root), sample_rate=SR, segment_seconds=SEG)
+    assert any(name in str(err.value) for name in BAD_KINDS)
+    # Each kind alone, beside good songs: the error names that file and says what is wrong.
+    for name, problem in BAD_KINDS.items():
+        one = tmp_path / f"only_{name}"
+        for i in range(4):
+            _song(one / f"good{i}.wav", 40 + i, 2.0, 16000)
+        _make_bad(one, name)
+        with pytest.raises(AudioError, match=f"{name}.*{problem}"):
+            make_datasets(str(one), sample_rate=SR, segment_seconds=SEG)
+        os.chmod(one / name, 0o644)
+    # With skip_bad: skipped, counted, and every item finite.
+    train, val = make_datasets(str(root), sample_rate=SR, segment_seconds=SEG, skip_bad=True, train_pairs=4,
+                               val_pairs=2, val_fraction=0.5)
+    skipped = {Path(p).name: reason for p, reason in train.skipped}
+    assert set(skipped) == set(BAD_KINDS)
+    for name, problem in BAD_KINDS.items():
+        assert problem in skipped[name], (name, skipped[name])
+    assert train.num_skipped == len(BAD_KINDS) and "skipped 7 bad file(s)" in train.summary()
+    for ds in (train, val):
+        for i in range(len(ds)):
+            _check_item(ds[i])
+    used = _split_of(train) | _split_of(val)
+    assert {Path(p).name for p in used} == {f"good{i}.wav" for i in range(4)}
+
+
+def test_bad_files_in_wav_pairs(tmp_path):
+    root = _original_layout(tmp_path / "p", n_train=4, n_val=1, seconds=1.0)
+    (root / "train" / "pair_0001_output.wav").unlink()  # missing partner
+    save_audio(root / "train" / "pair_0002_input.wav", torch.zeros(24000), 24000)  # silent
+    sf.write(str(root / "train" / "pair_0003_output.wav"), np.ones(100, np.float32) * 0.1, 24000)  # short
+    sf.write(str(root / "train" / "pair_0009_output.wav"), np.ones(24000, np.float32) * 0.1, 24000)  # orphan
+    with pytest.raises(AudioError, match="pair_0009_output.wav: has no matching pair_0009_input.wav"):
+        make_datasets(str(root), sample_rate=SR, segment_seconds=SEG)
+    (root / "train" / "pair_0009_output.wav").unlink()
+    with pytest.raises(AudioError, match="pair_0001_input.wav: has no matching pair_0001_output.wav"):
+        make_datasets(str(root), sample_rate=SR, segment_seconds=SEG)
+    train, val = make_datasets(str(root), sample_rate=SR, segment_seconds=SEG, skip_bad=True)
+    assert len(train) == 1 and train.num_skipped == 3
+    reasons = " ".join(r for _, r in train.skipped)
+    assert "no matching" in reasons and "silent" in reasons and "too short" in reasons
+    _check_item(train[0])
+
+
+def test_bad_source_paths(tmp_path):
+    with pytest.raises(AudioError, match="missing_dir: no such file or directory"):
+        make_datasets(str(tmp_path / "missing_dir"))
+    f = _song(tmp_path / "a.wav", 1, 1.0, 8000)
+    with pytest.raises(AudioError, match="a.wav: is a file"):
+        make_datasets(str(f))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(AudioError, match="0 usable song"):
+        make_datasets(str(empty))
+
+
+def test_check_command_reports_problems(bad_dir):
+    root, expected = bad_dir, BAD_KINDS
+    runner = CliRunner()
+    res = runner.invoke(data_cli, ["check", str(root), "--segment-seconds", "1", "--json"])
+    assert res.exit_code == 1
+    report = json.loads(res.output)
+    by_name = {Path(f["path"]).name: f for f in report["files"]}
+    for name, problem in expected.items():
+        assert by_name[name]["status"] == "bad" and problem in by_name[name]["problem"], name
+    assert by_name["good0.wav"]["status"] == "ok" and by_name["good0.wav"]["sample_rate"] == 16000
+    assert report["layout"] == "songs"
+    table = runner.invoke(data_cli, ["check", str(root), "--segment-seconds", "1"], env={"COLUMNS": "200"})
+    assert table.exit_code == 1
+    assert "silent" in table.output and "truncated" in table.output and "good3.wav" in table.output
+
+
+# -- real-world formats: long OGG/MP3 songs at 44.1 kHz stereo -----------------------------------
+
+@pytest.fixture(scope="module")
+def real_songs(tmp_path_factory) -> Path:
+    """Four songs of one to two and a half minutes, 44.1 kHz stereo, as OGG Vorbis and MP3."""
+    root = tmp_path_factory.mktemp("real")
+    _song(root / "album" / "01 intro.ogg", 201, 150.0, 44100, channels=2)
+    _song(root / "album" / "02 track.mp3", 202, 60.0, 44100, channels=2)
+    _song(root / "singles" / "b-side.ogg", 203, 75.0, 44100, channels=2)
+    _song(root / "singles" / "radio edit.mp3", 204, 60.0, 44100, channels=2)
+    return root
+
+
+def test_check_and_pairs_on_long_ogg_mp3_stereo(real_songs, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(data_cli, ["check", str(real_songs), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["ok"] == 4 and report["bad"] == 0 and report["layout"] == "songs"
+    for f in report["files"]:
+        assert f["sample_rate"] == 44100 and f["channels"] == 2
+    durations = sorted(round(f["duration"]) for f in report["files"])
+    assert durations == [60, 60, 75, 150]
+    table = runner.invoke(data_cli, ["check", str(real_songs)], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "02 track.mp3" in table.output and "2:30.00" in table.output
+
+    out = tmp_path / "pairs"
+    res = runner.invoke(data_cli, ["pairs", str(real_songs), str(out), "--pairs-per-song", "2"])
+    assert res.exit_code == 0, res.output
+    train, val = make_datasets(str(out))
+    assert isinstance(train, WavPairs) and (len(train), len(val)) == (4, 4)
+    for ds in (train, val):
+        _check_item(ds[0], 96000)
+    info = audio_info(out / "train" / "pair_0000_input.wav")
+    assert (info.sample_rate, info.channels, info.frames) == (24000, 1, 96000)
+    # The songs folder also works directly as a data source (crops read by seeking).
+    tr, va = make_datasets(str(real_songs), train_pairs=2, val_pairs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _check_item(tr[1], 96000)
+        _check_item(va[0], 96000)
