@@ -102,6 +102,9 @@ class PluginManager:
                 continue
             seen.add(key)
             eps.append(ep)
+        # maskkit's own entry points first, so that a third-party entry point with a built-in's
+        # name (e.g. "fixed") is the one reported as a duplicate, never the built-in
+        eps.sort(key=lambda ep: ep.dist is None or ep.dist.name != BUILTIN_DIST)
         return eps
 
     def load(self) -> None:
@@ -186,6 +189,8 @@ class PluginManager:
             if kind in self._registries:
                 return self._registries[kind]
             reg: dict[str, Registered] = {}
+            for p in self.plugins.values():  # rebuilt after register(): do not list names twice
+                p.registers.pop(kind, None)
             for impl in getattr(self.pm.hook, hook).get_hookimpls():
                 info = self.plugins.get(impl.plugin_name) or PluginInfo(
                     name=impl.plugin_name, dist="?", version="?", module="?")
@@ -199,10 +204,12 @@ class PluginManager:
                         raise PluginError(f"{_info.origin} registered {cls.__name__} without a name")
                     if name in reg:
                         other = reg[name]
+                        # suggest disabling the third-party one, never maskkit's own plugin
+                        culprit = other.plugin if _info.dist == BUILTIN_DIST else _info.name
                         raise PluginError(
                             f"two plugins register the {kind} '{name}': {other.origin} and "
                             f"{_info.origin}; uninstall one, or disable one with "
-                            f"MASKKIT_DISABLE_PLUGINS={_info.name}")
+                            f"MASKKIT_DISABLE_PLUGINS={culprit}")
                     reg[name] = Registered(name, cls, _info.name, _info.dist, _info.version)
                     _info.registers.setdefault(kind, []).append(name)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -74,6 +75,15 @@ class MaskkitGroup(click.Group):
                 raise
             click.secho(f"Error: {e}", fg="red", err=True)
             sys.exit(2)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # type: ignore[no-untyped-def]
+    """Warnings on the command line are one line: 'maskkit: ...', no source excerpt."""
+    text = str(message)
+    return f"{text}\n" if text.startswith("maskkit:") else f"warning: {text}\n"
+
+
+warnings.formatwarning = _one_line_warning
 
 
 def _no_plugins(ctx: click.Context, param: click.Parameter, value: bool) -> None:

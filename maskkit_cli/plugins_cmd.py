@@ -91,15 +91,22 @@ def plugins(show_tb: bool, as_json: bool) -> None:
 
     from rich.table import Table
 
+    from maskkit.errors import PluginError
     from maskkit.plugins import get_manager
 
     mgr = get_manager()
-    mgr.strategies()  # fill in what each plugin registers
-    mgr.codecs()
+    clashes = []
+    for fill in (mgr.strategies, mgr.codecs):  # fill in what each plugin registers
+        try:
+            fill()
+        except PluginError as e:  # two plugins claim one name: still list them, then say so
+            clashes.append(str(e))
     infos = sorted(mgr.plugins.values(), key=lambda p: (p.status != "loaded", p.name))
     if as_json:
         click.echo(json.dumps([{k: v for k, v in vars(p).items() if show_tb or k != "traceback"}
                                for p in infos], indent=2))
+        if clashes:
+            raise PluginError("; ".join(clashes))
         return
     table = Table(title="Plugins (entry-point group 'maskkit')")
     for col in ("plugin", "distribution", "version", "status", "registers"):
@@ -116,6 +123,8 @@ def plugins(show_tb: bool, as_json: bool) -> None:
             console.print(f"[red]{p.name}[/red] ({p.dist} {p.version}): {p.error}")
             if show_tb and p.traceback:
                 console.print(p.traceback, markup=False, highlight=False)
+    if clashes:
+        raise PluginError("; ".join(clashes))
 
 
 def _summary(text: str) -> str:
