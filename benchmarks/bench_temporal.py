@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import time_fn  # noqa: E402
+from _timing import time_fn, time_pair  # noqa: E402
 
 from maskkit.plugins import build_strategy  # noqa: E402
 from maskkit.reference import ref_temporal_mask  # noqa: E402
@@ -53,8 +53,8 @@ def main() -> None:
     t_build = time_fn(lambda: strat(slice_, slice_), dev, repeats=a.repeats, inner=10)
     t_ref_build = time_fn(lambda: ref_temporal_mask(slice_, slice_, a.segment), dev, repeats=a.repeats)
     im, tm = ours.input_mask, ours.target_mask
-    t_floor = time_fn(lambda: (x * im, y * tm), dev, repeats=a.repeats)
-    t_pair = time_fn(lambda: strat(x, y).apply(x, y), dev, repeats=a.repeats)
+    t_floor, t_pair = time_pair(lambda: (x * im, y * tm), lambda: strat(x, y).apply(x, y), dev,
+                                repeats=a.repeats)
     t_ref_pair = time_fn(lambda: ref_temporal_mask(x, y, a.segment), dev, repeats=a.repeats)
 
     dev_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"

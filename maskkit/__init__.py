@@ -34,6 +34,8 @@ _LAZY = {
     "CheckpointError": "errors",
     "MaskValidationError": "errors",
     "UnknownNameError": "errors",
+    "arrange": None,  # the module maskkit.arrange, callable as its function arrange(...)
+    "plot_masks": "viz",
 }
 
 __all__ = [
@@ -61,6 +63,8 @@ __all__ = [
     "CheckpointError",
     "MaskValidationError",
     "UnknownNameError",
+    "arrange",
+    "plot_masks",
 ]
 
 
@@ -74,6 +78,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .arrange import arrange
     from .codec import Codec
     from .errors import (
         AudioError,
@@ -94,3 +99,4 @@ if TYPE_CHECKING:  # pragma: no cover
         unregister_plugin,
     )
     from .strategy import EncodingSpec, Masks, MaskStrategy, NoOptions, validate_masks
+    from .viz import plot_masks

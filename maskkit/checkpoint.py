@@ -11,7 +11,21 @@ A checkpoint is a dict of plain Python values and tensors (loadable with
     codec            dict: name, options
     spec             dict: the EncodingSpec (dim, frame_rate, sample_rate, channel_freqs)
     model            state_dict of the arrangement model; the strategy's under "strategy."
-    optimizer, scheduler, scaler, epoch, step, batch_in_epoch, rng, world_size, metrics, ...
+    optimizer        state_dict of AdamW
+    scheduler        state_dict of the LR schedule
+    scaler           None (bf16 autocast needs no loss scaler; kept for format stability)
+    epoch            the epoch to continue in (0-based)
+    batch_in_epoch   batches of that epoch already trained (0 at an epoch boundary)
+    consumed_samples pairs of that epoch already trained by all ranks together
+    step             optimizer steps taken so far
+    epochs_completed epochs whose validation has run
+    sampler_seed     seed of the DistributedSampler (shuffling is a function of seed + epoch)
+    world_size       processes of the run that wrote it
+    rng              list, one dict per rank: torch / cuda / numpy / python RNG states
+    metrics          the last epoch's metrics; history: every epoch's
+    best_val_loss, bad_epochs   early-stopping state
+    reason           why it was written: "epoch", "interrupted", "final", ...
+    interrupted      True when written on SIGTERM/SIGINT
 
 Writes go to a temporary file in the same folder, are fsynced, then ``os.replace``d over
 the target, so a crash mid-write never leaves a partial file under a checkpoint's name.
@@ -20,6 +34,8 @@ the target, so a crash mid-write never leaves a partial file under a checkpoint'
 from __future__ import annotations
 
 import os
+import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -110,3 +126,108 @@ def strategy_from_checkpoint(ckpt_or_path: dict[str, Any] | str | os.PathLike[st
         except RuntimeError as e:
             raise CheckpointError(f"the checkpoint's '{info['name']}' weights do not fit: {e}") from None
     return strategy.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# Run folders: which checkpoints exist, which one to resume, which to delete
+# --------------------------------------------------------------------------------------------
+_EPOCH_RE = re.compile(r"^epoch_(\d+)\.pt$")
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    """``epoch_0007.pt`` for the checkpoint written after epoch 7 (1-based)."""
+    return f"epoch_{epoch:04d}.pt"
+
+
+def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """The complete checkpoints of a run folder (``last.pt``, ``best.pt``, ``epoch_NNNN.pt``),
+    newest first. Temporary files of an unfinished write (``.NAME.XXXX.tmp``) never match."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        return []
+    files = [p for p in d.iterdir()
+             if p.is_file() and (p.name in ("last.pt", "best.pt") or _EPOCH_RE.match(p.name))]
+    return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name != "best.pt"), reverse=True)
+
+
+def find_resume_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The checkpoint ``--resume auto`` continues from: of ``last.pt`` and the ``epoch_NNNN.pt``
+    files, the one that loads and has taken the most optimizer steps (the newest on a tie).
+    ``best.pt`` is never chosen (it is older than, or the same as, ``last.pt``). A file that
+    fails to load (truncated by a crash outside :func:`atomic_save`) is skipped. ``None`` when
+    there is nothing to resume."""
+    best: tuple[int, Path] | None = None
+    for p in list_checkpoints(run_dir):
+        if p.name == "best.pt":
+            continue
+        try:
+            ck = load_checkpoint(p)
+        except CheckpointError:
+            continue
+        step = int(ck.get("step", 0))
+        if best is None or step > best[0]:
+            best = (step, p)
+    return best[1] if best else None
+
+
+def prune_epoch_checkpoints(run_dir: str | os.PathLike[str], keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest ``epoch_NNNN.pt`` files (``keep`` >= 1); returns the
+    deleted paths. ``last.pt`` and ``best.pt`` are never deleted."""
+    d = Path(run_dir)
+    epochs = sorted((p for p in d.glob("epoch_*.pt") if _EPOCH_RE.match(p.name)),
+                    key=lambda p: int(_EPOCH_RE.match(p.name).group(1)))  # type: ignore[union-attr]
+    doomed = epochs[:-keep] if keep >= 1 else []
+    for p in doomed:
+        try:
+            p.unlink()
+        except OSError:
+            pass
+    return doomed
+
+
+# --------------------------------------------------------------------------------------------
+# RNG states (every rank's, so that a resumed run draws the same numbers)
+# --------------------------------------------------------------------------------------------
+def capture_rng_state() -> dict[str, Any]:
+    """This process's torch (CPU and every CUDA device), numpy and ``random`` states, as
+    tensors and plain values that ``torch.load(weights_only=True)`` accepts."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": _py_state_to_plain(random.getstate())}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    try:
+        import numpy as np
+
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        state["numpy"] = {"kind": str(kind), "keys": torch.from_numpy(keys.astype("int64")),
+                          "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        pass
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Undo :func:`capture_rng_state` (missing parts are left as they are)."""
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([t.cpu() for t in cuda])
+    if "python" in state:
+        random.setstate(_py_state_from_plain(state["python"]))
+    if "numpy" in state:
+        import numpy as np
+
+        n = state["numpy"]
+        keys = n["keys"].numpy().astype("uint32")
+        np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
+
+
+def _py_state_to_plain(st: tuple[Any, ...]) -> list[Any]:
+    version, internal, gauss = st
+    return [int(version), torch.tensor(internal, dtype=torch.int64), gauss]
+
+
+def _py_state_from_plain(st: list[Any]) -> tuple[Any, ...]:
+    version, internal, gauss = st
+    return (int(version), tuple(int(v) for v in internal.tolist()), gauss)
