@@ -64,16 +64,31 @@ class TemporalConfig:
 
 
 class Temporal(MaskStrategy):
+    """Masks depend only on (T, segment, fade, device, dtype): they are built once per key and
+    reused (a few small tensors), so a step costs only applying them. Treat them as read-only."""
+
     name = "temporal"
     description = "Alternating time segments with short crossfades: input on the 1st, 3rd, ... segment."
     complementary = True
     Config = TemporalConfig
+    _CACHE_SIZE = 16
+
+    def __init__(self, config: object = None, **kwargs: object) -> None:
+        super().__init__(config, **kwargs)  # type: ignore[arg-type]
+        self._cache: dict[tuple[object, ...], tuple[Tensor, Tensor]] = {}
 
     def forward(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False) -> Masks:
         cfg = self.config
-        m = temporal_mask(x_input.shape[-1], cfg.segment, 0 if hard else cfg.fade_frames,
-                          x_input.device, x_input.dtype)
-        return Masks(m, 1.0 - m)
+        fade = 0 if hard else cfg.fade_frames
+        key = (x_input.shape[-1], cfg.segment, fade, x_input.device, x_input.dtype)
+        pair = self._cache.get(key)
+        if pair is None:
+            m = temporal_mask(x_input.shape[-1], cfg.segment, fade, x_input.device, x_input.dtype)
+            pair = (m, 1.0 - m)
+            if len(self._cache) >= self._CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = pair
+        return Masks(*pair)
 
 
 @dataclass

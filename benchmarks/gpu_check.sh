@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# One short GPU check for docs/performance.md, run from the repo root on a CUDA machine that has
+# torch/torchaudio but not soundfile (carry its wheels in .whl/lead/). Writes figures under $OUT.
+set -x
+OUT=${OUT:-/tmp/maskkit-gpu}; mkdir -p "$OUT"
+if ! python3 -c "import soundfile" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/lead/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . 2>&1 | tail -3
+nvidia-smi --query-gpu=name,memory.total --format=csv
+timeout 30 python3 benchmarks/bench_temporal.py --device cuda --batch-size 64 --json "$OUT/temporal_b64.json"
+timeout 70 python3 benchmarks/bench_creative_agent.py --device cuda --dtype bf16 --batch-size 64,256 --iters 10 --repeats 5 --json "$OUT/agent_bf16.json"
+timeout 40 python3 benchmarks/bench_creative_agent.py --device cuda --dtype fp32 --batch-size 64,256 --iters 10 --repeats 5 --json "$OUT/agent_fp32.json"
+timeout 70 python3 benchmarks/bench_train.py --device cuda --bf16 --e2e-steps 10 --repeats 5 --json "$OUT/train.json"
