@@ -1,0 +1,427 @@
+"""One resolver for every way of starting a distributed run, and the process group around it.
+
+``maskkit train`` runs in one of four ways; :func:`resolve_launch` tells which from the
+environment alone, so that every process of a job joins the *same* world (the classic bug
+is "four worlds of 1 instead of one world of 4"):
+
+==============  =====================================================================
+torchrun        ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``
+                (set by ``torchrun`` / ``python -m torch.distributed.run``)
+SLURM (srun)    ``SLURM_PROCID``, ``SLURM_NTASKS`` (``SLURM_STEP_NUM_TASKS`` when srun sets
+                it), ``SLURM_LOCALID``; the master is the first host of
+                ``SLURM_STEP_NODELIST`` / ``SLURM_JOB_NODELIST`` / ``SLURM_NODELIST`` and the
+                port is derived from ``SLURM_JOB_ID`` (``MASTER_ADDR`` / ``MASTER_PORT``
+                override both). A SLURM job with one task is a single process.
+spawn           none of the above and ``--world-size N`` > 1: maskkit starts N local
+                processes itself (:func:`spawn`), on a free port chosen at run time
+single          none of the above and world size 1: no process group at all
+==============  =====================================================================
+
+torchrun's variables win over SLURM's (``srun torchrun ...`` is a valid setup). gloo is the
+backend on CPU and nccl on GPU; ``LOCAL_RANK`` picks the GPU.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+#: SLURM job names of interactive allocations (``salloc`` + ``srun --pty bash``): a shell in
+#: such a job is not one task of a training step, whatever SLURM_NTASKS says.
+_INTERACTIVE_JOB_NAMES = {"bash", "interactive", "sh", "zsh"}
+
+
+@dataclass(frozen=True)
+class LaunchInfo:
+    """Where this process sits in its job.
+
+    ``launcher``: ``"torchrun"``, ``"slurm"``, ``"spawn"`` or ``"single"``.
+    ``master_addr`` / ``master_port``: the rendezvous of the process group (unused for
+    ``"single"``; for ``"spawn"`` the port is chosen when the processes start).
+    """
+
+    launcher: str
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    master_addr: str = "127.0.0.1"
+    master_port: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        """True when this process belongs to a process group of more than one rank."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+# --------------------------------------------------------------------------------------------
+# SLURM host lists
+# --------------------------------------------------------------------------------------------
+def _split_top_level(s: str) -> list[str]:
+    """Split on commas that are not inside brackets: ``"a1,b[2-3]"`` -> ``["a1", "b[2-3]"]``."""
+    parts, depth, cur = [], 0, []
+    for ch in s:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"unbalanced ']' in SLURM node list {s!r}")
+        if ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if depth != 0:
+        raise ValueError(f"unbalanced '[' in SLURM node list {s!r}")
+    parts.append("".join(cur))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _expand_range(body: str, full: str) -> list[str]:
+    """``"5-9,1"`` -> ``["5", ..., "9", "1"]``; zero padding kept (``"01-03"`` -> 01, 02, 03)."""
+    out: list[str] = []
+    for item in body.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
+        if m is None:
+            raise ValueError(f"bad range {item!r} in SLURM node list {full!r}")
+        lo, hi = m.group(1), m.group(2)
+        if hi is None:
+            out.append(lo)
+            continue
+        if int(hi) < int(lo):
+            raise ValueError(f"descending range {item!r} in SLURM node list {full!r}")
+        width = len(lo)
+        out.extend(str(i).zfill(width) for i in range(int(lo), int(hi) + 1))
+    return out
+
+
+def parse_nodelist(nodelist: str) -> list[str]:
+    """Expand a SLURM host list into host names, in SLURM's order.
+
+    ``"node[5-9,1]"`` -> node5..node9, node1; ``"gpu[01-03]"`` -> gpu01, gpu02, gpu03;
+    ``"a1,b[2-3]"`` -> a1, b2, b3; several bracket groups in one name expand as a product
+    (``"r[1-2]n[1-2]"`` -> r1n1, r1n2, r2n1, r2n2). Raises ``ValueError`` on a malformed list.
+    """
+    hosts: list[str] = []
+    for item in _split_top_level(nodelist.strip()):
+        pieces: list[list[str]] = []
+        pos = 0
+        for m in re.finditer(r"\[([^\[\]]*)\]", item):
+            pieces.append([item[pos:m.start()]])
+            pieces.append(_expand_range(m.group(1), nodelist))
+            pos = m.end()
+        rest = item[pos:]
+        if "[" in rest or "]" in rest:
+            raise ValueError(f"bad brackets in SLURM node list {nodelist!r}")
+        pieces.append([rest])
+        hosts.extend("".join(p) for p in itertools.product(*pieces))
+    if not hosts:
+        raise ValueError(f"empty SLURM node list {nodelist!r}")
+    return hosts
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM host list (the job's master)."""
+    return parse_nodelist(nodelist)[0]
+
+
+def slurm_port(job_id: str | int) -> int:
+    """A rendezvous port derived from the SLURM job id: the same on every task of the job,
+    different between jobs that share a node, in 12000-31999 (below Linux's ephemeral range)."""
+    digits = re.sub(r"\D", "", str(job_id))
+    if not digits:
+        raise ValueError(f"SLURM_JOB_ID {job_id!r} holds no digits")
+    return 12000 + int(digits) % 20000
+
+
+# --------------------------------------------------------------------------------------------
+# The resolver
+# --------------------------------------------------------------------------------------------
+def _int(env: Mapping[str, str], var: str) -> int:
+    try:
+        return int(env[var])
+    except ValueError:
+        raise ConfigError(f"environment variable {var}={env[var]!r} is not an integer") from None
+
+
+def resolve_launch(env: Mapping[str, str] | None = None, world_size: int | None = None) -> LaunchInfo:
+    """Read the launcher's environment (``os.environ`` by default) into a :class:`LaunchInfo`.
+
+    ``world_size`` is the ``--world-size`` the user asked for (``None``: not given). Under
+    torchrun or SLURM it must match the launcher's world size, or be left out; without a
+    launcher, a value above 1 means ``"spawn"``. A pure function of its arguments.
+    """
+    env = os.environ if env is None else env
+    if world_size is not None and world_size < 1:
+        raise ConfigError(f"--world-size must be >= 1, got {world_size}")
+
+    info: LaunchInfo | None = None
+    if "RANK" in env and "WORLD_SIZE" in env:
+        ws = _int(env, "WORLD_SIZE")
+        rank = _int(env, "RANK")
+        local = _int(env, "LOCAL_RANK") if "LOCAL_RANK" in env else rank
+        if ws > 1:
+            missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not env.get(v)]
+            if missing:
+                raise ConfigError(f"RANK/WORLD_SIZE are set (torchrun?) but {', '.join(missing)} is not")
+            info = LaunchInfo("torchrun", rank, local, ws, env["MASTER_ADDR"], _int(env, "MASTER_PORT"))
+    elif "SLURM_PROCID" in env and env.get("SLURM_JOB_NAME", "") not in _INTERACTIVE_JOB_NAMES:
+        ntasks_var = next((v for v in ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_NPROCS") if v in env),
+                          None)
+        ws = _int(env, ntasks_var) if ntasks_var else 1
+        if ws > 1:
+            rank = _int(env, "SLURM_PROCID")
+            local = _int(env, "SLURM_LOCALID") if "SLURM_LOCALID" in env else 0
+            addr = env.get("MASTER_ADDR")
+            if not addr:
+                nodes = next((env[v] for v in ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST")
+                              if env.get(v)), None)
+                if nodes is None:
+                    raise ConfigError("SLURM job with several tasks but no SLURM_JOB_NODELIST / "
+                                      "SLURM_NODELIST to find the master host: set MASTER_ADDR")
+                try:
+                    addr = first_host(nodes)
+                except ValueError as e:
+                    raise ConfigError(f"{e}; set MASTER_ADDR to override") from None
+            if env.get("MASTER_PORT"):
+                port = _int(env, "MASTER_PORT")
+            elif env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID"):
+                port = slurm_port(env.get("SLURM_JOB_ID") or env["SLURM_JOBID"])
+            else:
+                raise ConfigError("SLURM job with several tasks but no SLURM_JOB_ID to derive a port from: "
+                                  "set MASTER_PORT")
+            if not 0 <= rank < ws:
+                raise ConfigError(f"SLURM_PROCID={rank} is outside the job's {ws} tasks")
+            info = LaunchInfo("slurm", rank, local, ws, addr, port)
+
+    if info is not None:
+        if world_size is not None and world_size != info.world_size:
+            raise ConfigError(
+                f"--world-size {world_size} disagrees with the launcher ({info.launcher} started "
+                f"{info.world_size} processes): leave --world-size out under {info.launcher}, or make "
+                f"them match")
+        return info
+    if world_size is not None and world_size > 1:
+        return LaunchInfo("spawn", 0, 0, world_size)
+    return LaunchInfo("single")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free now (the OS picks it); for local spawns and tests."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------------------------
+# Devices and the process group
+# --------------------------------------------------------------------------------------------
+def resolve_device(device: str, local_rank: int = 0) -> Any:
+    """``"auto" | "cpu" | "cuda" | "cuda:N"`` -> a ``torch.device`` for this rank.
+
+    ``"cuda"`` (or ``"auto"`` with a GPU) gives ``cuda:LOCAL_RANK``; asking for CUDA where
+    none is present, or for more local ranks than GPUs, is a :class:`ConfigError`.
+    """
+    import torch
+
+    device = (device or "auto").lower()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available here (use --device cpu)")
+        n = torch.cuda.device_count()
+        if ":" in device:
+            index = int(device.split(":", 1)[1])
+        else:
+            # A launcher that binds one GPU per task (srun --gpus-per-task=1, CUDA_VISIBLE_DEVICES
+            # set per rank) leaves each process a single visible device: use it.
+            index = local_rank if n > 1 else 0
+        if index >= n:
+            raise ConfigError(f"local rank {local_rank} needs GPU {index}, but this node has {n} GPU(s): "
+                              f"start at most {n} processes per node")
+        return torch.device("cuda", index)
+    raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
+
+
+def init_process_group(info: LaunchInfo, device: Any, timeout_s: float = 600.0) -> None:
+    """Join the process group of ``info`` (no-op for a single process).
+
+    gloo on CPU, nccl on CUDA; ``timeout_s`` bounds every collective, so a rank that dies
+    makes the others fail with an error instead of hanging forever.
+    """
+    if not info.distributed:
+        return
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    kwargs: dict[str, Any] = {}
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        kwargs["device_id"] = device
+    try:
+        # The backend's helper threads are created here and inherit this thread's signal mask:
+        # with SIGINT/SIGTERM blocked while they start, those signals always reach the main
+        # thread (whose handler only sets a flag) and never interrupt a system call inside
+        # gloo/nccl, which can abort the process ("terminate called without an active exception").
+        with _stop_signals_blocked():
+            dist.init_process_group(
+                backend=backend, init_method=f"tcp://{info.master_addr}:{info.master_port}",
+                rank=info.rank, world_size=info.world_size, timeout=_dt.timedelta(seconds=timeout_s),
+                **kwargs)
+    except Exception as e:
+        hint = ""
+        if info.launcher == "slurm":
+            hint = " Under SLURM, start one task per GPU with `srun maskkit train ...` (not plain `maskkit`)."
+        raise RuntimeError(
+            f"rank {info.rank} of {info.world_size} ({info.launcher}) could not join the process group at "
+            f"{info.master_addr}:{info.master_port} with {backend}: {e}.{hint}") from e
+
+
+class _stop_signals_blocked:
+    """Block SIGINT / SIGTERM in the calling thread for the duration (threads started inside
+    inherit the blocked mask); a signal that arrives meanwhile is delivered on exit."""
+
+    _SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __enter__(self) -> None:
+        import signal
+
+        self._old = None
+        if hasattr(signal, "pthread_sigmask"):
+            self._old = signal.pthread_sigmask(signal.SIG_BLOCK, {getattr(signal, n) for n in self._SIGNALS})
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        if self._old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._old)
+
+
+def destroy_process_group() -> None:
+    """Leave the process group if one is active."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def get_rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def all_reduce_(tensor: Any, op: str = "sum") -> Any:
+    """In-place all-reduce (``"sum"`` or ``"max"``); identity without a process group."""
+    if is_distributed():
+        import torch.distributed as dist
+
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (a list of world-size items); ``[obj]`` without a process group."""
+    if not is_distributed():
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank; ``obj`` itself without a process group."""
+    if not is_distributed():
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def barrier() -> None:
+    if is_distributed():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+# --------------------------------------------------------------------------------------------
+# Local spawn
+# --------------------------------------------------------------------------------------------
+def spawn(worker: Callable[..., Any], nprocs: int, args: tuple[Any, ...] = (),
+          on_signal: Callable[[int], None] | None = None) -> None:
+    """Start ``worker(rank, *args)`` in ``nprocs`` processes and wait for them.
+
+    ``worker`` must be a picklable top-level function. Returns when every process exited
+    with status 0; raises (``torch.multiprocessing.ProcessRaisedException`` /
+    ``ProcessExitedException``) as soon as one fails, after terminating the others, so a dead
+    rank never leaves the rest hanging. SIGINT/SIGTERM received by this (parent) process are
+    forwarded to the children, which stop cleanly; ``on_signal(signum)`` is told about them.
+    """
+    import signal
+
+    import torch.multiprocessing as mp
+
+    ctx = mp.start_processes(worker, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    forwarded: dict[int, int] = {}
+
+    def forward(signum: int, frame: Any) -> None:
+        forwarded[signum] = forwarded.get(signum, 0) + 1
+        if on_signal is not None:
+            on_signal(signum)
+        for p in ctx.processes:
+            if p.is_alive() and p.pid is not None:
+                try:
+                    os.kill(p.pid, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+
+    old: dict[int, Any] = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old[sig] = signal.signal(sig, forward)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        while not ctx.join():
+            pass
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

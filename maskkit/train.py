@@ -1,0 +1,1244 @@
+"""The shared trainer: any strategy, any codec, one CPU to a SLURM cluster.
+
+``train(TrainConfig(...))`` trains the arrangement model (:class:`maskkit.model.SimpleTransformer`
+around the chosen mask strategy) with the combined loss (:class:`maskkit.loss.CombinedLoss`) and
+returns a :class:`TrainResult`. How many processes run is decided by
+:func:`maskkit.distributed.resolve_launch`:
+
+- under ``torchrun`` or SLURM ``srun`` every process calls ``train`` and joins the launcher's
+  world (nothing is spawned);
+- otherwise ``world_size`` > 1 spawns that many local processes (gloo on CPU, nccl on GPU);
+- otherwise training runs in this process, with no process group.
+
+Per step: encode both songs with the codec (float32, no gradient), run the model under bf16
+autocast on GPU, decode, compute the combined loss in float32, back-propagate (DDP averages
+the gradients), clip the global gradient norm to ``optim.grad_clip`` (1.0), and take an AdamW
+step with a cosine-with-warmup learning rate. One all-reduce per step carries the step's
+metrics, the "non-finite" flag (a step with a NaN/Inf loss or gradient is skipped by every
+rank; ``max_bad_steps`` in a row abort the run) and the "stop" flag (SIGTERM / SIGINT set it;
+every rank stops after the same step, rank 0 saves, all exit).
+
+Every epoch: validation on the whole validation set (sharded over the ranks, all-reduced),
+early stopping on the validation loss (``patience``), and on rank 0 the metric rows and the
+checkpoints (``last.pt`` every epoch, ``best.pt`` on improvement, ``epoch_NNNN.pt`` every
+``save_every`` epochs, the newest ``keep_checkpoints`` of those kept), written atomically.
+``resume`` continues from a checkpoint exactly: same weights, optimizer, schedule, position
+inside the epoch and every rank's RNG states, so a resumed run ends where an uninterrupted one
+would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from . import distributed as dist_utils
+from ._version import __version__
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_save,
+    capture_rng_state,
+    epoch_checkpoint_name,
+    find_resume_checkpoint,
+    load_checkpoint,
+    prune_epoch_checkpoints,
+    restore_rng_state,
+    spec_from_dict,
+)
+from .config import build_config
+from .distributed import LaunchInfo
+from .errors import CheckpointError, ConfigError, MaskkitError
+from .loss import COMPONENTS, CombinedLoss, LossConfig
+from .model import ModelConfig, SimpleTransformer
+
+#: Exit status of ``maskkit train`` after a clean stop on a signal: 128 + the signal number,
+#: as a shell reports it (SIGINT 130, SIGTERM 143). The checkpoint is saved; ``--resume auto``
+#: continues.
+EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class TrainingError(MaskkitError):
+    """Training cannot go on (e.g. the loss stays non-finite); the message says why."""
+
+
+class PeerFailedError(TrainingError):
+    """Another rank failed during set-up; this rank stops with it (the other rank's error says why)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+@dataclass
+class DataConfig:
+    """Where the training pairs come from (see :func:`maskkit.data.make_datasets`)."""
+
+    source: str | None = field(default=None, metadata={
+        "help": "None / 'synthetic' (built-in synthetic music), a WAV-pairs folder or a folder of songs"})
+    segment_seconds: float = field(default=4.0, metadata={"help": "length of each training pair (s)",
+                                                          "min": 0.05})
+    train_pairs: int = field(default=256, metadata={"help": "synthetic training pairs per epoch", "min": 1})
+    val_pairs: int = field(default=32, metadata={"help": "synthetic validation pairs", "min": 1})
+    val_fraction: float = field(default=0.1, metadata={
+        "help": "share of a folder's songs held out for validation", "min": 0.0, "max": 0.9})
+    skip_bad: bool = field(default=False, metadata={"help": "skip unreadable audio files with a warning"})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes per rank", "min": 0})
+
+
+@dataclass
+class OptimConfig:
+    """AdamW, the learning-rate schedule and gradient clipping."""
+
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate", "min": 0.0})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay", "min": 0.0})
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int | None = field(default=None, metadata={
+        "help": "linear warm-up steps (default: warmup_fraction of the run)", "min": 0})
+    warmup_fraction: float = field(default=0.05, metadata={"min": 0.0, "max": 1.0})
+    min_lr_ratio: float = field(default=0.1, metadata={
+        "help": "the cosine ends at lr * min_lr_ratio", "min": 0.0, "max": 1.0})
+    grad_clip: float = field(default=1.0, metadata={"help": "max global gradient norm (0: off)", "min": 0.0})
+
+
+#: The presets: nested overrides of TrainConfig's fields. ``small`` is the default (TrainConfig()).
+#: Figures behind ``small`` (2-core CPU, synthetic data) are in docs/training.md.
+PRESETS: dict[str, dict[str, Any]] = {
+    "small": {
+        "model": {"d_model": 64, "nhead": 4, "num_layers": 1, "num_transformer_layers": 2,
+                  "dim_feedforward": 128, "dropout": 0.0},
+        "data": {"segment_seconds": 1.0, "train_pairs": 64, "val_pairs": 16},
+        "optim": {"lr": 2e-3},
+        "epochs": 8, "batch_size": 8, "patience": None,
+    },
+    "base": {
+        "model": {"d_model": 128, "nhead": 4, "num_layers": 2, "num_transformer_layers": 3,
+                  "dim_feedforward": 512, "dropout": 0.1},
+        "data": {"segment_seconds": 4.0, "train_pairs": 2048, "val_pairs": 128, "num_workers": 4},
+        "optim": {"lr": 3e-4},
+        "epochs": 50, "batch_size": 8, "patience": 10,
+    },
+    "large": {
+        "model": {"d_model": 256, "nhead": 8, "num_layers": 4, "num_transformer_layers": 3,
+                  "dim_feedforward": 1024, "dropout": 0.1},
+        "data": {"segment_seconds": 4.0, "train_pairs": 8192, "val_pairs": 256, "num_workers": 6},
+        "optim": {"lr": 1e-4},
+        "epochs": 200, "batch_size": 8, "patience": 20,
+    },
+}
+_SMALL = PRESETS["small"]
+
+
+#: Settings that define the model: a checkpoint can only be resumed with the same ones.
+ARCHITECTURE_KEYS = ("strategy", "strategy_options", "codec", "codec_options", "model")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; stored in every checkpoint (``dataclasses.asdict``).
+
+    The defaults are the ``small`` preset: synthetic data, a small model, a run of a few
+    minutes on a 2-core CPU. :meth:`from_preset` gives ``base`` and ``large``.
+    ``batch_size`` is per process: the global batch is ``batch_size * world_size``.
+    """
+
+    strategy: str = "creative-agent"
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    codec: str = "stft"
+    codec_options: dict[str, Any] = field(default_factory=dict)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(**_SMALL["model"]))
+    loss: LossConfig = field(default_factory=lambda: LossConfig(**_SMALL.get("loss", {})))
+    data: DataConfig = field(default_factory=lambda: DataConfig(**_SMALL["data"]))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(**_SMALL["optim"]))
+    epochs: int = _SMALL["epochs"]
+    max_steps: int | None = None
+    batch_size: int = _SMALL["batch_size"]
+    patience: int | None = _SMALL["patience"]
+    seed: int = 0
+    checkpoint_dir: str | None = None
+    save_every: int = 1
+    keep_checkpoints: int = 2
+    resume: str | None = None
+    world_size: int | None = None
+    device: str = "auto"
+    bf16: bool | None = None
+    compile: bool = False
+    quiet: bool = False
+    log_every: int = 1
+    dist_timeout_s: float = 600.0
+    max_bad_steps: int = 10
+    simulate_preemption_at_step: int | None = None
+    preset: str = "small"
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """A config from a (possibly partial, possibly nested) dict, e.g. a checkpoint's.
+
+        Missing keys take the defaults of the dict's ``preset`` (``small`` if none); unknown
+        keys and bad values raise :class:`ConfigError` naming them.
+        """
+        d = dict(d)
+        base = preset_dict(d.get("preset") or "small")
+        merged = _deep_merge(base, d)
+        return _config_from_merged(merged)
+
+    @classmethod
+    def from_preset(cls, name: str = "small", **overrides: Any) -> TrainConfig:
+        """The preset ``small`` | ``base`` | ``large`` with ``overrides`` on top; nested
+        sections may be given as dicts (``model={"d_model": 256}``) that merge into the
+        preset's."""
+        merged = _deep_merge(preset_dict(name), _plain(overrides))
+        merged["preset"] = name
+        return _config_from_merged(merged)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
+        """The config stored in a checkpoint (with ``resume`` set to it), plus ``overrides``."""
+        ck = load_checkpoint(path)
+        d = _deep_merge(dict(ck["config"]), _plain(overrides))
+        if "resume" not in overrides:
+            d["resume"] = str(path)
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # -- derived ----------------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        """Where checkpoints and metrics go: ``checkpoint_dir`` or ``runs/<strategy>``."""
+        return Path(self.checkpoint_dir) if self.checkpoint_dir else Path("runs") / self.strategy
+
+    def validate(self) -> None:
+        """Check the values that the sections do not check themselves."""
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"patience must be >= 1 (or None: no early stopping), got {self.patience}")
+        if self.save_every < 1:
+            raise ConfigError(f"save_every must be >= 1, got {self.save_every}")
+        if self.keep_checkpoints < 2:
+            raise ConfigError(f"keep_checkpoints must be >= 2 (a crash while writing must leave a "
+                              f"good one), got {self.keep_checkpoints}")
+        if self.log_every < 1:
+            raise ConfigError(f"log_every must be >= 1, got {self.log_every}")
+        if self.max_bad_steps < 1:
+            raise ConfigError(f"max_bad_steps must be >= 1, got {self.max_bad_steps}")
+        if self.dist_timeout_s <= 0:
+            raise ConfigError(f"dist_timeout_s must be > 0, got {self.dist_timeout_s}")
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset {self.preset!r}. Available: {', '.join(PRESETS)}")
+        if self.world_size is not None and self.world_size < 1:
+            raise ConfigError(f"world_size must be >= 1, got {self.world_size}")
+        if (self.device or "auto").split(":")[0] not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        self.model.validate()
+        self.loss.validate()
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    """The full nested dict of a preset (TrainConfig's defaults overlaid with the preset)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}. Available: {', '.join(PRESETS)}")
+    base = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+            if f.default is not dataclasses.MISSING}
+    base.update({"strategy_options": {}, "codec_options": {},
+                 "model": dataclasses.asdict(ModelConfig()), "loss": dataclasses.asdict(LossConfig()),
+                 "data": dataclasses.asdict(DataConfig()), "optim": dataclasses.asdict(OptimConfig())})
+    merged = _deep_merge(base, PRESETS[name])
+    merged["preset"] = name
+    return merged
+
+
+_SECTIONS: dict[str, type] = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig,
+                              "optim": OptimConfig}
+
+
+def _plain(over: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides with dataclass sections turned into dicts (so that they merge)."""
+    return {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v)
+            for k, v in over.items()}
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if k in _SECTIONS and isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+def _config_from_merged(d: dict[str, Any]) -> TrainConfig:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - fields)
+    if unknown:
+        raise ConfigError(f"TrainConfig: unknown option(s) {', '.join(unknown)}. "
+                          f"Valid options: {', '.join(sorted(fields))}")
+    kwargs: dict[str, Any] = {}
+    for k, v in d.items():
+        if k in _SECTIONS:
+            kwargs[k] = v if isinstance(v, _SECTIONS[k]) else build_config(_SECTIONS[k], dict(v), owner=k)
+        elif k in ("strategy_options", "codec_options"):
+            kwargs[k] = dict(v or {})
+        else:
+            kwargs[k] = v
+    cfg = TrainConfig(**kwargs)
+    cfg.validate()
+    return cfg
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns (rank 0's view; other ranks get the same figures)."""
+
+    run_dir: str
+    last_checkpoint: str | None
+    best_checkpoint: str | None
+    best_val_loss: float | None
+    final_metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    epochs_completed: int
+    steps: int
+    stopped: str  # "completed" | "max_steps" | "early_stopping" | "interrupted"
+    signal: str | None = None
+    world_size: int = 1
+    elapsed_s: float = 0.0
+    train_pairs_per_s: float | None = None
+    #: Sum of every parameter on each rank at the end (float64): equal on all ranks when DDP
+    #: kept them in sync.
+    rank_param_checksums: list[float] = field(default_factory=list)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopped == "interrupted"
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 128 + the signal number after a stop on SIGINT (130) / SIGTERM (143)."""
+        if self.stopped != "interrupted" or self.signal is None:
+            return 0
+        return EXIT_INTERRUPTED.get(getattr(signal, self.signal, signal.SIGTERM), 143)
+
+
+# --------------------------------------------------------------------------------------------
+# Learning-rate schedule
+# --------------------------------------------------------------------------------------------
+class WarmupCosine:
+    """Multiplier of the peak LR: linear warm-up, then cosine down to ``min_ratio`` (or flat).
+
+    A class (not a lambda) so that ``LambdaLR`` can save and the spawn start method can pickle it.
+    """
+
+    def __init__(self, total_steps: int, warmup_steps: int, min_ratio: float, kind: str = "cosine") -> None:
+        self.total_steps = max(1, int(total_steps))
+        self.warmup_steps = max(0, int(warmup_steps))
+        self.min_ratio = float(min_ratio)
+        self.kind = kind
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        if self.kind == "constant":
+            return 1.0
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# --------------------------------------------------------------------------------------------
+# Samplers: DistributedSampler's order, resumable inside an epoch
+# --------------------------------------------------------------------------------------------
+class _ResumableSampler(torch.utils.data.Sampler[int]):
+    """A seeded ``DistributedSampler`` (shuffle, ``drop_last``) whose epoch can start at a batch.
+
+    Rank ``r`` of ``W`` gets ``perm[r::W]``: after ``k`` batches of size ``B`` on every rank the
+    job has consumed exactly ``perm[: k * B * W]``, which lets a run resume at the same sample
+    even with another world size when the global batch is kept.
+    """
+
+    def __init__(self, dataset: Any, world_size: int, rank: int, seed: int, batch_size: int) -> None:
+        self.inner = torch.utils.data.DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.batch_size = batch_size
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.inner.set_epoch(epoch)
+        self.start_batch = start_batch
+
+    def __iter__(self) -> Iterator[int]:
+        idx = list(iter(self.inner))
+        return iter(idx[self.start_batch * self.batch_size:])
+
+    def __len__(self) -> int:
+        return max(0, len(self.inner) - self.start_batch * self.batch_size)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.inner) // self.batch_size
+
+
+class _ShardSampler(torch.utils.data.Sampler[int]):
+    """Validation: rank ``r`` takes items ``r, r + W, ...`` in order, no padding, no duplicates."""
+
+    def __init__(self, n: int, world_size: int, rank: int) -> None:
+        self.indices = list(range(rank, n, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+# --------------------------------------------------------------------------------------------
+# Signals: the handler only sets a flag
+# --------------------------------------------------------------------------------------------
+class StopFlag:
+    """Set by SIGTERM / SIGINT; read once per step and combined over the ranks.
+
+    A second Ctrl-C more than 3 s after the first aborts without saving (KeyboardInterrupt).
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._first = 0.0
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if self.signum is not None and signum == signal.SIGINT and now - self._first > 3.0:
+            raise KeyboardInterrupt
+        if self.signum is None:
+            self.signum, self._first = signum, now
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+            signal.siginterrupt(sig, False)  # restart interrupted system calls (SA_RESTART)
+
+    def uninstall(self) -> None:
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+        self._old.clear()
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------
+def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
+    """Train as ``config`` says (fields may also be given as keyword arguments).
+
+    Runs in this process (one process, or one rank under torchrun / srun), or spawns
+    ``world_size`` local processes and returns rank 0's result. Raises
+    :class:`ConfigError` for bad settings (before anything heavy runs),
+    :class:`TrainingError` when the loss stays non-finite; a stop on SIGTERM / SIGINT
+    returns normally with ``result.stopped == "interrupted"``.
+    """
+    if config is None:
+        cfg = TrainConfig.from_dict(_plain(overrides))
+    elif overrides:  # nested sections given as dicts merge into the config's
+        cfg = TrainConfig.from_dict(_deep_merge(config.to_dict(), _plain(overrides)))
+    else:
+        cfg = config
+    cfg.validate()
+    info = dist_utils.resolve_launch(world_size=cfg.world_size)
+    if info.launcher != "spawn":
+        return _run(cfg, info)
+
+    if info.is_main:
+        _check_writable(cfg.run_dir)
+    port = dist_utils.free_port()
+    import torch.multiprocessing as mp
+
+    queue = mp.get_context("spawn").SimpleQueue()
+    failure: BaseException | None = None
+    try:
+        dist_utils.spawn(_spawn_worker, info.world_size, args=(cfg, info.world_size, port, queue))
+    except Exception as e:  # a rank failed; the others were terminated
+        failure = e
+    items = []
+    while not queue.empty():
+        items.append(queue.get())
+    errors = sorted((obj for kind, _, obj in items if kind == "error"),
+                    key=lambda e: isinstance(e, PeerFailedError))
+    if errors:  # maskkit's own error (clear message, no traceback), from the first rank that hit it
+        raise errors[0]
+    if failure is not None:
+        if isinstance(failure, mp.ProcessExitedException):  # killed (OOM, SIGKILL): no traceback to show
+            raise TrainingError(f"{failure}; the other training processes were stopped. Resume with "
+                                f"--resume auto from {cfg.run_dir}") from failure
+        raise failure
+    results = [obj for kind, _, obj in items if kind == "result"]
+    if not results:
+        raise TrainingError("the spawned training processes ended without a result")
+    return results[0]
+
+
+def _spawn_worker(rank: int, cfg: TrainConfig, world_size: int, port: int, queue: Any) -> None:
+    """Entry point of each process started by ``train`` with ``world_size`` > 1 (picklable).
+
+    Rank 0 sends its :class:`TrainResult` to the parent; a rank that fails with a maskkit error
+    sends the error (so the parent can show its message) and exits non-zero, which makes the
+    parent terminate the other ranks."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    info = LaunchInfo("spawn", rank, rank, world_size, "127.0.0.1", port)
+    try:
+        result = _run(cfg, info)
+    except MaskkitError as e:
+        queue.put(("error", rank, e))
+        raise
+    if rank == 0:
+        queue.put(("result", rank, result))
+
+
+def _run(cfg: TrainConfig, info: LaunchInfo) -> TrainResult:
+    device = dist_utils.resolve_device(cfg.device, info.local_rank)
+    dist_utils.init_process_group(info, device, cfg.dist_timeout_s)
+    trainer = Trainer(cfg, info, device)
+    try:
+        return trainer.fit()
+    finally:
+        # DDP holds the process group and sits in reference cycles: free it before leaving the
+        # group, and collect what leaving it frees, or the backend's threads can outlive it and
+        # abort the process at exit ("terminate called without an active exception").
+        trainer.release()
+        del trainer
+        gc.collect()
+        dist_utils.destroy_process_group()
+        gc.collect()
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker start-up: leave SIGINT / SIGTERM to the training process.
+
+    A Ctrl-C or a SLURM preemption signals every process of the job, DataLoader workers
+    included; a worker that died of it would crash the training process instead of letting it
+    stop cleanly after the step and save. The training process shuts its workers down itself.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write checkpoints to {run_dir}: {e.strerror or e} "
+                          f"(choose another --checkpoint-dir)") from None
+
+
+@dataclass
+class LoadedModel:
+    """A trained model rebuilt from a checkpoint: ``model, codec = load_model(path)``."""
+
+    model: SimpleTransformer
+    codec: Any
+    config: TrainConfig
+    path: str
+    step: int
+    epoch: int
+    metrics: dict[str, Any]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.model, self.codec))
+
+
+def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild codec and model (strategy included, weights loaded, eval mode) from a
+    checkpoint alone: ``model, codec = maskkit.train.load_model("runs/x/best.pt")``.
+
+    Raises :class:`CheckpointError` naming the file when the strategy or codec plugin is not
+    installed or the weights do not fit.
+    """
+    from .plugins import build_codec, build_strategy
+
+    ck = load_checkpoint(path, map_location="cpu")
+    try:
+        cfg = TrainConfig.from_dict(ck["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: its training config does not load: {e}") from None
+    info, codec_info = ck["strategy"], ck.get("codec") or {"name": cfg.codec, "options": cfg.codec_options}
+    try:
+        codec = build_codec(codec_info["name"], codec_info.get("options") or {})
+        spec = spec_from_dict(ck["spec"]) if ck.get("spec") else codec.spec
+        strategy = build_strategy(info["name"], info.get("options") or {}, spec=spec)
+    except MaskkitError as e:
+        where = f"{info.get('plugin', '?')} from {info.get('dist', '?')} {info.get('version', '?')}"
+        raise CheckpointError(f"{path} needs strategy '{info['name']}' ({where}) and codec "
+                              f"'{codec_info['name']}': {e}") from None
+    model = SimpleTransformer(cfg.model, strategy, spec.dim)
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: the weights do not fit the model they describe: {e}") from None
+    device = torch.device(map_location) if isinstance(map_location, str) else map_location
+    return LoadedModel(model.to(device).eval(), codec.to(device).eval(), cfg, str(path),
+                       int(ck.get("step", 0)), int(ck.get("epoch", 0)), dict(ck.get("metrics") or {}))
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------------
+def display_name(strategy_name: str) -> str:
+    """``"creative-agent"`` -> ``"Creative Agent"`` (for the seed's console lines)."""
+    return " ".join(w.capitalize() for w in strategy_name.replace("_", "-").split("-") if w)
+
+
+class Trainer:
+    """One rank's training run. Use :func:`train`; this class is its implementation."""
+
+    def __init__(self, cfg: TrainConfig, info: LaunchInfo, device: torch.device) -> None:
+        self.cfg = cfg
+        self.info = info
+        self.rank, self.world = info.rank, info.world_size
+        self.main = info.is_main
+        self.device = device
+        self.bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
+        self.run_dir = cfg.run_dir
+        self.stop = StopFlag()
+        self.console: Any = None
+        self.logger: Any = None
+
+    def release(self) -> None:
+        """Drop the DDP wrapper, model, optimizer and data loaders (before leaving the group)."""
+        for name in ("fwd_model", "model", "optimizer", "scheduler", "loader", "val_loader", "codec",
+                     "loss_fn", "ckpt"):
+            if hasattr(self, name):
+                setattr(self, name, None)
+
+    # -- output ---------------------------------------------------------------------------------
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        if self.main and not self.cfg.quiet and self.console is not None:
+            self.console.print(*args, **kwargs)
+
+    def warn(self, msg: str) -> None:
+        if self.main:
+            if self.console is not None:
+                self.console.print(f"[yellow]warning:[/] {msg}", highlight=False)
+            else:
+                print(f"warning: {msg}", file=sys.stderr)
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _agree(self, error: BaseException | None) -> None:
+        """Every rank raises if any rank failed (so no rank waits for a dead one)."""
+        msg = f"{type(error).__name__}: {error}" if error is not None else None
+        msgs = dist_utils.all_gather_object(msg) if dist_utils.is_distributed() else [msg]
+        if error is not None:
+            raise error
+        bad = [(r, m) for r, m in enumerate(msgs) if m]
+        if bad:
+            r, m = bad[0]
+            raise PeerFailedError(f"rank {r} failed during set-up: {m}")
+
+    def setup(self) -> None:
+        err: BaseException | None = None
+        try:
+            self._setup_local()
+        except Exception as e:  # noqa: BLE001 - re-raised by _agree on every rank
+            err = e
+        self._agree(err)
+
+    def _setup_local(self) -> None:
+        from .data import make_datasets
+        from .plugins import build_codec, build_strategy, get_strategy_entry
+
+        cfg = self.cfg
+        if self.main:
+            from rich.console import Console
+
+            self.console = Console(highlight=False, soft_wrap=True)
+            _check_writable(self.run_dir)
+
+        # Resume: which checkpoint (rank 0 decides for "auto", everyone loads the same file).
+        self.ckpt: dict[str, Any] | None = None
+        resume_path: str | None = None
+        if cfg.resume:
+            if cfg.resume == "auto":
+                found = find_resume_checkpoint(self.run_dir) if self.main else None
+                resume_path = str(found) if found else None
+            else:
+                resume_path = cfg.resume
+        resume_path = dist_utils.broadcast_object(resume_path)
+        if resume_path:
+            self.ckpt = load_checkpoint(resume_path, map_location="cpu")
+            self._check_resumable(self.ckpt, resume_path)
+        elif cfg.resume == "auto":
+            self.print(f"--resume auto: no checkpoint in {self.run_dir}; starting a new run")
+        self.resume_path = resume_path
+
+        # Seeds: identical model initialisation on every rank; then per-rank streams.
+        torch.manual_seed(cfg.seed)
+        self.entry = get_strategy_entry(cfg.strategy)
+        self.codec = build_codec(cfg.codec, dict(cfg.codec_options)).to(self.device).eval()
+        for p in self.codec.parameters():
+            p.requires_grad_(False)
+        self.spec = self.codec.spec
+        self.sample_rate = int(self.codec.sample_rate)
+        strategy = build_strategy(cfg.strategy, dict(cfg.strategy_options), spec=self.spec)
+        self.model = SimpleTransformer(cfg.model, strategy, self.spec.dim).to(self.device)
+        loss_cfg = dataclasses.replace(cfg.loss, sample_rate=self.sample_rate)
+        self.loss_fn = CombinedLoss(loss_cfg).to(self.device)
+        seed_rank = cfg.seed + 1_000_003 * self.rank
+        torch.manual_seed(seed_rank)
+        random.seed(seed_rank)
+        import numpy as np
+
+        np.random.seed(seed_rank % (2**32))
+
+        # Data.
+        d = cfg.data
+        self.train_ds, self.val_ds = make_datasets(
+            d.source, sample_rate=self.sample_rate, segment_seconds=d.segment_seconds, seed=cfg.seed,
+            train_pairs=d.train_pairs, val_pairs=d.val_pairs, val_fraction=d.val_fraction,
+            skip_bad=d.skip_bad)
+        self.sampler = _ResumableSampler(self.train_ds, self.world, self.rank, cfg.seed, cfg.batch_size)
+        self.steps_per_epoch = self.sampler.batches_per_epoch
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"the training set has {len(self.train_ds)} pairs: too few for a global batch of "
+                f"{cfg.batch_size} x {self.world} processes (lower --batch-size, or add data)")
+        if len(self.val_ds) < 1:
+            raise ConfigError("the validation set is empty (raise --val-pairs / val_fraction, or add songs)")
+        loader_kw: dict[str, Any] = {"num_workers": d.num_workers, "pin_memory": self.device.type == "cuda"}
+        if d.num_workers > 0:
+            loader_kw.update(persistent_workers=False, worker_init_fn=_ignore_stop_signals)
+        # A private generator: DataLoader draws its worker seed from it, never from the global
+        # RNG, so creating an iterator mid-epoch on resume does not shift the model's RNG stream.
+        self.loader = torch.utils.data.DataLoader(
+            self.train_ds, batch_size=cfg.batch_size, sampler=self.sampler, drop_last=True,
+            generator=torch.Generator().manual_seed(cfg.seed), **loader_kw)
+        self.val_loader = torch.utils.data.DataLoader(
+            self.val_ds, batch_size=cfg.batch_size,
+            sampler=_ShardSampler(len(self.val_ds), self.world, self.rank),
+            generator=torch.Generator().manual_seed(cfg.seed), **loader_kw)
+
+        # Optimisation.
+        o = cfg.optim
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        if cfg.max_steps is not None:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_fraction * self.total_steps)
+        self.schedule = WarmupCosine(self.total_steps, warmup, o.min_lr_ratio, o.schedule)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        fused = {"fused": True} if self.device.type == "cuda" else {}
+        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
+                                           **fused)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
+
+        # State.
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.step = 0
+        self.epochs_completed = 0
+        self.best_val: float | None = None
+        self.bad_epochs = 0
+        self.history: list[dict[str, Any]] = []
+        self.last_metrics: dict[str, Any] = {}
+        self.epoch_sums: dict[str, float] = {}
+        self.epoch_count = 0
+        self.best_path: Path | None = None
+        self.last_path: Path | None = None
+        if self.ckpt is not None:
+            self._load_state(self.ckpt)
+
+        # Check the strategy once, eagerly, on two real pairs (clear error naming the plugin).
+        self._check_strategy()
+
+        # The forward module: DDP over the model (gradients averaged), then optionally compiled.
+        self.fwd_model: Any = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.fwd_model = DDP(self.model, device_ids=ids,
+                                 find_unused_parameters=self._has_unused_parameters())
+        if cfg.compile:
+            self.fwd_model = torch.compile(self.fwd_model)
+
+        if self.main:
+            from .logging_utils import MetricsLogger
+
+            self.logger = MetricsLogger(self.run_dir)
+            if self.ckpt is not None:
+                self.logger.truncate_after(self.step)
+            self._write_config_json()
+
+    def _check_resumable(self, ck: dict[str, Any], path: str) -> None:
+        saved = ck.get("config") or {}
+        mine = self.cfg.to_dict()
+        diffs = [k for k in ARCHITECTURE_KEYS if k in saved and _normalise(saved[k]) != _normalise(mine[k])]
+        if diffs:
+            detail = "; ".join(f"{k}: checkpoint {saved[k]!r} vs now {mine[k]!r}" for k in diffs)
+            raise ConfigError(
+                f"cannot resume from {path}: it was trained with other model settings ({detail}). Resume "
+                f"with the checkpoint's settings (`maskkit train --resume {path}` with no model options, or "
+                f"TrainConfig.from_checkpoint(path)), or train a new run in another --checkpoint-dir")
+        changed = [k for k in ("batch_size", "seed", "optim", "loss", "data") if k in saved
+                   and _normalise(saved[k]) != _normalise(mine[k])]
+        if changed:
+            self.warn(f"resuming {path} with changed settings ({', '.join(changed)}): the run continues, "
+                      f"but not exactly as it would have")
+
+    def _has_unused_parameters(self) -> bool:
+        """True when a forward + loss leaves some trainable parameter without a gradient
+        (e.g. a strategy's optional discriminator); DDP then needs ``find_unused_parameters``."""
+        return bool(getattr(self, "_unused", False))
+
+    def _check_strategy(self) -> None:
+        n = min(2, len(self.train_ds))
+        pairs = [self.train_ds[i] for i in range(n)]
+        x_in = torch.stack([p[0] for p in pairs]).to(self.device)
+        x_tg = torch.stack([p[1] for p in pairs]).to(self.device)
+        cpu_state = torch.get_rng_state()
+        cuda_state = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
+        was_training = self.model.training
+        self.model.train()
+        try:
+            with torch.no_grad():
+                e_in, e_tg = self.codec.encode(x_in), self.codec.encode(x_tg)
+                self.model.check_strategy_output = True  # shapes, range, finiteness; names the plugin
+                self.model.masks(e_in, e_tg)
+                self.model.check_strategy_output = False
+            out, reg, masks = self.model(e_in, e_tg, return_masks=True)
+            audio = self.codec.decode(out.float(), length=x_in.shape[-1])
+            bal = masks.extras.get("balance_loss") if isinstance(masks.extras, dict) else None
+            total, _ = self.loss_fn(audio, x_in, x_tg, reg_loss=reg, balance_loss=bal)
+            total.backward()
+            self._unused = any(p.grad is None for p in self.model.parameters() if p.requires_grad)
+            self.model.zero_grad(set_to_none=True)
+        finally:
+            self.model.check_strategy_output = False
+            self.model.train(was_training)
+            torch.set_rng_state(cpu_state)
+            if cuda_state is not None:
+                torch.cuda.set_rng_state_all(cuda_state)
+
+    def _load_state(self, ck: dict[str, Any]) -> None:
+        self.model.load_state_dict(ck["model"])
+        if ck.get("optimizer"):
+            self.optimizer.load_state_dict(ck["optimizer"])
+        if ck.get("scheduler"):
+            self.scheduler.load_state_dict(ck["scheduler"])
+            # The schedule follows this run's settings (same as the checkpoint's unless extended).
+            self.scheduler.lr_lambdas[0] = self.schedule
+        self.step = int(ck.get("step", 0))
+        self.epoch = int(ck.get("epoch", 0))
+        self.epochs_completed = int(ck.get("epochs_completed", self.epoch))
+        self.best_val = ck.get("best_val_loss")
+        self.bad_epochs = int(ck.get("bad_epochs", 0))
+        self.history = list(ck.get("history") or [])
+        self.last_metrics = dict(ck.get("metrics") or {})
+        self.epoch_sums = dict(ck.get("epoch_sums") or {})
+        self.epoch_count = int(ck.get("epoch_count", 0))
+        if (self.run_dir / "best.pt").is_file():
+            self.best_path = self.run_dir / "best.pt"
+        old_world = int(ck.get("world_size", 1))
+        consumed = int(ck.get("consumed_samples",
+                              int(ck.get("batch_in_epoch", 0)) * self.cfg.batch_size * old_world))
+        global_batch = self.cfg.batch_size * self.world
+        self.batch_in_epoch = consumed // global_batch
+        if consumed % global_batch:
+            self.warn(f"the checkpoint stopped {consumed} pairs into epoch {self.epoch + 1}, not a multiple "
+                      f"of the global batch {global_batch}: resuming at pair "
+                      f"{self.batch_in_epoch * global_batch}")
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.cfg.optim.lr * self.schedule(self.step)
+        rng = ck.get("rng") or []
+        if old_world == self.world and len(rng) == self.world:
+            restore_rng_state(rng[self.rank])
+        else:
+            self.warn(f"the checkpoint was written by {old_world} process(es), this run has {self.world}: "
+                      f"RNG states are re-seeded (dropout draws differ from an uninterrupted run)")
+            s = self.cfg.seed + 1_000_003 * self.rank + self.step
+            torch.manual_seed(s)
+            random.seed(s)
+
+    def _write_config_json(self) -> None:
+        import json
+
+        path = self.run_dir / "config.json"
+        tmp = path.with_name(".config.json.tmp")
+        tmp.write_text(json.dumps(self.cfg.to_dict(), indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _checkpoint(self, reason: str, rng: list[Any]) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "format_version": CHECKPOINT_FORMAT,
+            "maskkit_version": __version__,
+            "kind": "maskkit-train",
+            "config": cfg.to_dict(),
+            "strategy": {"name": cfg.strategy, "options": self.model.strategy.config_dict(),
+                         "plugin": self.entry.plugin, "dist": self.entry.dist, "version": self.entry.version,
+                         "learnable": bool(self.model.strategy.learnable)},
+            "codec": {"name": cfg.codec, "options": self.codec.config_dict()},
+            "spec": dataclasses.asdict(self.spec),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": None,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "consumed_samples": self.batch_in_epoch * cfg.batch_size * self.world,
+            "step": self.step,
+            "epochs_completed": self.epochs_completed,
+            "sampler_seed": cfg.seed,
+            "world_size": self.world,
+            "rng": rng,
+            "metrics": self.last_metrics,
+            "history": self.history,
+            "best_val_loss": self.best_val,
+            "bad_epochs": self.bad_epochs,
+            "epoch_sums": self.epoch_sums,
+            "epoch_count": self.epoch_count,
+            "reason": reason,
+            "interrupted": reason == "interrupted",
+            "time": time.time(),
+        }
+
+    def save(self, reason: str, *, best: bool = False, periodic: bool = False) -> None:
+        """Collective: every rank's RNG state goes to rank 0, which writes ``last.pt`` (and
+        ``best.pt`` / ``epoch_NNNN.pt``) atomically."""
+        rng = dist_utils.all_gather_object(capture_rng_state())
+        if not self.main:
+            return
+        ck = self._checkpoint(reason, rng)
+        self.last_path = atomic_save(ck, self.run_dir / "last.pt")
+        if best:
+            self.best_path = _link_or_copy(self.last_path, self.run_dir / "best.pt")
+        if periodic:
+            _link_or_copy(self.last_path, self.run_dir / epoch_checkpoint_name(self.epochs_completed))
+            prune_epoch_checkpoints(self.run_dir, self.cfg.keep_checkpoints)
+
+    # -- one step ---------------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def _forward(self, module: Any, x_in: Tensor, x_tg: Tensor) -> tuple[Tensor, dict[str, Tensor], Any]:
+        with torch.no_grad():
+            e_in, e_tg = self.codec.encode(x_in), self.codec.encode(x_tg)
+        with self._autocast():
+            out, reg, masks = module(e_in, e_tg, return_masks=True)
+        audio = self.codec.decode(out.float(), length=x_in.shape[-1])
+        bal = masks.extras.get("balance_loss") if isinstance(masks.extras, dict) else None
+        total, comps = self.loss_fn(audio, x_in, x_tg, reg_loss=reg, balance_loss=bal)
+        return total, comps, masks
+
+    def train_step(self, x_in: Tensor, x_tg: Tensor) -> tuple[dict[str, float], bool, bool]:
+        """One optimizer step. Returns (global mean metrics, skipped?, stop requested?)."""
+        from .metrics import complementarity
+
+        self.model.train()
+        total, comps, masks = self._forward(self.fwd_model, x_in, x_tg)
+        total.backward()
+        clip = self.cfg.optim.grad_clip
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if clip > 0 and params:
+            norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        elif params:
+            norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params]))
+        else:
+            norm = torch.zeros((), device=self.device)
+        with torch.no_grad():
+            compl = complementarity(masks.input_mask.detach().float(), masks.target_mask.detach().float())
+            bad = (~torch.isfinite(total.detach())) | (~torch.isfinite(norm))
+            simulated = (self.cfg.simulate_preemption_at_step is not None
+                         and self.step + 1 == self.cfg.simulate_preemption_at_step)
+            stop = float(self.stop.requested or simulated)
+            values = [comps[k].float() for k in COMPONENTS] + [compl.float(), norm.float().reshape(())]
+            packed = torch.stack([torch.nan_to_num(v.reshape(()), nan=0.0, posinf=0.0, neginf=0.0)
+                                  for v in values]
+                                 + [bad.float().reshape(()), torch.tensor(stop, device=self.device)])
+        dist_utils.all_reduce_(packed, "sum")
+        vals = packed.tolist()
+        n = len(COMPONENTS)
+        skipped, stop_all = vals[-2] > 0, vals[-1] > 0
+        if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.step += 1
+        metrics = {("loss" if k == "total" else k): v / self.world
+                   for k, v in zip(COMPONENTS, vals[:n], strict=True)}
+        metrics["complementarity"] = vals[n] / self.world
+        metrics["grad_norm"] = vals[n + 1] / self.world
+        if stop_all and self.stop.signum is None:
+            self.stop.signum = -1  # simulated preemption, or another rank's signal
+        return metrics, skipped, stop_all
+
+    # -- validation -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        from .metrics import METRICS
+
+        self.model.eval()
+        keys = list(COMPONENTS) + list(METRICS)
+        sums = torch.zeros(len(keys) + 1, dtype=torch.float64, device=self.device)
+        for x_in, x_tg in self.val_loader:
+            x_in, x_tg = x_in.to(self.device, non_blocking=True), x_tg.to(self.device, non_blocking=True)
+            _, comps, masks = self._forward(self.model, x_in, x_tg)
+            im, tm = masks.input_mask.float(), masks.target_mask.float()
+            vals = [comps[k].double() for k in COMPONENTS] + [METRICS[k](im, tm).double() for k in METRICS]
+            b = x_in.shape[0]
+            sums[:-1] += torch.stack([v.reshape(()) for v in vals]) * b
+            sums[-1] += b
+        dist_utils.all_reduce_(sums, "sum")
+        s = sums.tolist()
+        count = max(s[-1], 1.0)
+        out = {("loss" if k == "total" else k): s[i] / count for i, k in enumerate(keys)}
+        self.model.train()
+        return out
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        t_start = time.perf_counter()
+        self.stop.install()
+        try:
+            self.setup()
+            return self._fit(t_start)
+        finally:
+            self.stop.uninstall()
+            if self.logger is not None:
+                self.logger.close()
+
+    def _announce(self) -> None:
+        cfg, m = self.cfg, self.model
+        strat = m.strategy
+        n_strat = sum(p.numel() for p in strat.parameters() if p.requires_grad)
+        n_total = m.num_parameters()
+        if strat.learnable:
+            self.print(f"{display_name(strat.name)} ENABLED (strategy '{strat.name}', {n_strat:,} "
+                       f"parameters, {self.entry.origin})")
+        else:
+            self.print(f"Strategy '{strat.name}' (fixed, no parameters; {self.entry.origin})")
+        gb = cfg.batch_size * self.world
+        how = {"single": "1 process", "spawn": f"{self.world} local processes",
+               "torchrun": f"torchrun, {self.world} processes", "slurm": f"SLURM, {self.world} tasks"}[
+            self.info.launcher]
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        self.print(f"Model: SimpleTransformer {n_total:,} parameters, codec '{cfg.codec}' "
+                   f"(D={self.spec.dim}, {self.sample_rate} Hz); {how}"
+                   f"{f' ({backend})' if self.world > 1 else ''} on {self.device}"
+                   f"{', bf16' if self.bf16 else ''}{', compiled' if cfg.compile else ''}")
+        src = cfg.data.source or "synthetic music"
+        self.print(f"Data: {src}: {len(self.train_ds)} training / {len(self.val_ds)} validation pairs of "
+                   f"{cfg.data.segment_seconds:g} s; batch {cfg.batch_size} per process x {self.world} = "
+                   f"{gb}; {self.steps_per_epoch} steps per epoch, {self.total_steps} in all")
+        if self.resume_path:
+            self.print(f"Resumed from {self.resume_path}: epoch {self.epoch + 1}, batch "
+                       f"{self.batch_in_epoch}, step {self.step}")
+        self.print(f"Checkpoints and metrics: {self.run_dir}/")
+
+    def _progress(self) -> Any:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        disable = (not self.main) or self.cfg.quiet or self.console is None or not self.console.is_terminal
+        return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
+                        console=self.console, disable=disable, transient=False)
+
+    def _fit(self, t_start: float) -> TrainResult:
+        cfg = self.cfg
+        self._announce()
+        stopped = "completed"
+        train_time, train_pairs = 0.0, 0
+        consecutive_bad = 0
+        gb = cfg.batch_size * self.world
+        done = self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
+        with self._progress() as progress:
+            while self.epoch < cfg.epochs and not done:
+                epoch = self.epoch
+                if hasattr(self.train_ds, "set_epoch"):
+                    self.train_ds.set_epoch(epoch)
+                self.sampler.set_epoch(epoch, self.batch_in_epoch)
+                task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=self.steps_per_epoch,
+                                         completed=self.batch_in_epoch, stats="")
+                t_epoch = time.perf_counter()
+                t_last = t_epoch
+                interrupted = False
+                for x_in, x_tg in self.loader:
+                    x_in = x_in.to(self.device, non_blocking=True)
+                    x_tg = x_tg.to(self.device, non_blocking=True)
+                    metrics, skipped, stop_all = self.train_step(x_in, x_tg)
+                    self.batch_in_epoch += 1
+                    now = time.perf_counter()
+                    dt, t_last = now - t_last, now
+                    train_time += dt
+                    train_pairs += gb
+                    pps = gb / dt if dt > 0 else float("nan")
+                    if skipped:
+                        consecutive_bad += 1
+                        self.warn(f"step {self.step + 1}: non-finite loss or gradient on some rank; step "
+                                  f"skipped ({consecutive_bad}/{cfg.max_bad_steps} in a row)")
+                        if consecutive_bad >= cfg.max_bad_steps:
+                            raise TrainingError(
+                                f"{consecutive_bad} consecutive steps with a non-finite loss or gradient "
+                                f"after step {self.step}: stopping. The last good checkpoint is "
+                                f"{self.last_path or '(none yet)'}; lower --lr or --mask-reg-weight and "
+                                f"resume from it")
+                    else:
+                        consecutive_bad = 0
+                        for k, v in metrics.items():
+                            self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
+                        self.epoch_count += 1
+                        if self.main and self.step % cfg.log_every == 0:
+                            row = {"kind": "step", "epoch": epoch + 1, "step": self.step,
+                                   "lr": self.optimizer.param_groups[0]["lr"], **metrics, "pairs_per_s": pps,
+                                   "time_s": round(time.perf_counter() - t_start, 3)}
+                            self.logger.log(row)
+                    progress.update(task, advance=1, stats=(
+                        f"loss {metrics['loss']:.4f}  reg {metrics['mask_reg']:.4f}  "
+                        f"compl {metrics['complementarity']:.1f}%  {pps:.1f} pairs/s"))
+                    if stop_all:
+                        interrupted = True
+                        break
+                    if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                        done = True
+                        stopped = "max_steps"
+                        break
+                progress.remove_task(task)
+                if interrupted:
+                    stopped = "interrupted"
+                    break
+                epoch_time = time.perf_counter() - t_epoch
+
+                val = self.validate()
+                # A stop request during validation: finish this epoch's bookkeeping, then stop.
+                flag = torch.tensor([float(self.stop.requested)], device=self.device)
+                dist_utils.all_reduce_(flag, "sum")
+                train_means = {k: v / max(self.epoch_count, 1) for k, v in self.epoch_sums.items()}
+                improved = self.best_val is None or val["loss"] < self.best_val
+                if improved:
+                    self.best_val, self.bad_epochs = val["loss"], 0
+                else:
+                    self.bad_epochs += 1
+                row = {"kind": "epoch", "epoch": epoch + 1, "step": self.step,
+                       "lr": self.optimizer.param_groups[0]["lr"],
+                       **{f"train_{k}": v for k, v in train_means.items()},
+                       **{f"val_{k}": v for k, v in val.items()},
+                       "best_val_loss": self.best_val, "epoch_time_s": round(epoch_time, 3),
+                       "pairs_per_s": (self.epoch_count * gb / epoch_time) if epoch_time > 0 else None}
+                self.history.append(row)
+                self.last_metrics = row
+                self.epoch += 1
+                self.epochs_completed = self.epoch
+                self.batch_in_epoch = 0
+                self.epoch_sums, self.epoch_count = {}, 0
+                if self.main:
+                    self.logger.log(row)
+                self._epoch_lines(row, train_means)
+                stop_early = cfg.patience is not None and self.bad_epochs >= cfg.patience
+                last_epoch = self.epoch >= cfg.epochs or done or stop_early or flag.item() > 0
+                periodic = self.epoch % cfg.save_every == 0 or last_epoch
+                reason = "interrupted" if flag.item() > 0 else "final" if last_epoch else "epoch"
+                self.save(reason, best=improved, periodic=periodic)
+                if flag.item() > 0:
+                    stopped = "interrupted"
+                    if self.stop.signum is None:
+                        self.stop.signum = -1
+                    break
+                if stop_early:
+                    stopped = "early_stopping"
+                    self.print(f"Early stopping: the validation loss did not improve for {cfg.patience} "
+                               f"epochs")
+                    break
+        if stopped == "interrupted":
+            if self.batch_in_epoch:  # stopped mid-epoch: save the exact position
+                self.save("interrupted")
+            sig = self.stop.signum
+            name = signal.Signals(sig).name if sig and sig > 0 else "SIGTERM"
+            self.print(f"Stopped on {name if sig and sig > 0 else 'a stop request'} after step {self.step}: "
+                       f"checkpoint saved to {self.run_dir / 'last.pt'}; continue with --resume auto")
+        else:
+            best = f"{self.best_val:.4f}" if self.best_val is not None else "-"
+            n = self.epochs_completed
+            self.print(f"Done ({stopped}): {n} epoch{'' if n == 1 else 's'}, {self.step} steps; best "
+                       f"validation loss {best}; checkpoints in {self.run_dir}/")
+        with torch.no_grad():
+            checksum = float(sum(p.detach().double().sum() for p in self.model.parameters()))
+        checksums = dist_utils.all_gather_object(checksum)
+        sig = self.stop.signum
+        return TrainResult(
+            run_dir=str(self.run_dir),
+            last_checkpoint=str(self.run_dir / "last.pt") if (self.run_dir / "last.pt").is_file() else None,
+            best_checkpoint=str(self.best_path) if self.best_path else None,
+            best_val_loss=self.best_val, final_metrics=dict(self.last_metrics), history=list(self.history),
+            epochs_completed=self.epochs_completed, steps=self.step, stopped=stopped,
+            signal=(signal.Signals(sig).name if sig and sig > 0
+                    else ("SIGTERM" if stopped == "interrupted" else None)),
+            world_size=self.world, elapsed_s=time.perf_counter() - t_start,
+            train_pairs_per_s=(train_pairs / train_time) if train_time > 0 else None,
+            rank_param_checksums=[float(c) for c in checksums])
+
+    def _epoch_lines(self, row: dict[str, Any], train_means: dict[str, float]) -> None:
+        cfg = self.cfg
+        self.print(f"epoch {row['epoch']}/{cfg.epochs}  step {row['step']}  "
+                   f"train loss {train_means.get('loss', float('nan')):.4f}  val loss {row['val_loss']:.4f}  "
+                   f"val compl {row.get('val_complementarity', float('nan')):.1f}%  "
+                   f"lr {row['lr']:.2e}  {row['pairs_per_s'] or 0:.1f} pairs/s")
+        if self.model.strategy.learnable or train_means.get("mask_reg", 0.0) != 0.0:
+            self.print(f"{display_name(cfg.strategy)} mask regularization loss: "
+                       f"{train_means.get('mask_reg', 0.0):.6f} (weight={cfg.loss.mask_reg_weight})")
+
+
+def _normalise(v: Any) -> Any:
+    """Compare config values across a save/load round trip (tuples become lists, etc.)."""
+    if isinstance(v, Mapping):
+        return {k: _normalise(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_normalise(x) for x in v]
+    return v
+
+
+def _link_or_copy(src: Path, dst: Path) -> Path:
+    """Make ``dst`` the same file as ``src``, atomically (hard link; a copy where links fail)."""
+    import shutil
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    return dst
+
+
+warnings.filterwarnings("ignore", message=".*enable_nested_tensor.*")

@@ -1,0 +1,223 @@
+"""``maskkit train``: a thin wrapper that builds a :class:`maskkit.train.TrainConfig` and calls
+:func:`maskkit.train.train`. torch is imported only when the command runs."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+_PRESETS = ("small", "base", "large")
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """True when the user typed the option (not its default)."""
+    src = ctx.get_parameter_source(name)
+    return src is not None and src.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+@click.command("train", context_settings={"show_default": False, "max_content_width": 110})
+@click.option("--strategy", metavar="NAME",
+              help="Mask strategy (see `maskkit strategies`). [default: creative-agent]")
+@click.option("--strategy-opt", "strategy_opts", multiple=True, metavar="KEY=VALUE",
+              help="A strategy option (repeatable; `maskkit strategies show NAME` lists them).")
+@click.option("--codec", metavar="NAME", help="Codec audio <-> encoding (`maskkit codecs`). [default: stft]")
+@click.option("--codec-opt", "codec_opts", multiple=True, metavar="KEY=VALUE",
+              help="A codec option (repeatable).")
+@click.option("--data", "--dataset-folder", "--dataset_folder", "data", metavar="DIR",
+              help="A WAV-pairs folder or a folder of songs. [default: built-in synthetic music]")
+@click.option("--preset", type=click.Choice(_PRESETS), default="small", show_default=True,
+              help="small: minutes on a laptop CPU with synthetic data; base / large: real data on GPUs.")
+@click.option("--epochs", "--num-epochs", "--num_epochs", "epochs", type=int, help="Epochs to train.")
+@click.option("--max-steps", type=int, help="Stop after this many optimizer steps (caps the schedule).")
+@click.option("--batch-size", "--batch_size", "batch_size", type=int,
+              help="Pairs per step PER PROCESS (global batch = batch size x world size).")
+@click.option("--lr", type=float, help="Peak learning rate (AdamW, cosine schedule with warm-up).")
+@click.option("--weight-decay", type=float, help="AdamW weight decay.")
+@click.option("--warmup-steps", type=int, help="Linear warm-up steps [default: 5% of the run].")
+@click.option("--schedule", type=click.Choice(["cosine", "constant"]), help="LR schedule after warm-up.")
+@click.option("--grad-clip", type=float, help="Max global gradient norm (0 = off). [default: 1.0]")
+@click.option("--patience", type=int, help="Early stopping: epochs without a better validation loss.")
+@click.option("--mask-reg-weight", "--mask_reg_weight", "mask_reg_weight", type=float,
+              help="Weight of the strategy's regularization loss. [default: 0.1]")
+@click.option("--balance-weight", type=float, help="Weight of the strategy's balance loss. [default: 0.1]")
+@click.option("--d-model", type=int, help="Width of each cascade stage's transformer.")
+@click.option("--nhead", type=int, help="Attention heads per layer.")
+@click.option("--num-layers", type=int, help="Transformer layers per cascade stage.")
+@click.option("--num-transformer-layers", "--num_transformer_layers", "num_transformer_layers", type=int,
+              help="Cascade stages (the seed's name).")
+@click.option("--dropout", type=float, help="Dropout in the model.")
+@click.option("--model-opt", "model_opts", multiple=True, metavar="KEY=VALUE",
+              help="Any other ModelConfig option (repeatable).")
+@click.option("--loss-opt", "loss_opts", multiple=True, metavar="KEY=VALUE",
+              help="Any LossConfig option, e.g. mel_weight=0.5 (repeatable).")
+@click.option("--segment-seconds", type=float, help="Length of each training pair in seconds.")
+@click.option("--train-pairs", type=int, help="Synthetic training pairs per epoch.")
+@click.option("--val-pairs", type=int, help="Synthetic validation pairs.")
+@click.option("--val-fraction", type=float, help="Share of a folder's songs held out for validation.")
+@click.option("--num-workers", type=int, help="DataLoader worker processes per rank.")
+@click.option("--skip-bad", is_flag=True, default=None, help="Skip unreadable audio files with a warning.")
+@click.option("--checkpoint-dir", "--checkpoint_dir", "checkpoint_dir", metavar="DIR",
+              help="Run folder: checkpoints and metrics. [default: runs/<strategy>]")
+@click.option("--save-every", type=int, help="Keep an epoch_NNNN.pt every N epochs. [default: 1]")
+@click.option("--keep-checkpoints", type=int, help="How many epoch_NNNN.pt to keep (>= 2). [default: 2]")
+@click.option("--resume", metavar="PATH|auto",
+              help="Continue from a checkpoint; auto = the newest in the run folder (a new run if none).")
+@click.option("--world-size", "--world_size", "world_size", type=int,
+              help="Local processes to spawn. Leave out under torchrun / srun (they set it).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[default: auto]")
+@click.option("--bf16/--no-bf16", default=None, help="bf16 autocast. [default: on with CUDA, off on CPU]")
+@click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model.")
+@click.option("--seed", type=int, help="Seed of initialisation, data and shuffling. [default: 0]")
+@click.option("--log-every", type=int, help="Write a metrics row every N steps. [default: 1]")
+@click.option("--dist-timeout", type=float, help="Seconds before a collective gives up. [default: 600]")
+@click.option("--quiet", "-q", is_flag=True, default=None, help="Print nothing but errors.")
+@click.option("--encoding-dim", "--encoding_dim", "encoding_dim", type=int,
+              help="The seed's flag: checked against the codec's D (the codec decides it).")
+@click.option("--use-creative-agent", "--use_creative_agent", "use_creative_agent", metavar="true|false",
+              help="The seed's flag: true = --strategy creative-agent; false = a fixed strategy (temporal).")
+@click.option("--simulate-preemption-at-step", type=int, hidden=True,
+              help="Behave as if SIGTERM arrived after this step (to test a resume set-up).")
+@click.pass_context
+def train(ctx: click.Context, **opts: Any) -> None:
+    """Train the arrangement model with any mask strategy.
+
+    \b
+    One process:            maskkit train --strategy creative-agent
+    N local processes:      maskkit train --world-size 2
+    torchrun:               torchrun --nproc-per-node 4 -m maskkit_cli.main train --data DIR --preset base
+    SLURM:                  srun maskkit train --data DIR --preset base   (examples/slurm/)
+    After a preemption:     maskkit train ... --resume auto
+
+    On SIGTERM / Ctrl-C every process stops after the same step, a checkpoint is saved, and the
+    command exits with 143 (SIGTERM) or 130 (SIGINT). See docs/training.md.
+    """
+    cfg = build_config_from_cli(ctx, opts)
+    from maskkit.train import train as run_training
+
+    result = run_training(cfg)
+    if result.exit_code:
+        sys.exit(result.exit_code)
+
+
+def _parse_bool(value: str, flag: str) -> bool:
+    from maskkit.config import _FALSE, _TRUE
+    from maskkit.errors import ConfigError
+
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigError(f"{flag} expects true or false, got {value!r}")
+
+
+def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> Any:
+    """The :class:`TrainConfig` the command line describes (the CLI's whole job)."""
+    from maskkit.config import build_config, parse_kv
+    from maskkit.errors import ConfigError
+    from maskkit.plugins import build_codec, get_codec_entry, get_strategy_entry
+    from maskkit.train import TrainConfig
+
+    def given(name: str) -> bool:
+        return _given(ctx, name) and opts.get(name) is not None
+
+    strategy = opts["strategy"]
+    if opts["use_creative_agent"] is not None:
+        use = _parse_bool(opts["use_creative_agent"], "--use_creative_agent")
+        if use:
+            if strategy not in (None, "creative-agent"):
+                raise ConfigError(f"--use_creative_agent true contradicts --strategy {strategy}")
+            strategy = "creative-agent"
+        elif strategy is None:
+            strategy = "temporal"
+        elif strategy == "creative-agent":
+            raise ConfigError("--use_creative_agent false contradicts --strategy creative-agent")
+
+    over: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    loss: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    optim: dict[str, Any] = {}
+    if strategy is not None:
+        over["strategy"] = strategy
+    if opts["strategy_opts"]:
+        over["strategy_options"] = parse_kv(opts["strategy_opts"], "--strategy-opt")
+    if opts["codec"] is not None:
+        over["codec"] = opts["codec"]
+    if opts["codec_opts"]:
+        over["codec_options"] = parse_kv(opts["codec_opts"], "--codec-opt")
+    for name, key in (("epochs", "epochs"), ("max_steps", "max_steps"), ("batch_size", "batch_size"),
+                      ("patience", "patience"), ("checkpoint_dir", "checkpoint_dir"),
+                      ("save_every", "save_every"), ("keep_checkpoints", "keep_checkpoints"),
+                      ("world_size", "world_size"), ("device", "device"), ("bf16", "bf16"),
+                      ("compile_", "compile"), ("seed", "seed"), ("log_every", "log_every"),
+                      ("dist_timeout", "dist_timeout_s"), ("quiet", "quiet"),
+                      ("simulate_preemption_at_step", "simulate_preemption_at_step")):
+        if given(name):
+            over[key] = opts[name]
+    if opts["model_opts"]:
+        model.update(parse_kv(opts["model_opts"], "--model-opt"))
+    for name in ("d_model", "nhead", "num_layers", "num_transformer_layers", "dropout"):
+        if given(name):
+            model[name] = opts[name]
+    if opts["loss_opts"]:
+        loss.update(parse_kv(opts["loss_opts"], "--loss-opt"))
+    for name in ("mask_reg_weight", "balance_weight"):
+        if given(name):
+            loss[name] = opts[name]
+    if given("data"):
+        data["source"] = opts["data"]
+    for name in ("segment_seconds", "train_pairs", "val_pairs", "val_fraction", "num_workers", "skip_bad"):
+        if given(name):
+            data[name] = opts[name]
+    for name in ("lr", "weight_decay", "warmup_steps", "schedule", "grad_clip"):
+        if given(name):
+            optim[name] = opts[name]
+    for section, values in (("model", model), ("loss", loss), ("data", data), ("optim", optim)):
+        if values:
+            over[section] = values
+
+    resume = opts["resume"]
+    if resume is not None:
+        over["resume"] = resume
+        cfg = _config_for_resume(ctx, resume, over, opts["preset"])
+    else:
+        cfg = TrainConfig.from_preset(opts["preset"], **over)
+
+    # Names and options are checked here, before any process starts: clear errors, listing choices.
+    entry = get_strategy_entry(cfg.strategy)
+    build_config(entry.cls.Config, dict(cfg.strategy_options), owner=f"strategy '{entry.name}'")
+    get_codec_entry(cfg.codec)
+    codec = build_codec(cfg.codec, dict(cfg.codec_options))  # checks the codec's options
+    if given("encoding_dim"):
+        dim = codec.spec.dim
+        if dim != opts["encoding_dim"]:
+            raise ConfigError(
+                f"--encoding_dim {opts['encoding_dim']} does not match codec '{cfg.codec}', whose encoding "
+                f"has D={dim} channels: the codec decides D (drop --encoding_dim, or choose codec options "
+                f"that give {opts['encoding_dim']})")
+    return cfg
+
+
+def _config_for_resume(ctx: click.Context, resume: str, over: dict[str, Any], preset: str) -> Any:
+    """With --resume, the checkpoint's own settings are the base; options typed now override them."""
+    from pathlib import Path
+
+    from maskkit.checkpoint import find_resume_checkpoint
+    from maskkit.train import TrainConfig
+
+    path: Path | None
+    if resume == "auto":
+        run_dir = Path(over["checkpoint_dir"]) if "checkpoint_dir" in over else \
+            Path("runs") / over.get("strategy", "creative-agent")
+        path = find_resume_checkpoint(run_dir)
+        if path is None:  # nothing to resume yet: a new run (so a requeued job can always pass --resume auto)
+            return TrainConfig.from_preset(preset, **over)
+    else:
+        path = Path(resume)
+    if _given(ctx, "preset"):
+        over = {**over, "preset": preset}
+    over = {**over, "resume": str(path)}
+    return TrainConfig.from_checkpoint(path, **over)

@@ -1,0 +1,517 @@
+"""The trainer: DDP equals one process, torchrun, exact resume, SIGTERM, checkpoints, data, CLI.
+
+Everything runs a tiny model on tiny data (8 kHz, 0.25 s pairs, D=66) so each run takes
+seconds. The multi-process tests are marked ``slow``; they still run in CI.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from maskkit import Masks, MaskStrategy, hookimpl
+from maskkit.checkpoint import find_resume_checkpoint, load_checkpoint, strategy_from_checkpoint
+from maskkit.errors import CheckpointError, ConfigError
+from maskkit.train import TrainConfig, TrainingError, WarmupCosine, load_model, train
+
+# The tiny run, as command-line arguments (the CLI builds the same TrainConfig as the API).
+TEMPORAL = ["--strategy", "temporal", "--strategy-opt", "segment=8"]
+TINY_ARGS = [
+    *TEMPORAL,
+    "--codec-opt", "n_fft=64", "--codec-opt", "hop_length=32", "--codec-opt", "sample_rate=8000",
+    "--d-model", "16", "--nhead", "2", "--num-layers", "1", "--num-transformer-layers", "2",
+    "--model-opt", "dim_feedforward=32", "--dropout", "0",
+    "--loss-opt", "fft_sizes=64,128", "--loss-opt", "mel_n_fft=128", "--loss-opt", "n_mels=8",
+    "--loss-opt", "rms_frame=64",
+    "--segment-seconds", "0.25", "--val-pairs", "4", "--lr", "2e-3", "--seed", "0", "--quiet",
+    "--dist-timeout", "60",
+]
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def cli_config(*args: str):
+    """The TrainConfig that ``maskkit train ARGS`` would run."""
+    from maskkit_cli.train import build_config_from_cli
+    from maskkit_cli.train import train as train_cmd
+
+    ctx = train_cmd.make_context("train", list(args))
+    return build_config_from_cli(ctx, ctx.params)
+
+
+def tiny(run_dir: Path, *extra: str, strategy: tuple[str, ...] = tuple(TEMPORAL), **over):
+    """The tiny config with ``extra`` options; ``strategy``: the strategy options to use."""
+    import dataclasses
+
+    base = [a for a in TINY_ARGS[len(TEMPORAL):]]
+    cfg = cli_config(*strategy, *base, "--checkpoint-dir", str(run_dir), *extra)
+    return dataclasses.replace(cfg, **over) if over else cfg
+
+
+def weights(path: Path | str) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def flat(state: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([v.flatten().double() for k, v in sorted(state.items())])
+
+
+def assert_same_training(a: dict, b: dict, w0: dict, rel: float = 1e-2) -> None:
+    """DDP vs one process: equal up to float-summation order. Adam turns rounding noise in
+    near-zero gradients into update-sized differences of a few weights, so compare the
+    difference with the total update instead of element-wise only."""
+    va, vb, v0 = flat(a), flat(b), flat(w0)
+    moved = (va - v0).norm()
+    assert moved > 0.05, "the weights barely moved: the test would prove nothing"
+    ratio = float((va - vb).norm() / moved)
+    assert ratio < rel, f"weights differ: |a - b| / |a - init| = {ratio:.3g}"
+    torch.testing.assert_close(va, vb, atol=2e-3, rtol=0)
+
+
+# -- shared reference runs (one process, global batch 4) ---------------------------------------------
+@pytest.fixture(scope="module")
+def ref6(tmp_path_factory):
+    """One process, batch 4, 6 steps over 2 epochs (12 pairs per epoch)."""
+    d = tmp_path_factory.mktemp("ref6")
+    r = train(tiny(d, "--train-pairs", "12", "--batch-size", "4", "--epochs", "2"))
+    assert r.steps == 6 and r.stopped == "completed"
+    init = train(tiny(tmp_path_factory.mktemp("init"), "--train-pairs", "12", "--batch-size", "4",
+                      "--max-steps", "1", "--lr", "0"))
+    return d, weights(d / "last.pt"), weights(Path(init.run_dir) / "last.pt")
+
+
+# -- DDP == one process ------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process(ref6, tmp_path):
+    ref_dir, ref_w, init_w = ref6
+    r = train(tiny(tmp_path, "--train-pairs", "12", "--batch-size", "2", "--epochs", "2",
+                   "--world-size", "2"))
+    assert (r.world_size, r.steps, r.stopped) == (2, 6, "completed")
+    assert len(r.rank_param_checksums) == 2 and r.rank_param_checksums[0] == r.rank_param_checksums[1]
+    ck = load_checkpoint(tmp_path / "last.pt")
+    assert ck["world_size"] == 2 and len(ck["rng"]) == 2
+    assert_same_training(ref_w, ck["model"], init_w)
+    # The validation loss is a mean over the whole validation set, whatever the sharding.
+    ref_hist = load_checkpoint(ref_dir / "last.pt")["history"]
+    assert ck["history"][0]["val_loss"] == pytest.approx(ref_hist[0]["val_loss"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_spawned_ranks_report_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="too few for a global batch of 2 x 2"):
+        train(tiny(tmp_path, "--train-pairs", "3", "--batch-size", "2", "--world-size", "2"))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one_process(ref6, tmp_path):
+    _, ref_w, init_w = ref6
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "maskkit_cli.main", "train", *TINY_ARGS, "--train-pairs", "12", "--batch-size", "2",
+           "--epochs", "2", "--checkpoint-dir", str(run)]
+    p = subprocess.run(cmd, cwd=tmp_path, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ck = load_checkpoint(run / "last.pt")
+    assert ck["world_size"] == 2 and ck["step"] == 6
+    assert_same_training(ref_w, ck["model"], init_w)
+
+
+# -- exact resume ---------------------------------------------------------------------------------------
+def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path):
+    # Dropout on: the resumed run must also restore the RNG streams to end with the same weights.
+    args = ("--train-pairs", "12", "--batch-size", "4", "--epochs", "3", "--dropout", "0.2")
+    full = train(tiny(tmp_path / "full", *args))
+    assert full.steps == 9
+    stopped = train(tiny(tmp_path / "cut", *args, "--simulate-preemption-at-step", "4"))
+    assert stopped.stopped == "interrupted" and stopped.steps == 4 and stopped.exit_code == 143
+    ck = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert (ck["step"], ck["epoch"], ck["batch_in_epoch"], ck["interrupted"]) == (4, 1, 1, True)
+    resumed = train(tiny(tmp_path / "cut", *args, "--resume", "auto"))
+    assert resumed.stopped == "completed" and resumed.steps == 9
+    a, b = weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "cut" / "last.pt")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
+    # The metric files of the resumed run read as those of the uninterrupted one.
+    rows_full = [json.loads(x) for x in open(tmp_path / "full" / "metrics.jsonl")]
+    rows_cut = [json.loads(x) for x in open(tmp_path / "cut" / "metrics.jsonl")]
+    assert [(r["kind"], r["step"]) for r in rows_full] == [(r["kind"], r["step"]) for r in rows_cut]
+    assert [r["loss"] for r in rows_full if r["kind"] == "step"] == pytest.approx(
+        [r["loss"] for r in rows_cut if r["kind"] == "step"], rel=1e-5)
+    assert full.history[-1]["val_loss"] == pytest.approx(resumed.history[-1]["val_loss"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path):
+    # A DataLoader worker too: SLURM and Ctrl-C signal the whole process group, workers included.
+    args = [*TINY_ARGS, "--train-pairs", "64", "--batch-size", "4", "--epochs", "2", "--num-workers", "2"]
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "maskkit_cli.main", "train", *args, "--checkpoint-dir", str(run)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=SUBPROCESS_ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and metrics.read_text().count('"kind": "step"') >= 1:
+            break
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out[-3000:]
+    ck = load_checkpoint(run / "last.pt")
+    assert ck["interrupted"] and ck["reason"] == "interrupted" and 1 <= ck["step"] < 32
+    resume = subprocess.run([*cmd, "--resume", "auto"], cwd=tmp_path, env=SUBPROCESS_ENV,
+                            capture_output=True, text=True, timeout=240)
+    assert resume.returncode == 0, resume.stdout[-3000:] + resume.stderr[-3000:]
+    full = train(tiny(tmp_path / "full", "--train-pairs", "64", "--batch-size", "4", "--epochs", "2",
+                      "--num-workers", "2"))
+    assert load_checkpoint(run / "last.pt")["step"] == full.steps == 32
+    a, b = weights(tmp_path / "full" / "last.pt"), weights(run / "last.pt")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
+
+
+def test_dataloader_workers_leave_stop_signals_to_the_trainer():
+    from maskkit.train import _ignore_stop_signals
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(6.0)), batch_size=1,
+                                         num_workers=1, worker_init_fn=_ignore_stop_signals)
+    it = iter(loader)
+    next(it)
+    worker = it._workers[0]
+    os.kill(worker.pid, signal.SIGTERM)
+    os.kill(worker.pid, signal.SIGINT)
+    time.sleep(0.3)
+    assert worker.is_alive()
+    assert len(list(it)) == 5
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_spawned_rank_at_the_same_step(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "maskkit_cli.main", "train", *TINY_ARGS, "--train-pairs", "64",
+           "--batch-size", "2", "--epochs", "4", "--world-size", "2", "--checkpoint-dir", str(run)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=SUBPROCESS_ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and '"kind": "step"' in metrics.read_text():
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out[-3000:]
+    ck = load_checkpoint(run / "last.pt")
+    assert ck["interrupted"] and ck["world_size"] == 2 and len(ck["rng"]) == 2
+    assert 1 <= ck["step"] < 4 * 16
+
+
+def _spawned_ranks(pid: int) -> list[int]:
+    """Child processes of ``pid`` started by multiprocessing's spawn (the training ranks)."""
+    kids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(k) for k in (task / "children").read_text().split()]
+    ranks = []
+    for k in kids:
+        try:
+            cmdline = Path(f"/proc/{k}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "spawn_main" in cmdline:
+            ranks.append(k)
+    return ranks
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_a_killed_rank_does_not_hang_the_others(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "maskkit_cli.main", "train", *TINY_ARGS, "--train-pairs", "256",
+           "--batch-size", "2", "--epochs", "3", "--world-size", "2", "--checkpoint-dir", str(run)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=SUBPROCESS_ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and '"kind": "step"' in metrics.read_text():
+            break
+        time.sleep(0.01)
+    ranks = _spawned_ranks(proc.pid)
+    assert len(ranks) == 2, ranks
+    t0 = time.time()
+    os.kill(ranks[-1], signal.SIGKILL)  # like the OOM killer: no Python exception, no clean-up
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode not in (0, 143) and time.time() - t0 < 60
+    assert proc.returncode == 2 and "terminated with signal SIGKILL" in out, out[-2000:]
+    assert "the other training processes were stopped" in out
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------
+class TinyLearned(MaskStrategy):
+    """A learnable test strategy: one sigmoid gate per channel; NaN reg loss on request."""
+
+    name = "tiny-learned"
+    learnable = True
+
+    @dataclass
+    class Config:
+        nan_after_calls: int = -1
+
+    def __init__(self, config=None, *, spec=None):
+        super().__init__(config, spec=spec)
+        self.logit = torch.nn.Parameter(torch.zeros(1, self.spec.dim, 1))
+        self.calls = 0
+
+    def forward(self, x_input, x_target, *, hard=False):
+        self.calls += 1
+        m = torch.sigmoid(self.logit).expand(1, x_input.shape[1], 1).to(x_input.dtype)
+        if hard:
+            m = (m > 0.5).to(x_input.dtype)
+        reg = (m * (1 - m)).mean() + 0.1 * self.logit.square().mean()
+        if 0 <= self.config.nan_after_calls < self.calls:
+            reg = reg * float("nan")
+        return Masks(m, 1 - m, reg_loss=reg)
+
+
+class _TinyPlugin:
+    @staticmethod
+    @hookimpl
+    def register_strategies(register):
+        register(TinyLearned)
+
+
+@pytest.fixture
+def tiny_learned(fresh_plugins):
+    fresh_plugins.register_plugin(_TinyPlugin, name="tiny-learned-plugin")
+    yield "tiny-learned"
+
+
+def test_checkpoint_rebuilds_its_model_with_no_other_argument(tiny_learned, tmp_path, capsys):
+    cfg = tiny(tmp_path, "--train-pairs", "8", "--batch-size", "4", "--epochs", "2", quiet=False,
+               strategy=("--strategy", "tiny-learned"))
+    r = train(cfg)
+    out = capsys.readouterr().out
+    assert "Tiny Learned ENABLED" in out and "66 parameters" in out
+    assert out.count("Tiny Learned mask regularization loss:") == 2 and "(weight=0.1)" in out
+    ck = load_checkpoint(r.best_checkpoint)
+    assert ck["strategy"]["name"] == "tiny-learned" and ck["strategy"]["dist"] == "(runtime)"
+    assert ck["codec"] == {"name": "stft", "options": {"sample_rate": 8000, "n_fft": 64, "hop_length": 32,
+                                                       "power": 0.5, "eps": 1e-3}}
+    loaded = load_model(r.best_checkpoint)
+    model, codec = loaded
+    assert not model.training and codec.sample_rate == 8000 and loaded.step == ck["step"]
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, ck["model"][k])
+    assert float(model.strategy.logit.detach().abs().max()) > 0  # trained, not the initial zeros
+    # It runs: audio in, audio out, and the same strategy as strategy_from_checkpoint gives.
+    x = torch.randn(2, 1, 2000) * 0.1
+    with torch.no_grad():
+        enc = codec.encode(x)
+        out_enc, reg = model(enc, enc.flip(0))
+        assert codec.decode(out_enc, length=2000).shape == (2, 1, 2000) and torch.isfinite(reg)
+    torch.testing.assert_close(strategy_from_checkpoint(r.best_checkpoint).logit, model.strategy.logit)
+
+
+def test_creative_agent_run_and_checkpoint(tmp_path, capsys):
+    pytest.importorskip("maskkit_creative_agent")
+    r = train(tiny(tmp_path, "--train-pairs", "8", "--batch-size", "4", "--epochs", "2", quiet=False,
+                   strategy=("--use_creative_agent", "true", "--strategy-opt", "hidden_dim=8",
+                             "--strategy-opt", "num_heads=2")))
+    out = capsys.readouterr().out
+    assert "Creative Agent ENABLED" in out
+    assert out.count("Creative Agent mask regularization loss:") == 2
+    ck = load_checkpoint(r.last_checkpoint)
+    assert ck["strategy"]["name"] == "creative-agent" and ck["strategy"]["options"]["hidden_dim"] == 8
+    assert ck["strategy"]["plugin"] == "creative-agent" and ck["strategy"]["version"]
+    model, codec = load_model(r.last_checkpoint)
+    strategy = strategy_from_checkpoint(r.last_checkpoint)
+    for k, v in strategy.state_dict().items():
+        torch.testing.assert_close(v, model.strategy.state_dict()[k])
+    assert r.history[-1]["val_loss"] < r.history[0]["val_loss"]
+    assert 0.0 < r.history[-1]["val_complementarity"] < 100.0
+
+
+def test_load_model_names_a_missing_plugin(tiny_learned, tmp_path, fresh_plugins):
+    r = train(tiny(tmp_path, "--train-pairs", "4", "--batch-size", "4", "--max-steps", "1",
+                   strategy=("--strategy", "tiny-learned")))
+    fresh_plugins.reset_manager()  # the runtime plugin is gone, as on a machine without it
+    with pytest.raises(CheckpointError, match="tiny-learned"):
+        load_model(r.last_checkpoint)
+
+
+def test_nonfinite_loss_skips_steps_then_aborts_keeping_the_last_good_checkpoint(tiny_learned, tmp_path):
+    # Calls: 2 in the start-up check, 3 training steps and 1 validation batch in epoch 1; NaN afterwards.
+    cfg = tiny(tmp_path, "--train-pairs", "12", "--batch-size", "4", "--epochs", "3", max_bad_steps=3,
+               strategy=("--strategy", "tiny-learned", "--strategy-opt", "nan_after_calls=6"))
+    with pytest.raises(TrainingError, match="3 consecutive steps with a non-finite loss"):
+        train(cfg)
+    ck = load_checkpoint(tmp_path / "last.pt")
+    assert ck["step"] == 3 and ck["epochs_completed"] == 1
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+def test_run_folder_files_and_resume_auto_choice(tmp_path):
+    r = train(tiny(tmp_path, "--train-pairs", "8", "--batch-size", "4", "--epochs", "4", "--save-every", "1"))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert {"last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "config.json"} <= set(names)
+    # keep_checkpoints=2: only the two newest epoch files stay.
+    assert [n for n in names if n.startswith("epoch_")] == ["epoch_0003.pt", "epoch_0004.pt"]
+    steps = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
+    assert sum(x["kind"] == "step" for x in steps) == r.steps == 8
+    assert sum(x["kind"] == "epoch" for x in steps) == 4
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and {"loss", "mask_reg", "complementarity", "pairs_per_s", "val_loss",
+                                "val_complementarity", "train_loss", "lr"} <= set(rows[0])
+    assert float(rows[0]["complementarity"]) == pytest.approx(100.0)  # temporal masks never overlap
+    assert r.history[-1]["val_loss"] < r.history[0]["val_loss"]
+    # --resume auto: the complete checkpoint with the most steps; never a temp file or a broken one.
+    (tmp_path / ".last.pt.abcd.tmp").write_bytes(b"partial")
+    (tmp_path / "epoch_0009.pt").write_bytes(b"truncated by a crash")
+    assert find_resume_checkpoint(tmp_path).name in ("last.pt", "epoch_0004.pt")
+    assert load_checkpoint(find_resume_checkpoint(tmp_path))["step"] == 8
+    assert find_resume_checkpoint(tmp_path / "nothing-here") is None
+
+
+def test_early_stopping(tmp_path):
+    r = train(tiny(tmp_path, "--train-pairs", "4", "--batch-size", "4", "--epochs", "5", "--lr", "0",
+                   "--patience", "1"))
+    assert r.stopped == "early_stopping" and r.epochs_completed == 2
+
+
+def test_clear_errors_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="cannot write checkpoints"):
+        train(tiny(blocker / "run"))
+    with pytest.raises(ConfigError, match="too few"):
+        train(tiny(tmp_path / "r", "--train-pairs", "3", "--batch-size", "4"))
+    train(tiny(tmp_path / "r2", "--train-pairs", "4", "--batch-size", "4", "--max-steps", "1"))
+    with pytest.raises(ConfigError, match="other model settings"):
+        train(tiny(tmp_path / "r2", "--train-pairs", "4", "--batch-size", "4", "--d-model", "32",
+                   "--resume", str(tmp_path / "r2" / "last.pt")))
+
+
+def test_schedule_warms_up_then_decays():
+    s = WarmupCosine(total_steps=100, warmup_steps=10, min_ratio=0.1)
+    vals = [s(i) for i in range(100)]
+    assert vals[0] < vals[5] < vals[9] <= 1.0
+    assert vals[10] == pytest.approx(1.0) and vals[-1] == pytest.approx(0.1, abs=1e-3)
+    assert all(a >= b for a, b in zip(vals[10:], vals[11:], strict=False))
+
+
+# -- data sources -----------------------------------------------------------------------------------
+def _tone(seconds: float, sr: int, f0: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * f0 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def test_training_on_a_wav_pairs_folder(tmp_path):
+    import soundfile as sf
+
+    root = tmp_path / "pairs"
+    for split, n in (("train", 4), ("val", 2)):
+        (root / split).mkdir(parents=True)
+        for i in range(n):
+            sf.write(root / split / f"pair_{i:04d}_input.wav", _tone(0.5, 8000, 220 + 30 * i, i), 8000)
+            sf.write(root / split / f"pair_{i:04d}_output.wav", _tone(0.5, 8000, 330 + 20 * i, 100 + i), 8000)
+    r = train(tiny(tmp_path / "run", "--dataset_folder", str(root), "--batch-size", "2", "--epochs", "2"))
+    assert r.steps == 4 and r.best_checkpoint and (tmp_path / "run" / "metrics.jsonl").is_file()
+    assert load_checkpoint(r.last_checkpoint)["config"]["data"]["source"] == str(root)
+
+
+def test_training_on_a_folder_of_songs(tmp_path):
+    import soundfile as sf
+
+    root = tmp_path / "songs"
+    (root / "album").mkdir(parents=True)
+    for i in range(6):
+        sf.write(root / ("album" if i % 2 else "") / f"song{i}.wav", _tone(1.0, 8000, 150 + 50 * i, i), 8000)
+    r = train(tiny(tmp_path / "run", "--data", str(root), "--train-pairs", "8", "--batch-size", "4",
+                   "--epochs", "2"))
+    assert r.steps == 4 and r.best_val_loss is not None and Path(r.best_checkpoint).is_file()
+
+
+# -- the command line ---------------------------------------------------------------------------------
+def _invoke(args, monkeypatch):
+    """Run ``maskkit train ARGS`` with the training itself replaced by a recorder."""
+    import maskkit.train as train_mod
+    from maskkit_cli.main import cli
+
+    seen = {}
+
+    def fake_train(cfg):
+        seen["cfg"] = cfg
+        return train_mod.TrainResult(run_dir="x", last_checkpoint=None, best_checkpoint=None,
+                                     best_val_loss=None, final_metrics={}, history=[], epochs_completed=0,
+                                     steps=0, stopped="completed")
+
+    monkeypatch.setattr(train_mod, "train", fake_train)
+    result = CliRunner().invoke(cli, ["train", *args])
+    return result, seen.get("cfg")
+
+
+def test_cli_seed_flag_aliases(monkeypatch, tmp_path):
+    result, cfg = _invoke(["--dataset_folder", "songs/", "--use_creative_agent", "true",
+                           "--mask_reg_weight", "0.2", "--world_size", "3", "--num_epochs", "7",
+                           "--checkpoint_dir", str(tmp_path / "ck"), "--batch_size", "5", "--lr", "0.01",
+                           "--num_transformer_layers", "4", "--encoding_dim", "514"], monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert cfg.strategy == "creative-agent" and cfg.data.source == "songs/"
+    assert cfg.loss.mask_reg_weight == 0.2
+    assert (cfg.world_size, cfg.epochs, cfg.batch_size, cfg.optim.lr) == (3, 7, 5, 0.01)
+    assert cfg.checkpoint_dir == str(tmp_path / "ck") and cfg.model.num_transformer_layers == 4
+    # Defaults: the small preset, creative-agent, synthetic data, runs/<strategy>.
+    result, cfg = _invoke([], monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert cfg.strategy == "creative-agent" and cfg.data.source is None and cfg.preset == "small"
+    assert str(cfg.run_dir) == os.path.join("runs", "creative-agent") and cfg == TrainConfig()
+    result, cfg = _invoke(["--use_creative_agent", "false", "--preset", "base", "--no-bf16"], monkeypatch)
+    assert cfg.strategy == "temporal" and cfg.preset == "base" and cfg.bf16 is False
+    assert cfg.model == TrainConfig.from_preset("base").model
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--strategy", "no-such-thing"], "unknown strategy 'no-such-thing'. Available: "),
+    (["--strategy", "temporal", "--strategy-opt", "bogus=1"], "unknown option 'bogus'"),
+    (["--strategy", "temporal", "--strategy-opt", "segment=abc"], "expects an integer"),
+    (["--strategy", "temporal", "--strategy-opt", "segment"], "expected key=value"),
+    (["--strategy", "temporal", "--codec", "nope"], "unknown codec 'nope'"),
+    (["--strategy", "temporal", "--codec-opt", "n_fft=abc"], "expects an integer"),
+    (["--strategy", "temporal", "--encoding_dim", "128"], "does not match codec 'stft'"),
+    (["--use_creative_agent", "maybe"], "expects true or false"),
+    (["--use_creative_agent", "true", "--strategy", "temporal"], "contradicts"),
+    (["--strategy", "temporal", "--model-opt", "d_model=30", "--nhead", "4"], "divisible"),
+    (["--strategy", "temporal", "--loss-opt", "wat=1"], "unknown option 'wat'"),
+    (["--strategy", "temporal", "--preset", "huge"], "Invalid value for '--preset'"),
+])
+def test_cli_errors(monkeypatch, args, message):
+    result, cfg = _invoke(args, monkeypatch)
+    assert result.exit_code == 2 and cfg is None, result.output
+    assert message in result.output
+    if "unknown strategy" in message:
+        assert "temporal" in result.output  # the list of available strategies
+
+
+def test_cli_resume_takes_the_checkpoints_settings(monkeypatch, tmp_path):
+    r = train(tiny(tmp_path, "--train-pairs", "4", "--batch-size", "4", "--max-steps", "1"))
+    result, cfg = _invoke(["--resume", r.last_checkpoint, "--epochs", "9"], monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert cfg.strategy == "temporal" and cfg.model.d_model == 16 and cfg.epochs == 9
+    assert cfg.resume == r.last_checkpoint
+    # --resume auto with nothing to resume is a new run.
+    result, cfg = _invoke(["--resume", "auto", "--strategy", "temporal", "--checkpoint-dir",
+                           str(tmp_path / "e")], monkeypatch)
+    assert result.exit_code == 0 and cfg.model.d_model == TrainConfig().model.d_model
