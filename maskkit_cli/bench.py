@@ -1,0 +1,137 @@
+"""``maskkit bench``: every strategy side by side (a thin wrapper over :mod:`maskkit.bench`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+def _strategy_options(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """``("temporal:segment=100", ...)`` -> ``{"temporal": {"segment": "100"}}``."""
+    from maskkit.config import parse_kv
+    from maskkit.errors import ConfigError
+
+    out: dict[str, dict[str, str]] = {}
+    for p in pairs:
+        name, sep, kv = p.partition(":")
+        if not sep or not name.strip():
+            raise ConfigError(f"--strategy-opt: expected NAME:key=value, got {p!r}")
+        out.setdefault(name.strip(), {}).update(parse_kv([kv], owner=f"--strategy-opt {name.strip()}"))
+    return out
+
+
+@click.command("bench")
+@click.option("--strategies", "strategies", default="all", show_default=True, metavar="all|NAME,NAME",
+              help="Strategies to compare: 'all' registered ones, or a comma-separated list.")
+@click.option("--strategy-opt", "strategy_opts", multiple=True, metavar="NAME:KEY=VALUE",
+              help="An option of one strategy, e.g. temporal:segment=100 (repeatable).")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A folder of your own music instead of the built-in synthetic music.")
+@click.option("--random", "random_", is_flag=True,
+              help="Random [batch, dim, frames] tensors instead of encoded audio.")
+@click.option("--codec", default="stft", show_default=True, help="Codec that encodes the audio.")
+@click.option("--codec-opt", "codec_opts", multiple=True, metavar="KEY=VALUE",
+              help="An option of the codec, e.g. n_fft=1024 (repeatable).")
+@click.option("--segment-seconds", type=float, default=4.0, show_default=True,
+              help="Length of each audio pair (ignored with --frames or --random).")
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Pairs per batch.")
+@click.option("--frames", type=int, default=None,
+              help="Frames T per pair (default: 4 s of audio; 300 with --random).")
+@click.option("--dim", type=int, default=128, show_default=True, help="Channels D of --random inputs.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
+              show_default=True, help="Compute dtype (autocast for the lower precisions).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile each strategy before timing.")
+@click.option("--warmup", type=int, default=2, show_default=True, help="Untimed calls before timing.")
+@click.option("--repeats", type=int, default=10, show_default=True,
+              help="Timed calls per figure (at most; see --max-seconds).")
+@click.option("--max-seconds", type=float, default=3.0, show_default=True,
+              help="Stop timing a figure after this long once 3 calls are timed.")
+@click.option("--threads", type=int, default=None, help="torch threads for the run (default: as set).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of data and initial weights.")
+@click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A trained checkpoint; adds a 'trained' row for its strategy (repeatable).")
+@click.option("--reference", is_flag=True,
+              help="Also measure the naive seed implementation and show speed ratios to it.")
+@click.option("--train-steps", type=int, default=0, show_default=True,
+              help="Quick training comparison: train a small model this many steps per strategy.")
+@click.option("--train-opt", "train_opts", multiple=True, metavar="KEY=VALUE",
+              help="A maskkit.train.TrainConfig field for --train-steps (repeatable).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write every figure and the environment to this JSON file.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
+              help="Write one line per row to this CSV file.")
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the tables as Markdown to this file (for docs).")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False), default=None,
+              help="Write masks.png and speed.png to this folder (needs matplotlib).")
+@click.option("--no-progress", is_flag=True, help="Do not show the progress bar.")
+def bench(strategy_opts: tuple[str, ...], codec_opts: tuple[str, ...], random_: bool, compile_: bool,
+          checkpoints: tuple[str, ...], train_opts: tuple[str, ...], json_path: str | None,
+          csv_path: str | None, md_path: str | None, plots_dir: str | None, no_progress: bool,
+          **options: Any) -> None:
+    """Compare mask strategies on the same data: mask quality, speed and cost.
+
+    \b
+    Examples:
+      maskkit bench --strategies all --json out.json
+      maskkit bench --strategies temporal,creative-agent --reference --plots plots/
+      maskkit bench --random --batch-size 16 --frames 600 --device cuda --dtype bfloat16
+      maskkit bench --strategies all --train-steps 50
+    """
+    from rich.console import Console
+
+    from maskkit.bench import BenchConfig
+    from maskkit.config import parse_kv
+
+    if plots_dir is not None:  # fail before the run, not after it
+        from maskkit.plotting import require_matplotlib
+
+        require_matplotlib()
+    cfg = BenchConfig(**options, strategy_options=_strategy_options(strategy_opts),
+                      codec_options=parse_kv(codec_opts, owner="--codec-opt"), random=random_,
+                      compile=compile_, checkpoints=list(checkpoints),
+                      train_options=parse_kv(train_opts, owner="--train-opt"))
+    console = Console()
+    if not console.is_terminal:  # piped or captured: wide enough for the tables
+        console = Console(width=max(console.width, 130))
+    result = _run_with_progress(cfg, console, show=not no_progress)
+    for table in result.tables():
+        console.print(table)
+    errors = result.errors()
+    if errors:
+        from rich.markup import escape
+
+        console.print(f"[red]{len(errors)} error(s)[/red] (the others ran; tracebacks are in the JSON):")
+        for label, message in errors:
+            console.print(f"  [bold]{escape(label)}[/bold]: {escape(message)}", soft_wrap=True)
+    written = []
+    if json_path:
+        written.append(result.write_json(json_path))
+    if csv_path:
+        written.append(result.write_csv(csv_path))
+    if md_path:
+        written.append(result.write_markdown(md_path))
+    if plots_dir:
+        written.extend(result.write_plots(plots_dir))
+    for path in written:
+        console.print(f"wrote {path}")
+    console.print(f"[dim]{result.data}; {result.seconds:.1f} s[/dim]")
+
+
+def _run_with_progress(cfg: Any, console: Any, show: bool) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from maskkit.bench import run_bench
+
+    if not show:
+        return run_bench(cfg)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("bench", total=None)
+
+        def progress(label: str, done: int, total: int) -> None:
+            bar.update(task, description=label, completed=done, total=total)
+
+        return run_bench(cfg, progress=progress)
