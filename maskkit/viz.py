@@ -1,0 +1,269 @@
+"""The mask picture: what a strategy keeps of two songs, in one PNG.
+
+:func:`plot_masks` encodes a stretch of two songs, asks a strategy (by name, an instance,
+or the trained one inside a checkpoint) for its masks and draws, on a figure of fixed
+pixel size (so the file's size is predictable):
+
+- the spectrograms of both songs (dB, from the audio);
+- both masks (channels sorted by frequency when the codec gives channel frequencies);
+- their overlap ``input_mask * target_mask`` and, over time, the share kept of each song,
+  the per-frame coverage and overlap;
+- the strategy's attention maps, when it has any: a strategy object with an
+  ``attention_maps(x_input, x_target)`` method (the generic hook; no plugin is named here),
+  or masks whose ``extras["attention"]`` holds ``[B, T, T]`` weights.
+
+The metrics in the title come from :func:`maskkit.metrics.mask_metrics`, and the curves
+over time from :func:`maskkit.metrics.coverage` and :func:`maskkit.metrics.overlap` on each
+frame: the one definition of each. matplotlib is imported only here, with the Agg backend
+(headless); without it the error says ``pip install "maskkit[plots]"``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import metrics
+from .arrange import DEFAULT_WINDOW_SECONDS, AudioSource, align, frame_hop, load_for_inference
+from .errors import AudioError, ConfigError
+from .strategy import MaskStrategy, validate_masks
+
+#: At most this many attention maps are drawn.
+MAX_ATTENTION_MAPS = 3
+
+
+@dataclass
+class MaskPicture:
+    """What :func:`plot_masks` drew: the file, its pixel size, the metrics in its title and
+    the labels of the attention maps it found (empty when the strategy has none)."""
+
+    path: Path
+    width: int
+    height: int
+    strategy: str
+    metrics: dict[str, float]
+    attention: list[str] = field(default_factory=list)
+
+
+def _resolve(strategy: str | os.PathLike | MaskStrategy, strategy_options: Any, codec: Any,
+             device: torch.device) -> tuple[MaskStrategy, Any, float | None]:
+    """``(strategy, codec, window seconds)`` from a name, an instance or a checkpoint path."""
+    from .plugins import build_codec, build_strategy
+
+    seconds = None
+    if isinstance(strategy, MaskStrategy):
+        if strategy_options:
+            raise ConfigError("strategy_options is only used with a strategy given by name")
+        strat = strategy
+    else:
+        from .plugins import strategy_names
+
+        path = Path(strategy)
+        is_ckpt = (path.suffix in (".pt", ".pth", ".ckpt") or os.sep in str(strategy)
+                   or (str(strategy) not in strategy_names() and path.is_file()))
+        if is_ckpt:
+            if strategy_options:
+                raise ConfigError("strategy_options cannot change a checkpoint's trained strategy")
+            model, ckpt_codec, seconds = load_for_inference(path, device)
+            strat = model.strategy
+            codec = codec if codec is not None else ckpt_codec
+        else:
+            if codec is None:
+                codec = "stft"
+            if isinstance(codec, str):
+                codec = build_codec(codec)
+            strat = build_strategy(str(strategy), strategy_options, spec=codec.spec)
+    if codec is None:
+        codec = "stft"
+    if isinstance(codec, str):
+        codec = build_codec(codec)
+    return strat.to(device).eval(), codec.to(device).eval(), seconds
+
+
+def _segment(source: AudioSource, sr: int, offset: float, seconds: float, label: str) -> Tensor:
+    """``[N]`` float32 mono: ``seconds`` of a song from ``offset`` (tensors: at ``sr``)."""
+    if isinstance(source, Tensor):
+        x = source.detach().to("cpu", torch.float32)
+        if x.dim() == 2:
+            x = x.mean(dim=0)
+        if x.dim() != 1:
+            raise AudioError(f"{label}: expected audio of shape [N] or [C, N], got {tuple(source.shape)}")
+        a = int(round(offset * sr))
+        return x[a:a + int(round(seconds * sr))].contiguous()
+    from .audio import load_audio
+
+    path = Path(source)
+    if not path.is_file():
+        raise AudioError(f"{label} file not found: {path}")
+    return load_audio(path, sr, mono=True, offset_seconds=offset, duration_seconds=seconds)[0].float()
+
+
+def _attention_panels(strategy: MaskStrategy, masks: Any, ei: Tensor, et: Tensor) -> list[tuple[str, Any]]:
+    """``(label, [T_q, T_k] array)`` for each attention map the strategy offers."""
+    fn = getattr(strategy, "attention_maps", None)
+    found: Any = fn(ei, et) if callable(fn) else masks.extras.get("attention")
+    if found is None:
+        return []
+    if isinstance(found, Tensor):
+        items: list[tuple[str, Any]] = [("attention", found)]
+    elif isinstance(found, Mapping):
+        items = [(str(k), v) for k, v in found.items()]
+    elif isinstance(found, Sequence):
+        items = [(f"attention {i}", v) for i, v in enumerate(found)]
+    else:
+        raise TypeError(f"strategy '{strategy.name}': attention_maps returned {type(found).__name__}; "
+                        f"expected a tensor, a dict of tensors or a list of tensors")
+    panels = []
+    for label, t in items:
+        if not isinstance(t, Tensor):
+            continue
+        t = t.detach().float().cpu()
+        while t.dim() > 2:  # [B, T, T] -> first pair; [B, H, T, T] -> mean over heads
+            t = t[0] if t.dim() == 3 else t[0].mean(dim=0)
+        if t.dim() == 2:
+            panels.append((label, t.numpy()))
+    return panels[:MAX_ATTENTION_MAPS]
+
+
+def _db(audio: Tensor, n_fft: int = 1024) -> Any:
+    mag = metrics.stft_magnitude(audio.unsqueeze(0), n_fft, n_fft // 4)[0]
+    return (20.0 * torch.log10(mag + 1e-6)).numpy()
+
+
+@torch.inference_mode()
+def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, target: AudioSource,
+               png: str | os.PathLike, *, strategy_options: Any = None, codec: Any = None,
+               offset_seconds: float = 0.0, seconds: float | None = None, hard: bool = False,
+               device: torch.device | str = "cpu", size: tuple[int, int] = (1400, 1000), dpi: int = 100,
+               title: str | None = None) -> MaskPicture:
+    """Draw what a strategy does to two songs; write a PNG of exactly ``size`` pixels.
+
+    ``strategy``: a registered name (with ``strategy_options``), a
+    :class:`~maskkit.MaskStrategy` instance, or a checkpoint path (its trained strategy and
+    codec). ``input``/``target``: audio files or ``[N]``/``[C, N]`` tensors at the codec's
+    rate. ``seconds`` of both songs from ``offset_seconds`` are drawn (default: the
+    checkpoint's training segment, or 4 s); songs of different lengths are cut to the
+    shorter. ``codec``: name or instance (default: the checkpoint's, or ``"stft"``).
+    """
+    from .plotting import require_matplotlib
+
+    width, height = (int(v) for v in size)
+    if width < 200 or height < 200 or dpi < 10:
+        raise ConfigError(f"picture size must be at least 200x200 pixels at dpi >= 10, got "
+                          f"{width}x{height} at dpi {dpi}")
+    png = Path(png)
+    if png.suffix.lower() != ".png":
+        raise ConfigError(f"the picture is written as PNG: give a .png file name, got {png}")
+    plt = require_matplotlib()  # fail before any work when matplotlib is missing
+    dev = torch.device(device)
+    strat, codec, ckpt_seconds = _resolve(strategy, strategy_options, codec, dev)
+    sr = int(codec.sample_rate)
+    seconds = float(seconds or ckpt_seconds or DEFAULT_WINDOW_SECONDS)
+    if seconds <= 0 or offset_seconds < 0:
+        raise ConfigError(f"seconds must be > 0 and offset >= 0, got {seconds} and {offset_seconds}")
+    xi = _segment(input, sr, offset_seconds, seconds, "input")
+    xt = _segment(target, sr, offset_seconds, seconds, "target")
+    xi, xt = align(xi, xt, "shortest")
+    if xi.shape[-1] < 2 * frame_hop(codec):
+        raise AudioError(f"too little audio to draw ({xi.shape[-1]} samples from offset {offset_seconds} s): "
+                         f"is the offset past the end of a song?")
+    ei = codec.encode(xi.view(1, 1, -1).to(dev))
+    et = codec.encode(xt.view(1, 1, -1).to(dev))
+    masks = validate_masks(strat(ei, et, hard=hard), ei, strat.name)
+    B, D, T = ei.shape
+    im = masks.input_mask.expand(B, D, T)[0].float().cpu()
+    tm = masks.target_mask.expand(B, D, T)[0].float().cpu()
+    values = metrics.mask_metrics(masks.input_mask, masks.target_mask)
+    per_frame_cov = [float(metrics.coverage(im[:, t], tm[:, t])) for t in range(T)]
+    per_frame_ovl = [float(metrics.overlap(im[:, t], tm[:, t])) for t in range(T)]
+    share_in = im.mean(dim=0).numpy()
+    share_tg = tm.mean(dim=0).numpy()
+    attention = _attention_panels(strat, masks, ei, et)
+
+    freqs = codec.spec.channel_freqs
+    order = torch.argsort(torch.tensor(freqs), stable=True) if freqs is not None else torch.arange(D)
+    dur = xi.shape[-1] / sr
+
+    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    ncols = 3 if attention else 2
+    gs = fig.add_gridspec(3, ncols, left=0.06, right=0.97, bottom=0.06, top=0.88, wspace=0.28, hspace=0.45,
+                          width_ratios=[1, 1, 0.8] if attention else [1, 1])
+    spec_kw = {"aspect": "auto", "origin": "lower", "cmap": "magma", "interpolation": "nearest"}
+    for col, (label, x) in enumerate((("input", xi), ("target", xt))):
+        ax = fig.add_subplot(gs[0, col])
+        db = _db(x)
+        top = db.max()
+        ax.imshow(db, extent=(0, dur, 0, sr / 2000), vmin=top - 80, vmax=top, **spec_kw)
+        ax.set_title(f"{label} spectrogram (dB)", fontsize=9)
+        ax.set_ylabel("kHz", fontsize=8)
+    mask_kw = dict(spec_kw, cmap="viridis", vmin=0.0, vmax=1.0, extent=(0, dur, 0, D))
+    for col, (label, m) in enumerate((("input mask", im), ("target mask", tm))):
+        ax = fig.add_subplot(gs[1, col])
+        image = ax.imshow(m[order].numpy(), **mask_kw)
+        ax.set_title(label, fontsize=9)
+        _channel_axis(ax, freqs, order, D)
+    ax = fig.add_subplot(gs[2, 0])
+    ax.imshow((im * tm)[order].numpy(), **mask_kw)
+    ax.set_title("overlap  input_mask x target_mask", fontsize=9)
+    ax.set_xlabel("seconds", fontsize=8)
+    _channel_axis(ax, freqs, order, D)
+    cax = ax.inset_axes((1.01, 0.0, 0.025, 1.0))  # inside the cell: the layout stays fixed
+    fig.colorbar(image, cax=cax)
+    ax = fig.add_subplot(gs[2, 1])
+    tt = (torch.arange(T, dtype=torch.float32) + 0.5) * (dur / T)
+    ax.plot(tt, share_in, label="input kept", linewidth=1)
+    ax.plot(tt, share_tg, label="target kept", linewidth=1)
+    ax.plot(tt, per_frame_cov, label="coverage", linewidth=1.2, color="black")
+    ax.plot(tt, per_frame_ovl, label="overlap", linewidth=1, linestyle="--", color="#c44e52")
+    ax.set_xlim(0, dur)
+    ax.set_ylim(-0.05, max(2.05, max(per_frame_cov) + 0.05))
+    ax.set_title("over time (mean over channels)", fontsize=9)
+    ax.set_xlabel("seconds", fontsize=8)
+    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    for i, (label, a) in enumerate(attention):
+        ax = fig.add_subplot(gs[i, 2])
+        ax.imshow(a, aspect="auto", origin="lower", cmap="magma", interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("key frame", fontsize=8)
+        ax.set_ylabel("query frame", fontsize=8)
+    for a in fig.axes:
+        a.tick_params(labelsize=7)
+    head = title or f"strategy '{strat.name}'" + (" (hard)" if hard else "")
+    fig.suptitle(f"{head}\n" + _metric_line(values), fontsize=11)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(png, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
+    return MaskPicture(path=png, width=width, height=height, strategy=strat.name, metrics=values,
+                       attention=[label for label, _ in attention])
+
+
+def _channel_axis(ax: Any, freqs: tuple[float, ...] | None, order: Tensor, D: int) -> None:
+    if freqs is None:
+        ax.set_ylabel("channel", fontsize=8)
+        return
+    ticks = [int(round(p * (D - 1))) for p in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    ax.set_yticks([t + 0.5 for t in ticks])
+    ax.set_yticklabels([f"{freqs[int(order[t])] / 1000:.1f}" for t in ticks])
+    ax.set_ylabel("kHz", fontsize=8)
+
+
+def _metric_line(values: dict[str, float]) -> str:
+    names = {"complementarity": ("complementarity", "{:.1f}%"), "coverage": ("coverage", "{:.3f}"),
+             "coverage_error": ("coverage err", "{:.3g}"), "balance": ("balance", "{:.3f}"),
+             "temporal_diversity": ("temporal div", "{:.3g}"), "adaptivity": ("adaptivity", "{:.3g}")}
+    parts = []
+    for k, v in values.items():
+        label, fmt = names.get(k, (k, "{:.3g}"))
+        parts.append(f"{label} {fmt.format(v)}")
+    return "  ·  ".join(parts)
+
+
+__all__ = ["plot_masks", "MaskPicture"]
