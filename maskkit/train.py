@@ -121,7 +121,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": {
         "model": {"d_model": 64, "nhead": 4, "num_layers": 1, "num_transformer_layers": 2,
                   "dim_feedforward": 128, "dropout": 0.0},
-        "data": {"segment_seconds": 1.0, "train_pairs": 64, "val_pairs": 16},
+        "data": {"segment_seconds": 4.0, "train_pairs": 64, "val_pairs": 16},
         "optim": {"lr": 2e-3},
         "epochs": 8, "batch_size": 8, "patience": None,
     },
