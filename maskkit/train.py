@@ -77,7 +77,8 @@ class TrainingError(MaskkitError):
 
 
 class PeerFailedError(TrainingError):
-    """Another rank failed during set-up; this rank stops with it (the other rank's error says why)."""
+    """Another rank failed (during set-up, or died / hung during training); this rank stops with it
+    (the other rank's error or exit status says why)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -489,8 +490,10 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
         items.append(queue.get())
     errors = sorted((obj for kind, _, obj in items if kind == "error"),
                     key=lambda e: isinstance(e, PeerFailedError))
-    if errors:  # maskkit's own error (clear message, no traceback), from the first rank that hit it
-        raise errors[0]
+    if errors and not isinstance(errors[0], PeerFailedError):
+        raise errors[0]  # maskkit's own error (clear message, no traceback), from the first rank that hit it
+    if errors and not isinstance(failure, mp.ProcessExitedException):
+        raise errors[0]  # only survivors' "another rank failed": the dead rank's exit status says more
     if failure is not None:
         if isinstance(failure, mp.ProcessExitedException):  # killed (OOM, SIGKILL): no traceback to show
             raise TrainingError(f"{failure}; the other training processes were stopped. Resume with "
@@ -526,6 +529,19 @@ def _run(cfg: TrainConfig, info: LaunchInfo) -> TrainResult:
     trainer = Trainer(cfg, info, device)
     try:
         return trainer.fit()
+    except RuntimeError as e:
+        # A collective that fails because a peer died (gloo: "Connection reset by peer", nccl:
+        # a timeout) surfaces as a backend RuntimeError with a long C++ trace that names no rank:
+        # say which rank(s) stopped answering and how to go on.
+        if not info.distributed or not _is_peer_failure(e):
+            raise
+        others = [r for r in range(info.world_size) if r != info.rank]
+        who = f"rank {others[0]}" if len(others) == 1 else "one of ranks " + ", ".join(map(str, others))
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PeerFailedError(
+            f"rank {info.rank} of {info.world_size} ({info.launcher}): {who} stopped responding during "
+            f"training (it died or hung; see its log), so this rank stops too. Backend error: {first}. "
+            f"Resume with --resume auto from {cfg.run_dir}") from e
     finally:
         # DDP holds the process group and sits in reference cycles: free it before leaving the
         # group, and collect what leaving it frees, or the backend's threads can outlive it and
@@ -535,6 +551,16 @@ def _run(cfg: TrainConfig, info: LaunchInfo) -> TrainResult:
         gc.collect()
         dist_utils.destroy_process_group()
         gc.collect()
+
+
+_PEER_FAILURE_MARKERS = ("connection reset", "connection closed", "connection refused", "broken pipe",
+                         "timed out", "timeout", "nccl", "peer")
+
+
+def _is_peer_failure(e: BaseException) -> bool:
+    """True for the errors a collective raises when another rank died or hung."""
+    text = str(e).lower()
+    return any(m in text for m in _PEER_FAILURE_MARKERS)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:

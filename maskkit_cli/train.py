@@ -220,4 +220,16 @@ def _config_for_resume(ctx: click.Context, resume: str, over: dict[str, Any], pr
     if _given(ctx, "preset"):
         over = {**over, "preset": preset}
     over = {**over, "resume": str(path)}
+    if "strategy" in over:
+        # Say so plainly, before the checkpoint's options for its own strategy are checked
+        # against the new one (which would blame an option the user never typed).
+        from maskkit.checkpoint import load_checkpoint
+        from maskkit.errors import ConfigError
+
+        saved = (load_checkpoint(path).get("config") or {}).get("strategy")
+        if saved and saved != over["strategy"]:
+            raise ConfigError(
+                f"cannot resume from {path}: it was trained with strategy '{saved}', not "
+                f"'{over['strategy']}'. Drop --strategy to continue it, or start a new run in another "
+                f"--checkpoint-dir")
     return TrainConfig.from_checkpoint(path, **over)

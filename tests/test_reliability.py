@@ -1,0 +1,261 @@
+"""Faults on purpose, with real processes and real signals (nothing here mocks the fault itself).
+
+- SIGKILL in the middle of a checkpoint write: the previous checkpoint still loads, the
+  half-written temp file is never chosen, and ``--resume auto`` continues from the old one.
+- One rank of a 2-process job (started as srun / torchrun start ranks: environment variables, no
+  agent to clean up) dies mid-training: the survivor exits non-zero quickly, naming the dead rank.
+- A tampered checkpoint whose pickle would run code is refused (``weights_only=True``) and the
+  code never runs; a checkpoint of a newer format, and one of another strategy given to
+  ``--resume``, fail with clear errors.
+
+What ``tests/test_train.py`` already covers (SIGTERM stop + exact resume, NaN steps, unwritable
+checkpoint folder, a SIGKILLed spawned rank) is not repeated here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_train import SUBPROCESS_ENV, TINY_ARGS, tiny
+
+from maskkit.checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_save,
+    find_resume_checkpoint,
+    load_checkpoint,
+    strategy_from_checkpoint,
+)
+from maskkit.distributed import free_port
+from maskkit.errors import CheckpointError, ConfigError
+from maskkit.train import load_model, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished tiny run (temporal strategy, 2 steps in 1 epoch); tests copy what they change."""
+    d = tmp_path_factory.mktemp("tiny-run")
+    r = train(tiny(d, "--train-pairs", "8", "--batch-size", "4", "--epochs", "1"))
+    assert r.steps == 2 and r.stopped == "completed"
+    return d
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+# -- SIGKILL during a checkpoint write ------------------------------------------------------------
+_WRITER = textwrap.dedent("""
+    import sys, torch
+    from maskkit.checkpoint import atomic_save, load_checkpoint
+    target, mb = sys.argv[1], int(sys.argv[2])
+    ck = load_checkpoint(target)
+    # The same checkpoint plus a large tensor, so that each write takes long enough to be hit.
+    ck["padding"] = torch.ones(mb * 262144, dtype=torch.float32)
+    print("writing", flush=True)
+    while True:
+        atomic_save(ck, target)
+""")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_sigkill_mid_checkpoint_write_keeps_the_previous_checkpoint(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    target = run / "last.pt"
+    before = load_checkpoint(target)
+    mb = 192
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(target), str(mb)], env=SUBPROCESS_ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # Kill when a temp file is partly written: the write is under way, not finished.
+        deadline = time.time() + 60
+        killed = False
+        while time.time() < deadline and writer.poll() is None:
+            for p in run.glob(".last.pt.*.tmp"):
+                try:
+                    size = p.stat().st_size
+                except FileNotFoundError:
+                    continue
+                if 0 < size < mb * 2**20 // 2:
+                    os.kill(writer.pid, signal.SIGKILL)
+                    killed = True
+                    break
+            if killed:
+                break
+            time.sleep(0.0005)
+        assert killed, "never caught the writer mid-write: " + (writer.stdout.read() if writer.poll() else "")
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+        writer.wait(timeout=30)
+    assert writer.returncode == -signal.SIGKILL
+    leftovers = list(run.glob(".last.pt.*.tmp"))
+    assert leftovers, "the kill landed after the write finished; the test proved nothing"
+
+    # The checkpoint under its real name is complete: it loads, with the same weights and step.
+    after = load_checkpoint(target)
+    assert after["step"] == before["step"]
+    for k, v in before["model"].items():
+        torch.testing.assert_close(after["model"][k], v)
+    # --resume auto never picks the temp file, and the half-written file does not load.
+    assert find_resume_checkpoint(run) in (target, run / "epoch_0001.pt")
+    with pytest.raises(CheckpointError, match=leftovers[0].name):
+        load_checkpoint(leftovers[0])
+    # ... and a run resumed with --resume auto continues from the intact checkpoint.
+    r = train(tiny(run, "--train-pairs", "8", "--batch-size", "4", "--epochs", "2", "--resume", "auto"))
+    assert r.stopped == "completed" and r.steps == 4 and r.epochs_completed == 2
+    assert load_checkpoint(target)["step"] == 4
+
+
+# -- one rank of a 2-process job dies --------------------------------------------------------------
+_DYING_RANK = textwrap.dedent("""
+    import os, sys
+    from maskkit import Masks, MaskStrategy, hookimpl
+    from maskkit.plugins import register_plugin
+
+    class DiesOnRank1(MaskStrategy):
+        '''Keeps all of the input; on rank 1 the process exits hard (no exception, no clean-up,
+        like an OOM kill) after DIE_AFTER forward calls.'''
+        name = "dies-on-rank-1"
+
+        def __init__(self, config=None, *, spec=None):
+            super().__init__(config, spec=spec)
+            self.calls = 0
+
+        def forward(self, x_input, x_target, *, hard=False):
+            import torch
+            self.calls += 1
+            if os.environ["RANK"] == "1" and self.calls > int(os.environ["DIE_AFTER"]):
+                os._exit(3)
+            m = torch.ones(1, 1, x_input.shape[-1], dtype=x_input.dtype)
+            return Masks(m, 1 - m)
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def register_strategies(register):
+            register(DiesOnRank1)
+
+    register_plugin(Plugin, name="dies-plugin")
+    from maskkit_cli.main import cli
+    cli(sys.argv[1:], prog_name="maskkit")
+""")
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_mid_training_stops_the_survivor_with_its_name(tmp_path):
+    script = tmp_path / "dying_rank.py"
+    script.write_text(_DYING_RANK)
+    model_args = TINY_ARGS[4:]  # the tiny run without its strategy
+    args = ["train", "--strategy", "dies-on-rank-1", *model_args, "--train-pairs", "64", "--batch-size", "2",
+            "--epochs", "3", "--checkpoint-dir", str(tmp_path / "run"), "--dist-timeout", "30"]
+    port = free_port()
+    procs = []
+    t0 = time.monotonic()
+    for rank in range(2):
+        env = {**SUBPROCESS_ENV, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "DIE_AFTER": "6",
+               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        procs.append(subprocess.Popen([sys.executable, str(script), *args], cwd=tmp_path, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    try:
+        out0, _ = procs[0].communicate(timeout=120)
+        procs[1].communicate(timeout=30)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    elapsed = time.monotonic() - t0
+    assert procs[1].returncode == 3  # the injected death happened
+    # The survivor did not hang (bounded well below the 30 s collective timeout: the dead peer's
+    # socket closes), exited non-zero, and says which rank died and how to go on.
+    assert procs[0].returncode == 2, out0[-3000:]
+    assert elapsed < 60
+    assert "rank 0 of 2 (torchrun): rank 1 stopped responding during training" in out0, out0[-3000:]
+    assert "--resume auto" in out0 and "Traceback" not in out0
+
+
+# -- tampered, newer and foreign checkpoints --------------------------------------------------------
+class _RunsCode:
+    """Unpickling this calls ``open(marker, "w")``: a stand-in for any code a tampered file runs."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_tampered_checkpoint_is_refused_and_runs_no_code(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    marker = tmp_path / "PWNED"
+    ck = load_checkpoint(run / "last.pt")
+    ck["metrics"] = {"note": _RunsCode(str(marker))}
+    bad = run / "last.pt"
+    with open(bad, "wb") as f:  # written directly, as an attacker would (atomic_save is ours)
+        torch.save(ck, f)
+    # Unpickled without the safe loader it would run (this proves the payload works) ...
+    probe = tmp_path / "probe.pt"
+    torch.save({"x": _RunsCode(str(tmp_path / "PROBE"))}, probe)
+    torch.load(probe, weights_only=False)
+    assert (tmp_path / "PROBE").exists()
+    # ... but every way maskkit loads a checkpoint refuses it, naming the file, and runs nothing.
+    for load in (load_checkpoint, strategy_from_checkpoint, load_model):
+        with pytest.raises(CheckpointError, match=r"last\.pt.*weights_only=True"):
+            load(bad)
+    with pytest.raises(CheckpointError, match=r"last\.pt"):
+        train(tiny(run, "--train-pairs", "8", "--batch-size", "4", "--epochs", "2", "--resume", str(bad)))
+    # --resume auto skips it (as it skips a truncated file) and takes the intact epoch checkpoint.
+    assert find_resume_checkpoint(run) == run / "epoch_0001.pt"
+    assert not marker.exists()
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused_clearly(tiny_run, tmp_path):
+    ck = load_checkpoint(tiny_run / "last.pt")
+    ck["format_version"] = CHECKPOINT_FORMAT + 1
+    ck["maskkit_version"] = "99.0"
+    path = atomic_save(ck, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match=r"future\.pt has checkpoint format 2, newer than "
+                                              r".*upgrade maskkit \(it was written by maskkit 99\.0\)"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match=r"future\.pt"):
+        train(tiny(tmp_path / "new", "--train-pairs", "8", "--batch-size", "4", "--resume", str(path)))
+    assert not (tmp_path / "new" / "last.pt").exists()
+
+
+def test_resuming_with_another_strategy_is_refused_and_loses_nothing(tiny_run, tmp_path):
+    import dataclasses
+
+    run = _copy_run(tiny_run, tmp_path / "run")
+    before = (run / "last.pt").read_bytes()
+    # The API: a TrainConfig for another strategy pointed at the checkpoint.
+    cfg = tiny(run, "--train-pairs", "8", "--batch-size", "4", "--epochs", "2",
+               strategy=("--strategy", "frequency"))
+    with pytest.raises(ConfigError, match=r"cannot resume from .*last\.pt.*strategy: checkpoint 'temporal' "
+                                          r"vs now 'frequency'"):
+        train(dataclasses.replace(cfg, resume=str(run / "last.pt")))
+    # The CLI: exit status 2, a message that names the checkpoint and both strategies (not an
+    # option of the old strategy that the user never typed), and the checkpoint untouched.
+    for resume in (str(run / "last.pt"), "auto"):
+        cmd = [sys.executable, "-m", "maskkit_cli.main", "train", "--resume", resume,
+               "--strategy", "frequency", "--checkpoint-dir", str(run), "--quiet"]
+        p = subprocess.run(cmd, cwd=tmp_path, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=120)
+        out = p.stdout + p.stderr
+        assert p.returncode == 2, out[-2000:]
+        assert "it was trained with strategy 'temporal', not 'frequency'" in out, out
+        assert re.search(r"cannot resume from \S*run/(last|epoch_0001)\.pt", out), out
+        assert "Traceback" not in out
+    assert (run / "last.pt").read_bytes() == before
