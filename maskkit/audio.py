@@ -177,17 +177,24 @@ def is_silent(audio: Tensor | np.ndarray, threshold_db: float = SILENCE_DB) -> b
     return peak_db(audio) < threshold_db
 
 
-def _read_frames(f: sf.SoundFile, path: str, start: int, frames: int) -> np.ndarray:
-    """``[frames, channels]`` float32 from ``start`` (fewer at the end of the file)."""
+def _read_frames(f: sf.SoundFile, path: str, start: int, frames: int, *, seek: bool = True) -> np.ndarray:
+    """``[frames, channels]`` float32 from ``start`` (fewer at the end of the file).
+
+    ``seek=False``: the file is already at ``start`` (a block-by-block read); ``start`` then
+    only serves the error messages, which give the true frame of a problem.
+    """
     try:
-        if start:
+        if start and seek:
             f.seek(start)
         data = f.read(frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise _fail(path, f"corrupt or truncated: reading {frames} frames at frame {start} failed "
                           f"({_sf_message(e)})") from None
-    if not np.isfinite(data).all():
-        raise _fail(path, f"holds NaN or infinite samples near frame {start}")
+    finite = np.isfinite(data).all(axis=1)
+    if not finite.all():
+        first = start + int(np.argmin(finite))
+        raise _fail(path, f"holds NaN or infinite samples (the first at frame {first}, "
+                          f"{first / max(f.samplerate, 1):.3f} s)")
     return data
 
 
@@ -219,7 +226,7 @@ def check_audio(path: str | os.PathLike, *, min_seconds: float = 0.0, full: bool
             read = 0
             block = 1 << 16
             while True:
-                data = _read_frames(f, p, 0, block)
+                data = _read_frames(f, p, read, block, seek=False)
                 if data.shape[0] == 0:
                     break
                 read += data.shape[0]

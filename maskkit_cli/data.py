@@ -132,7 +132,7 @@ def _print_skipped(console: Any, skipped: list[tuple[str, str]]) -> None:
 def check(folder: Path, segment_seconds: float, quick: bool, as_json: bool) -> None:
     """Report what FOLDER holds: files, durations, rates, channels, problems.
 
-    Exits with status 1 when any file has a problem.
+    Exits with status 1 when any file has a problem, or when FOLDER holds no audio file at all.
     """
     from dataclasses import asdict
 
@@ -173,5 +173,12 @@ def check(folder: Path, segment_seconds: float, quick: bool, as_json: bool) -> N
         rates = sorted({r.sample_rate for r in ok if r.sample_rate})
         console.print(f"{len(ok)} usable file(s), {_fmt_duration(total)} in total; {len(bad)} with problems; "
                       f"{len(ignored)} ignored. Rates: {', '.join(map(str, rates)) or '-'} Hz.")
+    if not ok and not bad:
+        from maskkit.audio import AUDIO_EXTENSIONS
+
+        click.secho(f"Error: {folder}: no audio files (looked for "
+                    f"{', '.join(e.lstrip('.') for e in AUDIO_EXTENSIONS)}; hidden files and folders "
+                    f"holding a .maskkit-ignore file are skipped)", fg="red", err=True)
+        sys.exit(1)
     if bad:
         sys.exit(1)
