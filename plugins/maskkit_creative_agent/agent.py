@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from maskkit import Masks, metrics
 
 from .attention import attention_weights, cross_attention, split_heads
+from .multiscale import check_scales, multi_scale_cross_attention
 
 __all__ = [
     "AttentionMaskGenerator",
@@ -186,7 +187,7 @@ class AttentionMaskGenerator(nn.Module):
     def __init__(self, encoding_dim: int = 128, hidden_dim: int = 256, num_heads: int = 4,
                  dropout: float = 0.1, *, overlap_weight: float = 10.0, coverage_weight: float = 0.5,
                  diversity_weight: float = 5.0, diversity_floor: float = 0.05, balance_weight: float = 1.0,
-                 gumbel_tau: float = 1.0) -> None:
+                 gumbel_tau: float = 1.0, scales: tuple[int, ...] = ()) -> None:
         super().__init__()
         if hidden_dim % num_heads:
             raise ValueError(f"AttentionMaskGenerator: hidden_dim ({hidden_dim}) must be divisible by "
@@ -209,6 +210,11 @@ class AttentionMaskGenerator(nn.Module):
         self.cross_attention = nn.MultiheadAttention(hidden_dim, num_heads, dropout=dropout, batch_first=True)
         self.input_mask_head = _mask_head(hidden_dim, encoding_dim)
         self.target_mask_head = _mask_head(hidden_dim, encoding_dim)
+        # Multi-scale attention (:mod:`.multiscale`), off by default: no parameter is added then,
+        # so the default generator keeps the seed's parameters and state-dict keys.
+        self.scales = check_scales(scales)
+        self.scale_logits: nn.Parameter | None = (
+            nn.Parameter(torch.zeros(len(self.scales))) if self.scales else None)
 
     # -- layers ------------------------------------------------------------------------------
     def _features(self, x: Tensor, analyzer: nn.Sequential) -> Tensor:
@@ -254,7 +260,11 @@ class AttentionMaskGenerator(nn.Module):
         qkv_tg = self._qkv(self._features(x_target, self.target_analyzer))
         p = self.dropout if self.training else 0.0
         # the input's frames query the target's, and the target's query the input's
-        o_in, o_tg = cross_attention(qkv_in, qkv_tg, self.num_heads, p)
+        if self.scale_logits is None:
+            o_in, o_tg = cross_attention(qkv_in, qkv_tg, self.num_heads, p)
+        else:  # also at pooled (beat-, bar-sized) time scales, mixed by learned weights
+            o_in, o_tg = multi_scale_cross_attention(qkv_in, qkv_tg, self.num_heads, p, self.scales,
+                                                     self.scale_logits)
         return self._head(o_in, self.input_mask_head), self._head(o_tg, self.target_mask_head)
 
     def _check(self, x_input: Tensor, x_target: Tensor) -> None:
@@ -325,7 +335,8 @@ class AttentionMaskGenerator(nn.Module):
         ``input_to_target`` is how input frame ``t`` attends over the target's frames (rows
         sum to 1). Averaged over heads, as ``nn.MultiheadAttention`` returns them, or
         ``[B, heads, T, T]`` with ``average_heads=False``. Computed apart from :meth:`forward`,
-        which never materializes them.
+        which never materializes them. With multi-scale attention (``scales``) these are the
+        frame-scale weights only.
         """
         self._check(x_input, x_target)
         q_in, k_in, _ = split_heads(self._qkv(self._features(x_input, self.input_analyzer)), self.num_heads)

@@ -10,6 +10,7 @@ from torch import Tensor
 from maskkit import ConfigError, EncodingSpec, Masks, MaskStrategy
 
 from .agent import AttentionMaskGenerator, StyleDiscriminator, _AgentAPI
+from .multiscale import check_scales
 
 
 @dataclass
@@ -39,11 +40,18 @@ class CreativeAgentConfig:
         "help": "temperature of the straight-through Gumbel-softmax of hard masks", "min": 1e-4})
     use_discriminator: bool = field(default=False, metadata={
         "help": "also build the StyleDiscriminator (its ~210K parameters join the strategy's)"})
+    scales: tuple[int, ...] = field(default=(), metadata={
+        "help": "multi-scale attention: frames per pooled window of each scale, e.g. 1,8,32 (frames, "
+                "~beats, ~bars at ~94 frames/s), mixed by learned weights; empty = off (the seed's design)"})
 
     def validate(self) -> None:
         if self.hidden_dim % self.num_heads:
             raise ConfigError(f"strategy 'creative-agent': option 'hidden_dim' ({self.hidden_dim}) must be "
                               f"divisible by 'num_heads' ({self.num_heads})")
+        try:
+            self.scales = check_scales(self.scales, owner="strategy 'creative-agent'")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 class CreativeAgentStrategy(_AgentAPI, MaskStrategy):
@@ -67,7 +75,8 @@ class CreativeAgentStrategy(_AgentAPI, MaskStrategy):
         self.mask_generator = AttentionMaskGenerator(
             D, c.hidden_dim, c.num_heads, c.dropout, overlap_weight=c.overlap_weight,
             coverage_weight=c.coverage_weight, diversity_weight=c.diversity_weight,
-            diversity_floor=c.diversity_floor, balance_weight=c.balance_weight, gumbel_tau=c.gumbel_tau)
+            diversity_floor=c.diversity_floor, balance_weight=c.balance_weight, gumbel_tau=c.gumbel_tau,
+            scales=c.scales)
         self.discriminator: StyleDiscriminator | None = (
             StyleDiscriminator(D) if c.use_discriminator else None)
 
