@@ -196,11 +196,11 @@ def test_dataloader_workers_leave_stop_signals_to_the_trainer():
     assert len(list(it)) == 5
 
 
-@pytest.mark.slow
-def test_sigterm_stops_every_spawned_rank_at_the_same_step(tmp_path):
+def _start_two_rank_run(tmp_path: Path, train_pairs: int, epochs: int) -> tuple[subprocess.Popen, Path]:
+    """``maskkit train --world-size 2`` in a subprocess, returned once its first step is logged."""
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "maskkit_cli.main", "train", *TINY_ARGS, "--train-pairs", "64",
-           "--batch-size", "2", "--epochs", "4", "--world-size", "2", "--checkpoint-dir", str(run)]
+    cmd = [sys.executable, "-m", "maskkit_cli.main", "train", *TINY_ARGS, "--train-pairs", str(train_pairs),
+           "--batch-size", "2", "--epochs", str(epochs), "--world-size", "2", "--checkpoint-dir", str(run)]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=SUBPROCESS_ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     metrics = run / "metrics.jsonl"
@@ -209,6 +209,12 @@ def test_sigterm_stops_every_spawned_rank_at_the_same_step(tmp_path):
         if metrics.is_file() and '"kind": "step"' in metrics.read_text():
             break
         time.sleep(0.005)
+    return proc, run
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_spawned_rank_at_the_same_step(tmp_path):
+    proc, run = _start_two_rank_run(tmp_path, train_pairs=64, epochs=4)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, out[-3000:]
@@ -236,17 +242,7 @@ def _spawned_ranks(pid: int) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_a_killed_rank_does_not_hang_the_others(tmp_path):
-    run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "maskkit_cli.main", "train", *TINY_ARGS, "--train-pairs", "256",
-           "--batch-size", "2", "--epochs", "3", "--world-size", "2", "--checkpoint-dir", str(run)]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=SUBPROCESS_ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    metrics = run / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.is_file() and '"kind": "step"' in metrics.read_text():
-            break
-        time.sleep(0.01)
+    proc, run = _start_two_rank_run(tmp_path, train_pairs=256, epochs=3)
     ranks = _spawned_ranks(proc.pid)
     assert len(ranks) == 2, ranks
     t0 = time.time()
