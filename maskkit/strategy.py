@@ -118,6 +118,16 @@ class MaskStrategy(nn.Module):
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
 
+    def build_critic(self) -> nn.Module | None:
+        """A fresh critic for adversarial training, or ``None`` (the default: none).
+
+        The critic reads encodings ``[B, D, T]`` and returns real/fake logits ``[B, K]``
+        (positive = real music). The trainer owns it (its own optimizer, DDP wrapper and
+        checkpoint entry), so it is not part of the strategy's parameters; see
+        :mod:`maskkit.adversarial`.
+        """
+        return None
+
     @classmethod
     def num_parameters_default(cls, spec: EncodingSpec | None = None) -> int:
         """Parameter count with default options (0 for fixed strategies)."""

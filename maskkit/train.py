@@ -47,8 +47,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from . import adversarial
 from . import distributed as dist_utils
 from ._version import __version__
+from .adversarial import AdversarialConfig
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
@@ -65,6 +67,11 @@ from .distributed import LaunchInfo
 from .errors import CheckpointError, ConfigError, MaskkitError
 from .loss import COMPONENTS, CombinedLoss, LossConfig
 from .model import ModelConfig, SimpleTransformer
+
+#: Per-step metrics of the adversarial phase: the generator's adversarial loss, the critic's
+#: loss and its mean real-probability on real songs (both from its latest update), and its
+#: mean real-probability on the model's output.
+ADVERSARIAL_METRICS = ("adv_gen_loss", "adv_disc_loss", "adv_d_real", "adv_d_fake")
 
 #: Exit status of ``maskkit train`` after a clean stop on a signal: 128 + the signal number,
 #: as a shell reports it (SIGINT 130, SIGTERM 143). The checkpoint is saved; ``--resume auto``
@@ -165,6 +172,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=lambda: LossConfig(**_SMALL.get("loss", {})))
     data: DataConfig = field(default_factory=lambda: DataConfig(**_SMALL["data"]))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(**_SMALL["optim"]))
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     epochs: int = _SMALL["epochs"]
     max_steps: int | None = None
     batch_size: int = _SMALL["batch_size"]
@@ -180,6 +188,7 @@ class TrainConfig:
     compile: bool = False
     quiet: bool = False
     log_every: int = 1
+    snapshot_every: int = 0
     dist_timeout_s: float = 600.0
     max_bad_steps: int = 10
     simulate_preemption_at_step: int | None = None
@@ -240,6 +249,8 @@ class TrainConfig:
         if self.keep_checkpoints < 2:
             raise ConfigError(f"keep_checkpoints must be >= 2 (a crash while writing must leave a "
                               f"good one), got {self.keep_checkpoints}")
+        if self.snapshot_every < 0:
+            raise ConfigError(f"snapshot_every must be >= 0 (0: no snapshots), got {self.snapshot_every}")
         if self.log_every < 1:
             raise ConfigError(f"log_every must be >= 1, got {self.log_every}")
         if self.max_bad_steps < 1:
@@ -264,14 +275,15 @@ def preset_dict(name: str) -> dict[str, Any]:
             if f.default is not dataclasses.MISSING}
     base.update({"strategy_options": {}, "codec_options": {},
                  "model": dataclasses.asdict(ModelConfig()), "loss": dataclasses.asdict(LossConfig()),
-                 "data": dataclasses.asdict(DataConfig()), "optim": dataclasses.asdict(OptimConfig())})
+                 "data": dataclasses.asdict(DataConfig()), "optim": dataclasses.asdict(OptimConfig()),
+                 "adversarial": dataclasses.asdict(AdversarialConfig())})
     merged = _deep_merge(base, PRESETS[name])
     merged["preset"] = name
     return merged
 
 
 _SECTIONS: dict[str, type] = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig,
-                              "optim": OptimConfig}
+                              "optim": OptimConfig, "adversarial": AdversarialConfig}
 
 
 def _plain(over: Mapping[str, Any]) -> dict[str, Any]:
@@ -660,7 +672,7 @@ class Trainer:
     def release(self) -> None:
         """Drop the DDP wrapper, model, optimizer and data loaders (before leaving the group)."""
         for name in ("fwd_model", "model", "optimizer", "scheduler", "loader", "val_loader", "codec",
-                     "loss_fn", "ckpt"):
+                     "loss_fn", "ckpt", "critic", "fwd_critic", "disc_optimizer"):
             if hasattr(self, name):
                 setattr(self, name, None)
 
@@ -736,6 +748,14 @@ class Trainer:
         self.model = SimpleTransformer(cfg.model, strategy, self.spec.dim).to(self.device)
         loss_cfg = dataclasses.replace(cfg.loss, sample_rate=self.sample_rate)
         self.loss_fn = CombinedLoss(loss_cfg).to(self.device)
+        # The critic of adversarial training (maskkit.adversarial): built before the per-rank
+        # seeds, so every rank starts from the same weights.
+        self.critic: torch.nn.Module | None = None
+        if cfg.adversarial.enabled:
+            critic = strategy.build_critic()
+            if critic is None:
+                raise adversarial.no_critic_error(cfg.strategy)
+            self.critic = critic.to(self.device)
         seed_rank = cfg.seed + 1_000_003 * self.rank
         torch.manual_seed(seed_rank)
         random.seed(seed_rank)
@@ -782,6 +802,13 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
                                            **fused)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
+        self.disc_optimizer: torch.optim.Optimizer | None = None
+        if self.critic is not None:
+            a = cfg.adversarial
+            self.disc_optimizer = torch.optim.AdamW(
+                self.critic.parameters(), lr=a.disc_lr, betas=tuple(a.disc_betas),
+                weight_decay=a.disc_weight_decay, **fused)
+        self._d_last: tuple[Tensor, Tensor] | None = None  # critic loss and D(real) of its last update
 
         # State.
         self.epoch = 0
@@ -812,6 +839,12 @@ class Trainer:
                                  find_unused_parameters=self._has_unused_parameters())
         if cfg.compile:
             self.fwd_model = torch.compile(self.fwd_model)
+        self.fwd_critic: Any = self.critic
+        if self.critic is not None and self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.fwd_critic = DDP(self.critic, device_ids=ids)
 
         if self.main:
             from .logging_utils import MetricsLogger
@@ -831,7 +864,7 @@ class Trainer:
                 f"cannot resume from {path}: it was trained with other model settings ({detail}). Resume "
                 f"with the checkpoint's settings (`maskkit train --resume {path}` with no model options, or "
                 f"TrainConfig.from_checkpoint(path)), or train a new run in another --checkpoint-dir")
-        changed = [k for k in ("batch_size", "seed", "optim", "loss", "data") if k in saved
+        changed = [k for k in ("batch_size", "seed", "optim", "loss", "data", "adversarial") if k in saved
                    and _normalise(saved[k]) != _normalise(mine[k])]
         if changed:
             self.warn(f"resuming {path} with changed settings ({', '.join(changed)}): the run continues, "
@@ -873,6 +906,20 @@ class Trainer:
 
     def _load_state(self, ck: dict[str, Any]) -> None:
         self.model.load_state_dict(ck["model"])
+        if self.critic is not None:
+            assert self.disc_optimizer is not None
+            if ck.get("critic"):
+                self.critic.load_state_dict(ck["critic"])
+                if ck.get("critic_optimizer"):
+                    self.disc_optimizer.load_state_dict(ck["critic_optimizer"])
+                if ck.get("critic_last"):
+                    self._d_last = tuple(torch.tensor(v, device=self.device) for v in ck["critic_last"])
+            else:
+                self.warn("the checkpoint has no critic (it was trained without --adversarial-weight): "
+                          "the adversarial phase starts with a fresh one")
+        elif ck.get("critic"):
+            self.warn("the checkpoint has a critic, but this run trains without --adversarial-weight: "
+                      "it is not used (and not in the checkpoints this run writes)")
         if ck.get("optimizer"):
             self.optimizer.load_state_dict(ck["optimizer"])
         if ck.get("scheduler"):
@@ -936,6 +983,10 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": None,
+            "critic": ({k: v.detach().cpu() for k, v in self.critic.state_dict().items()}
+                       if self.critic is not None else None),
+            "critic_optimizer": self.disc_optimizer.state_dict() if self.disc_optimizer is not None else None,
+            "critic_last": [float(v) for v in self._d_last] if self._d_last is not None else None,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "consumed_samples": self.batch_in_epoch * cfg.batch_size * self.world,
@@ -973,7 +1024,9 @@ class Trainer:
     def _autocast(self) -> Any:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def _forward(self, module: Any, x_in: Tensor, x_tg: Tensor) -> tuple[Tensor, dict[str, Tensor], Any]:
+    def _forward(self, module: Any, x_in: Tensor, x_tg: Tensor
+                 ) -> tuple[Tensor, dict[str, Tensor], Any, tuple[Tensor, Tensor, Tensor]]:
+        """``(loss, components, masks, (enc_input, enc_target, output encoding))``."""
         with torch.no_grad():
             e_in, e_tg = self.codec.encode(x_in), self.codec.encode(x_tg)
         with self._autocast():
@@ -981,14 +1034,61 @@ class Trainer:
         audio = self.codec.decode(out.float(), length=x_in.shape[-1])
         bal = masks.extras.get("balance_loss") if isinstance(masks.extras, dict) else None
         total, comps = self.loss_fn(audio, x_in, x_tg, reg_loss=reg, balance_loss=bal)
-        return total, comps, masks
+        return total, comps, masks, (e_in, e_tg, out)
+
+    # -- adversarial phase (maskkit.adversarial) ---------------------------------------------------
+    def adversarial_active(self) -> bool:
+        """True once the warm-up epochs are over (when adversarial training is on)."""
+        return self.critic is not None and self.epoch >= self.cfg.adversarial.warmup_epochs
+
+    def _critic_due(self) -> bool:
+        start = self.cfg.adversarial.warmup_epochs * self.steps_per_epoch
+        return (self.step - start) % self.cfg.adversarial.disc_update_freq == 0 or self._d_last is None
+
+    def _critic_step(self, e_in: Tensor, e_tg: Tensor, out: Tensor) -> Tensor:
+        """Phase 1: one critic update, real (both songs) vs fake (the output, detached).
+        Returns its non-finite flag; the update is skipped when its gradient is not finite
+        (the gradient is averaged over ranks, so every rank decides alike)."""
+        assert self.critic is not None and self.disc_optimizer is not None
+        n_real = e_in.shape[0] + e_tg.shape[0]
+        with self._autocast():
+            logits = self.fwd_critic(torch.cat([e_in, e_tg, out.detach().to(e_in.dtype)]))
+        logits = logits.float()
+        d_loss = adversarial.discriminator_loss(logits[:n_real], logits[n_real:])
+        d_loss.backward()
+        params = [p for p in self.critic.parameters() if p.grad is not None]
+        clip = self.cfg.optim.grad_clip
+        norm = (torch.nn.utils.clip_grad_norm_(params, clip) if clip > 0 else
+                torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params])))
+        bad = ~torch.isfinite(norm) | ~torch.isfinite(d_loss.detach())
+        if not bool(bad):
+            self.disc_optimizer.step()
+        self.disc_optimizer.zero_grad(set_to_none=True)
+        self._d_last = (d_loss.detach(), torch.sigmoid(logits[:n_real].detach()).mean())
+        return bad
 
     def train_step(self, x_in: Tensor, x_tg: Tensor) -> tuple[dict[str, float], bool, bool]:
-        """One optimizer step. Returns (global mean metrics, skipped?, stop requested?)."""
+        """One optimizer step. Returns (global mean metrics, skipped?, stop requested?).
+
+        With adversarial training active: the critic's update first (every
+        ``disc_update_freq`` steps), then the generator's with ``weight * generator_loss``."""
         from .metrics import complementarity
 
         self.model.train()
-        total, comps, masks = self._forward(self.fwd_model, x_in, x_tg)
+        total, comps, masks, (e_in, e_tg, out) = self._forward(self.fwd_model, x_in, x_tg)
+        adv_values: list[Tensor] = []
+        d_bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        if self.adversarial_active():
+            assert self.critic is not None
+            if self._critic_due():
+                d_bad = self._critic_step(e_in, e_tg, out)
+            with self._autocast():
+                fake_logits = adversarial.frozen_logits(self.critic, out).float()
+            g_adv = adversarial.generator_loss(fake_logits)
+            total = total + self.cfg.adversarial.weight * g_adv
+            assert self._d_last is not None
+            adv_values = [g_adv.detach(), self._d_last[0], self._d_last[1],
+                          torch.sigmoid(fake_logits.detach()).mean()]
         total.backward()
         clip = self.cfg.optim.grad_clip
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -1000,11 +1100,12 @@ class Trainer:
             norm = torch.zeros((), device=self.device)
         with torch.no_grad():
             compl = complementarity(masks.input_mask.detach().float(), masks.target_mask.detach().float())
-            bad = (~torch.isfinite(total.detach())) | (~torch.isfinite(norm))
+            bad = (~torch.isfinite(total.detach())) | (~torch.isfinite(norm)) | d_bad
             simulated = (self.cfg.simulate_preemption_at_step is not None
                          and self.step + 1 == self.cfg.simulate_preemption_at_step)
             stop = float(self.stop.requested or simulated)
-            values = [comps[k].float() for k in COMPONENTS] + [compl.float(), norm.float().reshape(())]
+            values = ([comps[k].float() for k in COMPONENTS] + [compl.float(), norm.float().reshape(())]
+                      + [v.float() for v in adv_values])
             packed = torch.stack([torch.nan_to_num(v.reshape(()), nan=0.0, posinf=0.0, neginf=0.0)
                                   for v in values]
                                  + [bad.float().reshape(()), torch.tensor(stop, device=self.device)])
@@ -1023,21 +1124,29 @@ class Trainer:
                    for k, v in zip(COMPONENTS, vals[:n], strict=True)}
         metrics["complementarity"] = vals[n] / self.world
         metrics["grad_norm"] = vals[n + 1] / self.world
+        if adv_values:
+            for i, k in enumerate(ADVERSARIAL_METRICS):
+                metrics[k] = vals[n + 2 + i] / self.world
         if stop_all and self.stop.signum is None:
             self.stop.signum = -1  # simulated preemption, or another rank's signal
         return metrics, skipped, stop_all
 
     # -- validation -------------------------------------------------------------------------------
     @torch.no_grad()
-    def validate(self) -> dict[str, float]:
+    def validate(self, snapshot_epoch: int | None = None) -> dict[str, float]:
+        """Metrics over the whole validation set (all ranks). With ``snapshot_epoch``, rank 0
+        also saves mask / attention pictures and per-pair summaries of its first batch
+        (:func:`maskkit.snapshots.save_validation_snapshot`) to ``<run>/snapshots/``."""
         from .metrics import METRICS
 
         self.model.eval()
         keys = list(COMPONENTS) + list(METRICS)
         sums = torch.zeros(len(keys) + 1, dtype=torch.float64, device=self.device)
-        for x_in, x_tg in self.val_loader:
+        for i, (x_in, x_tg) in enumerate(self.val_loader):
             x_in, x_tg = x_in.to(self.device, non_blocking=True), x_tg.to(self.device, non_blocking=True)
-            _, comps, masks = self._forward(self.model, x_in, x_tg)
+            if i == 0 and snapshot_epoch is not None and self.main:
+                self._snapshot(x_in, x_tg, snapshot_epoch)
+            _, comps, masks, _ = self._forward(self.model, x_in, x_tg)
             im, tm = masks.input_mask.float(), masks.target_mask.float()
             vals = [comps[k].double() for k in COMPONENTS] + [METRICS[k](im, tm).double() for k in METRICS]
             b = x_in.shape[0]
@@ -1049,6 +1158,26 @@ class Trainer:
         out = {("loss" if k == "total" else k): s[i] / count for i, k in enumerate(keys)}
         self.model.train()
         return out
+
+    def _snapshot(self, x_in: Tensor, x_tg: Tensor, epoch: int) -> None:
+        from .snapshots import save_validation_snapshot
+
+        try:
+            snap = save_validation_snapshot(self.model, self.codec, x_in, x_tg, self.run_dir / "snapshots",
+                                            epoch)
+        except Exception as e:  # noqa: BLE001 - a picture must never stop a training run
+            self.warn(f"epoch {epoch}: could not save the validation snapshot: {type(e).__name__}: {e}")
+            return
+        if snap.png is None and not getattr(self, "_warned_no_png", False):
+            self._warned_no_png = True
+            self.warn("snapshots: matplotlib is not installed, writing the JSON summaries only "
+                      "(pip install 'maskkit[plots]' for the pictures)")
+        self.print(f"Snapshot: {snap.png or snap.json}")
+
+    def _snapshot_due(self, epoch: int) -> int | None:
+        """The 1-based epoch number when this epoch's validation saves a snapshot."""
+        n = self.cfg.snapshot_every
+        return epoch + 1 if n and (epoch + 1) % n == 0 else None
 
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -1147,9 +1276,11 @@ class Trainer:
                                    "lr": self.optimizer.param_groups[0]["lr"], **metrics, "pairs_per_s": pps,
                                    "time_s": round(time.perf_counter() - t_start, 3)}
                             self.logger.log(row)
+                    adv = (f"  D(real) {metrics['adv_d_real']:.2f} D(fake) {metrics['adv_d_fake']:.2f}"
+                           if "adv_d_fake" in metrics else "")
                     progress.update(task, advance=1, stats=(
                         f"loss {metrics['loss']:.4f}  reg {metrics['mask_reg']:.4f}  "
-                        f"compl {metrics['complementarity']:.1f}%  {pps:.1f} pairs/s"))
+                        f"compl {metrics['complementarity']:.1f}%{adv}  {pps:.1f} pairs/s"))
                     if stop_all:
                         interrupted = True
                         break
@@ -1163,7 +1294,7 @@ class Trainer:
                     break
                 epoch_time = time.perf_counter() - t_epoch
 
-                val = self.validate()
+                val = self.validate(self._snapshot_due(epoch))
                 # A stop request during validation: finish this epoch's bookkeeping, then stop.
                 flag = torch.tensor([float(self.stop.requested)], device=self.device)
                 dist_utils.all_reduce_(flag, "sum")
@@ -1216,7 +1347,9 @@ class Trainer:
             self.print(f"Done ({stopped}): {n} epoch{'' if n == 1 else 's'}, {self.step} steps; best "
                        f"validation loss {best}; checkpoints in {self.run_dir}/")
         with torch.no_grad():
-            checksum = float(sum(p.detach().double().sum() for p in self.model.parameters()))
+            critic = self.critic.parameters() if self.critic is not None else ()
+            params = [*self.model.parameters(), *critic]
+            checksum = float(sum(p.detach().double().sum() for p in params))
         checksums = dist_utils.all_gather_object(checksum)
         sig = self.stop.signum
         return TrainResult(
@@ -1240,6 +1373,14 @@ class Trainer:
         if self.model.strategy.learnable or train_means.get("mask_reg", 0.0) != 0.0:
             self.print(f"{display_name(cfg.strategy)} mask regularization loss: "
                        f"{train_means.get('mask_reg', 0.0):.6f} (weight={cfg.loss.mask_reg_weight})")
+        if "adv_gen_loss" in train_means:
+            self.print(f"Adversarial: generator loss {train_means['adv_gen_loss']:.4f} "
+                       f"(weight={cfg.adversarial.weight}), critic loss {train_means['adv_disc_loss']:.4f}, "
+                       f"critic P(real): songs {train_means['adv_d_real']:.3f}, "
+                       f"arrangements {train_means['adv_d_fake']:.3f}")
+        elif self.critic is not None and self.epoch == cfg.adversarial.warmup_epochs:
+            self.print(f"Adversarial phase starts now (after {cfg.adversarial.warmup_epochs} warm-up "
+                       f"epoch{'' if cfg.adversarial.warmup_epochs == 1 else 's'})")
 
 
 def _normalise(v: Any) -> Any:

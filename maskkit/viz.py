@@ -104,8 +104,14 @@ def _segment(source: AudioSource, sr: int, offset: float, seconds: float, label:
     return load_audio(path, sr, mono=True, offset_seconds=offset, duration_seconds=seconds)[0].float()
 
 
-def _attention_panels(strategy: MaskStrategy, masks: Any, ei: Tensor, et: Tensor) -> list[tuple[str, Any]]:
-    """``(label, [T_q, T_k] array)`` for each attention map the strategy offers."""
+def attention_maps_of(strategy: MaskStrategy, masks: Any, ei: Tensor, et: Tensor) -> list[tuple[str, Tensor]]:
+    """``(label, tensor)`` for each attention map the strategy offers, as it gives them
+    (``[T_q, T_k]``, ``[B, T_q, T_k]`` or ``[B, H, T_q, T_k]``, detached, float, on the CPU).
+
+    The strategy's ``attention_maps(ei, et)`` method when it has one (the generic hook),
+    else ``masks.extras["attention"]``; empty when there is neither. Pick one pair's
+    ``[T_q, T_k]`` picture with :func:`attention_panel`.
+    """
     fn = getattr(strategy, "attention_maps", None)
     found: Any = fn(ei, et) if callable(fn) else masks.extras.get("attention")
     if found is None:
@@ -119,15 +125,34 @@ def _attention_panels(strategy: MaskStrategy, masks: Any, ei: Tensor, et: Tensor
     else:
         raise TypeError(f"strategy '{strategy.name}': attention_maps returned {type(found).__name__}; "
                         f"expected a tensor, a dict of tensors or a list of tensors")
+    return [(label, t.detach().float().cpu()) for label, t in items if isinstance(t, Tensor)]
+
+
+def attention_panel(t: Tensor, pair: int = 0) -> Any:
+    """The ``[T_q, T_k]`` numpy picture of pair ``pair`` of an attention map (see
+    :func:`attention_maps_of`): ``[B, T, T]`` -> that pair (the only one when ``B == 1``);
+    ``[B, H, T, T]`` -> that pair, mean over heads; ``[T, T]`` -> itself. ``None`` when the
+    map has fewer than 2 dimensions."""
+    t = t.detach().float().cpu()
+    while t.dim() > 2:
+        i = pair if t.shape[0] > pair else 0
+        t = t[i] if t.dim() == 3 else t[i].mean(dim=0)
+    return t.numpy() if t.dim() == 2 else None
+
+
+def channel_order(freqs: Sequence[float] | None, dim: int) -> Tensor:
+    """The channels sorted by frequency (stable) when the codec gives ``channel_freqs``,
+    else ``0 .. dim-1``: index a ``[D, T]`` mask with it to draw low frequencies at the bottom."""
+    return torch.argsort(torch.tensor(freqs), stable=True) if freqs is not None else torch.arange(dim)
+
+
+def _attention_panels(strategy: MaskStrategy, masks: Any, ei: Tensor, et: Tensor) -> list[tuple[str, Any]]:
+    """``(label, [T_q, T_k] array)`` for each attention map the strategy offers (first pair)."""
     panels = []
-    for label, t in items:
-        if not isinstance(t, Tensor):
-            continue
-        t = t.detach().float().cpu()
-        while t.dim() > 2:  # [B, T, T] -> first pair; [B, H, T, T] -> mean over heads
-            t = t[0] if t.dim() == 3 else t[0].mean(dim=0)
-        if t.dim() == 2:
-            panels.append((label, t.numpy()))
+    for label, t in attention_maps_of(strategy, masks, ei, et):
+        a = attention_panel(t, 0)
+        if a is not None:
+            panels.append((label, a))
     return panels[:MAX_ATTENTION_MAPS]
 
 
@@ -187,7 +212,7 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
     attention = _attention_panels(strat, masks, ei, et)
 
     freqs = codec.spec.channel_freqs
-    order = torch.argsort(torch.tensor(freqs), stable=True) if freqs is not None else torch.arange(D)
+    order = channel_order(freqs, D)
     dur = xi.shape[-1] / sr
 
     fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
@@ -266,4 +291,4 @@ def _metric_line(values: dict[str, float]) -> str:
     return "  ·  ".join(parts)
 
 
-__all__ = ["plot_masks", "MaskPicture"]
+__all__ = ["plot_masks", "MaskPicture", "attention_maps_of", "attention_panel", "channel_order"]

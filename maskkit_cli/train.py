@@ -52,6 +52,13 @@ def _given(ctx: click.Context, name: str) -> bool:
               help="Any other ModelConfig option (repeatable).")
 @click.option("--loss-opt", "loss_opts", multiple=True, metavar="KEY=VALUE",
               help="Any LossConfig option, e.g. mel_weight=0.5 (repeatable).")
+@click.option("--adversarial-weight", type=float,
+              help="Adversarial training with the strategy's critic: weight of the generator's adversarial "
+                   "loss (0 = off; the seed suggests 0.01). [default: 0]")
+@click.option("--disc-lr", type=float, help="The critic's learning rate. [default: 2e-4]")
+@click.option("--disc-update-freq", type=int, help="Update the critic every N generator steps. [default: 1]")
+@click.option("--adversarial-warmup-epochs", "--adv-warmup-epochs", "adversarial_warmup_epochs", type=int,
+              help="Epochs of plain training before the adversarial phase. [default: 1]")
 @click.option("--segment-seconds", type=float, help="Length of each training pair in seconds.")
 @click.option("--train-pairs", type=int, help="Synthetic training pairs per epoch.")
 @click.option("--val-pairs", type=int, help="Synthetic validation pairs.")
@@ -70,6 +77,9 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--bf16/--no-bf16", default=None, help="bf16 autocast. [default: on with CUDA, off on CPU]")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the model.")
 @click.option("--seed", type=int, help="Seed of initialisation, data and shuffling. [default: 0]")
+@click.option("--snapshot-every", type=int, metavar="N",
+              help="Every N epochs save mask and attention pictures and per-pair summaries of a few "
+                   "validation pairs to <checkpoint-dir>/snapshots/ (0 = never). [default: 0]")
 @click.option("--log-every", type=int, help="Write a metrics row every N steps. [default: 1]")
 @click.option("--dist-timeout", type=float, help="Seconds before a collective gives up. [default: 600]")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="Print nothing but errors.")
@@ -140,6 +150,7 @@ def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> Any:
     loss: dict[str, Any] = {}
     data: dict[str, Any] = {}
     optim: dict[str, Any] = {}
+    adv: dict[str, Any] = {}
     if strategy is not None:
         over["strategy"] = strategy
     if opts["strategy_opts"]:
@@ -153,6 +164,7 @@ def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> Any:
                       ("save_every", "save_every"), ("keep_checkpoints", "keep_checkpoints"),
                       ("world_size", "world_size"), ("device", "device"), ("bf16", "bf16"),
                       ("compile_", "compile"), ("seed", "seed"), ("log_every", "log_every"),
+                      ("snapshot_every", "snapshot_every"),
                       ("dist_timeout", "dist_timeout_s"), ("quiet", "quiet"),
                       ("simulate_preemption_at_step", "simulate_preemption_at_step")):
         if given(name):
@@ -175,7 +187,13 @@ def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> Any:
     for name in ("lr", "weight_decay", "warmup_steps", "schedule", "grad_clip"):
         if given(name):
             optim[name] = opts[name]
-    for section, values in (("model", model), ("loss", loss), ("data", data), ("optim", optim)):
+    for name, key in (("adversarial_weight", "weight"), ("disc_lr", "disc_lr"),
+                      ("disc_update_freq", "disc_update_freq"),
+                      ("adversarial_warmup_epochs", "warmup_epochs")):
+        if given(name):
+            adv[key] = opts[name]
+    for section, values in (("model", model), ("loss", loss), ("data", data), ("optim", optim),
+                            ("adversarial", adv)):
         if values:
             over[section] = values
 

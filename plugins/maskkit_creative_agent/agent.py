@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskkit import Masks, metrics
+from maskkit import Masks, adversarial, metrics
 
 from .attention import attention_weights, cross_attention, split_heads
 from .multiscale import check_scales, multi_scale_cross_attention
@@ -391,6 +391,18 @@ class StyleDiscriminator(nn.Module):
         return torch.sigmoid(rf), torch.sigmoid(st)
 
 
+class StyleCritic(nn.Module):
+    """A :class:`StyleDiscriminator` as the trainer's critic: ``forward`` gives both heads'
+    logits ``[B, 2]`` (real/fake, style), the interface of :mod:`maskkit.adversarial`."""
+
+    def __init__(self, discriminator: StyleDiscriminator) -> None:
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, pattern: Tensor) -> Tensor:
+        return torch.cat(self.discriminator.logits(pattern), dim=-1)
+
+
 class _AgentAPI:
     """The seed's CreativeAgent methods, over ``self.mask_generator`` and ``self.discriminator``."""
 
@@ -424,14 +436,9 @@ class _AgentAPI:
         own optimizer, after zeroing the gradients ``gen_loss`` left in it).
         """
         disc = self._require_discriminator("adversarial_loss")
-        bce = F.binary_cross_entropy_with_logits
-
-        def loss(logits: tuple[Tensor, Tensor], real: bool) -> Tensor:
-            return 0.5 * sum(bce(z, torch.full_like(z, float(real))) for z in logits)  # type: ignore[return-value]
-
-        gen_loss = loss(disc.logits(fake_pattern), True)
-        disc_loss = 0.5 * (loss(disc.logits(real_pattern), True)
-                           + loss(disc.logits(fake_pattern.detach()), False))
+        critic = StyleCritic(disc)
+        gen_loss = adversarial.generator_loss(critic(fake_pattern))
+        disc_loss = adversarial.discriminator_loss(critic(real_pattern), critic(fake_pattern.detach()))
         return gen_loss, disc_loss
 
     def attention_maps(self, x_input: Tensor, x_target: Tensor) -> dict[str, Tensor]:

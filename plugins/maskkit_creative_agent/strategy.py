@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from maskkit import ConfigError, EncodingSpec, Masks, MaskStrategy
 
-from .agent import AttentionMaskGenerator, StyleDiscriminator, _AgentAPI
+from .agent import AttentionMaskGenerator, StyleCritic, StyleDiscriminator, _AgentAPI
 from .multiscale import check_scales
 
 
@@ -82,3 +82,7 @@ class CreativeAgentStrategy(_AgentAPI, MaskStrategy):
 
     def forward(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False) -> Masks:
         return self.mask_generator.masks(x_input, x_target, hard=hard)
+
+    def build_critic(self) -> nn.Module:
+        """A fresh StyleDiscriminator (both heads' logits) for the trainer's adversarial phase."""
+        return StyleCritic(StyleDiscriminator(self.spec.dim))
