@@ -21,6 +21,11 @@ pairs and reports, per strategy:
   :func:`maskkit.train.train`), then its validation combined loss and how much of each
   source reaches the output (:func:`maskkit.metrics.source_similarity`).
 
+With ``variants``, the same strategy gets several rows with different options, each
+``"LABEL=STRATEGY key=value ..."``: strategy options, and ``train.<dotted.path>=value``
+overrides of :class:`maskkit.train.TrainConfig` for that row's training run only (see
+:func:`parse_variant`); every variant sees the same data, seed and training budget.
+
 A strategy that raises (at build, forward, timing or training) is reported in its row
 (``error``) and the others still run. Seeds are fixed, so two runs agree on every figure
 but the timings and memory. The CLI ``maskkit bench`` is a thin wrapper over this module.
@@ -40,6 +45,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import threading
@@ -114,6 +120,9 @@ class BenchConfig:
     train_steps: int = 0
     #: Extra ``maskkit.train.TrainConfig`` fields for the training comparison.
     train_options: Mapping[str, Any] = field(default_factory=dict)
+    #: Named variants, each ``"LABEL=STRATEGY key=value ..."`` (see :func:`parse_variant`):
+    #: rows after those of ``strategies``, in this order, labelled LABEL.
+    variants: Sequence[str] = ()
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the option at fault."""
@@ -141,6 +150,7 @@ class BenchConfig:
             raise ConfigError(f"bench: option 'device': {e}") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"bench: option 'device' is {self.device!r} but CUDA is not available")
+        parse_variants(self.variants)
 
 
 @dataclass
@@ -177,6 +187,10 @@ class BenchRow:
     forward time divided by this row's (above 1: faster than the naive seed code), against
     ``ratio_to``; ``fwd_bwd_ratio`` the same for forward+backward. ``error`` is
     ``"<stage>: <Type>: <message>"`` when something raised; figures measured before it stay.
+
+    A row of a named variant (``BenchConfig.variants``) keeps the strategy's real name in
+    ``name`` and adds ``variant_label`` (its LABEL, which the row's ``label`` shows instead
+    of the name) and ``variant_spec`` (the variant string as given).
     """
 
     name: str
@@ -187,6 +201,8 @@ class BenchRow:
     version: str | None = None
     learnable: bool = False
     checkpoint: str | None = None
+    variant_label: str | None = None
+    variant_spec: str | None = None
     params: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     forward: Timing | None = None
@@ -209,12 +225,17 @@ class BenchRow:
     example_masks: tuple[Tensor, Tensor] | None = field(default=None, repr=False, compare=False)
 
     @property
+    def display_name(self) -> str:
+        """The variant's LABEL, or the strategy's name (the training table's first column)."""
+        return self.variant_label or self.name
+
+    @property
     def label(self) -> str:
         if self.variant == "trained" and self.checkpoint:
-            return f"{self.name} (trained: {Path(self.checkpoint).name})"
+            return f"{self.display_name} (trained: {Path(self.checkpoint).name})"
         if self.variant == "untrained":
-            return f"{self.name} (untrained)"
-        return self.name
+            return f"{self.display_name} (untrained)"
+        return self.display_name
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "example_masks"}
@@ -226,7 +247,8 @@ class BenchRow:
 
     def flat(self) -> dict[str, Any]:
         """One flat dict (for CSV): ``metric_*``, ``forward_*``, ``fwd_bwd_*``, ``train_*``."""
-        out: dict[str, Any] = {"label": self.label, "name": self.name, "kind": self.kind,
+        out: dict[str, Any] = {"label": self.label, "name": self.name, "variant_label": self.variant_label,
+                               "variant_spec": self.variant_spec, "kind": self.kind,
                                "variant": self.variant, "plugin": self.plugin, "dist": self.dist,
                                "version": self.version, "learnable": self.learnable,
                                "checkpoint": self.checkpoint, "params": self.params}
@@ -257,21 +279,27 @@ class BenchResult:
     environment: dict[str, Any]
     train: dict[str, Any] | None = None
     seconds: float = 0.0
+    #: The named variants as run: options converted to their types.
+    variants: list[BenchVariant] = field(default_factory=list)
 
     def row(self, name: str, variant: str | None = None) -> BenchRow:
-        """The first row of strategy ``name`` (and ``variant`` if given); KeyError if none."""
-        for r in self.rows:
-            if r.name == name and (variant is None or r.variant == variant):
-                return r
+        """The first row of the variant labelled ``name``, else of strategy ``name`` (and
+        ``variant`` if given); KeyError if none."""
+        for match in (lambda r: r.variant_label == name, lambda r: r.name == name):
+            for r in self.rows:
+                if match(r) and (variant is None or r.variant == variant):
+                    return r
         raise KeyError(f"no bench row for {name!r}" + (f" ({variant})" if variant else ""))
 
     def to_dict(self) -> dict[str, Any]:
         cfg = dataclasses.asdict(self.config)
         cfg["strategies"] = (self.config.strategies if isinstance(self.config.strategies, str)
-                             else list(self.config.strategies))
+                             else list(self.config.strategies or []))
         cfg["checkpoints"] = [str(c) for c in self.config.checkpoints]
+        cfg["variants"] = list(self.config.variants)
         return {"maskkit_bench": 1, "environment": self.environment, "config": cfg,
                 "shapes": self.shapes, "data": self.data, "train": self.train,
+                "variants": [v.to_dict() for v in self.variants],
                 "seconds": self.seconds, "rows": [r.to_dict() for r in self.rows]}
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:
@@ -406,13 +434,216 @@ class BenchResult:
                 if r.train is None:
                     continue
                 tr = r.train
-                t_rows.append([r.name, _f(tr.get("val_loss"), 4), _f(tr.get("lsd_input"), 2),
+                t_rows.append([r.display_name, _f(tr.get("val_loss"), 4), _f(tr.get("lsd_input"), 2),
                                _f(tr.get("lsd_target"), 2), _f(tr.get("si_sdr_input"), 2),
                                _f(tr.get("si_sdr_target"), 2)])
             sections.append((f"Quick training ({self.train.get('steps')} steps each, same model, data and "
                              f"seed; LSD: lower = closer to that song, SI-SDR: higher = closer)",
                              t_cols, t_rows))
         return sections
+
+
+# --------------------------------------------------------------------------------------------
+# named variants: the same strategy with and without an option
+# --------------------------------------------------------------------------------------------
+#: What a variant LABEL may hold: it names the row and its training folder.
+_LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*\Z")
+#: ``train.*`` keys a variant may not override: they are the same for every row of the bench.
+_FIXED_TRAIN_KEYS = {
+    "strategy": "the strategy is the one after 'LABEL='",
+    "strategy_options": "give strategy options as key=value tokens, without 'train.'",
+    "max_steps": "every row trains the same number of steps (train_steps / --train-steps)",
+    "seed": "every row trains with the same seed (seed / --seed)",
+}
+
+
+@dataclass(frozen=True)
+class BenchVariant:
+    """One named variant: ``"LABEL=STRATEGY key=value train.a.b=value ..."``.
+
+    ``strategy_options`` are the strategy's options (strings as parsed; their types once
+    :func:`resolve_variants` has checked them); ``train`` maps the dotted
+    :class:`maskkit.train.TrainConfig` paths of the ``train.*`` tokens (without ``train.``)
+    to their values, applied to this variant's training run only.
+    """
+
+    label: str
+    strategy: str
+    strategy_options: dict[str, Any]
+    train: dict[str, Any]
+    spec: str
+
+    def train_overrides(self) -> dict[str, Any]:
+        """``train`` as nested ``TrainConfig.from_preset`` overrides (``{"optim": {"lr": ...}}``)."""
+        return train_overrides(self.train)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "strategy": self.strategy, "spec": self.spec,
+                "strategy_options": dict(self.strategy_options), "train": dict(self.train)}
+
+
+def parse_variant(spec: str) -> BenchVariant:
+    """Parse ``"LABEL=STRATEGY key=value ..."`` (space-separated tokens; no registry look-up).
+
+    A token whose key starts with ``train.`` is a dotted override of
+    :class:`maskkit.train.TrainConfig` for this variant's training run
+    (``train.optim.lr=0.001``); the others are strategy options (as ``--strategy-opt``).
+    Values stay strings here (:func:`maskkit.config.parse_kv`); :func:`resolve_variants`
+    converts them. A malformed string raises :class:`ConfigError` naming it.
+    """
+    if not isinstance(spec, str):
+        raise ConfigError(f"bench: variant {spec!r}: expected a string 'LABEL=STRATEGY key=value ...'")
+    from .config import parse_kv
+
+    where = f"bench: variant {spec!r}"
+    tokens = spec.split()
+    if not tokens:
+        raise ConfigError(f"{where}: empty; expected 'LABEL=STRATEGY key=value ...' "
+                          "(e.g. 'seg6=temporal segment=6')")
+    label, sep, strategy = tokens[0].partition("=")
+    label, strategy = label.strip(), strategy.strip()
+    if not sep or not label or not strategy:
+        raise ConfigError(f"{where}: the first word must be LABEL=STRATEGY, got {tokens[0]!r} "
+                          "(e.g. 'seg6=temporal segment=6')")
+    if not _LABEL_RE.match(label):
+        raise ConfigError(f"{where}: label {label!r} may only hold letters, digits and '_ . + -', "
+                          "starting with a letter or digit (it names the row and its training folder)")
+    options: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    seen: set[str] = set()
+    for token in tokens[1:]:
+        ((key, value),) = parse_kv([token], owner=where).items()
+        if not key:
+            raise ConfigError(f"{where}: expected key=value, got {token!r} (no key)")
+        if key in seen:
+            raise ConfigError(f"{where}: option '{key}' is given twice")
+        seen.add(key)
+        if key.startswith("train."):
+            path = key[len("train."):]
+            parts = path.split(".")
+            if not all(parts):
+                raise ConfigError(f"{where}: {key!r} is not a dotted TrainConfig path "
+                                  "(e.g. train.optim.lr=0.001)")
+            if parts[0] in _FIXED_TRAIN_KEYS:
+                raise ConfigError(f"{where}: {key!r} cannot be set per variant: "
+                                  f"{_FIXED_TRAIN_KEYS[parts[0]]}")
+            train[path] = value
+        elif "." in key:
+            raise ConfigError(f"{where}: strategy option {key!r} has a dot; a TrainConfig override "
+                              f"starts with 'train.' (e.g. 'train.{key}={value}')")
+        else:
+            options[key] = value
+    return BenchVariant(label=label, strategy=strategy, strategy_options=options, train=train, spec=spec)
+
+
+def parse_variants(specs: str | Sequence[str] | None) -> list[BenchVariant]:
+    """:func:`parse_variant` of each, and no LABEL twice (:class:`ConfigError` otherwise)."""
+    if not specs:
+        return []
+    if isinstance(specs, str):
+        specs = [specs]
+    out: list[BenchVariant] = []
+    by_label: dict[str, str] = {}
+    for spec in specs:
+        v = parse_variant(spec)
+        if v.label in by_label:
+            raise ConfigError(f"bench: variant {v.spec!r}: label '{v.label}' is already used by variant "
+                              f"{by_label[v.label]!r}; each variant needs its own label")
+        by_label[v.label] = v.spec
+        out.append(v)
+    return out
+
+
+def resolve_variants(cfg: BenchConfig, names: Sequence[str]) -> list[BenchVariant]:
+    """``cfg.variants`` checked against the registry and the rows of ``names``, with every
+    value converted to its type; :class:`ConfigError` naming the variant otherwise.
+
+    A variant's strategy options go on top of ``cfg.strategy_options[STRATEGY]`` (if any)
+    and are checked by the strategy's ``Config``; its ``train.*`` overrides are checked by
+    building a :class:`maskkit.train.TrainConfig` with them (unknown keys, bad values).
+    """
+    from .plugins import get_strategy_entry
+
+    variants = parse_variants(cfg.variants)
+    taken = set(names) | ({REF_LEARNED, REF_FIXED} if cfg.reference else set())
+    out = []
+    for v in variants:
+        where = f"bench: variant {v.spec!r}"
+        if v.label in taken:
+            raise ConfigError(f"{where}: label '{v.label}' is the name of another row of this bench "
+                              f"(strategy '{v.label}'); pick another label")
+        try:
+            entry = get_strategy_entry(v.strategy)
+        except MaskkitError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        options = {**_option_mapping(_options_for(cfg, v.strategy)), **v.strategy_options}
+        out.append(dataclasses.replace(v, strategy_options=_typed_strategy_options(entry, options, where),
+                                       train=_typed_train(cfg, v, where)))
+    return out
+
+
+def _option_mapping(opts: Any) -> dict[str, Any]:
+    """Strategy options given as a mapping, a Config instance or ``key=value`` strings, as a dict."""
+    if opts is None:
+        return {}
+    if isinstance(opts, Mapping):
+        return dict(opts)
+    if dataclasses.is_dataclass(opts) and not isinstance(opts, type):
+        return dataclasses.asdict(opts)
+    from .config import parse_kv
+
+    return dict(parse_kv(opts, owner="bench strategy_options"))
+
+
+def _typed_strategy_options(entry: Any, options: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``options`` converted by the strategy's ``Config`` (as building it would)."""
+    config_cls = getattr(entry.cls, "Config", None)
+    if not options or not (isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)):
+        return dict(options)
+    from .config import build_config
+
+    try:
+        conf = build_config(config_cls, options, owner=f"strategy '{entry.name}'")
+    except (ConfigError, TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return {k: getattr(conf, k.replace("-", "_")) for k in options}
+
+
+def _typed_train(cfg: BenchConfig, v: BenchVariant, where: str) -> dict[str, Any]:
+    """The variant's ``train.*`` values as a ``TrainConfig`` built with them has them."""
+    if not v.train:
+        return {}
+    from .train import TrainConfig
+
+    try:
+        over = v.train_overrides()
+        preset = over.pop("preset", (cfg.train_options or {}).get("preset", "small"))
+        built = TrainConfig.from_preset(preset, strategy=v.strategy, **over)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return {path: _get_path(built, path, value) for path, value in v.train.items()}
+
+
+def _get_path(obj: Any, path: str, default: Any) -> Any:
+    for part in path.split("."):
+        if isinstance(obj, Mapping) and part in obj:
+            obj = obj[part]
+        elif hasattr(obj, part):
+            obj = getattr(obj, part)
+        else:
+            return default
+    return obj
+
+
+def _merge_nested(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base``, recursively where both hold a mapping."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge_nested(out[k], v)
+        else:
+            out[k] = v
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -806,7 +1037,10 @@ def _measure(row: BenchRow, subject: _Subject, data: BenchData, cfg: BenchConfig
 
 
 def _strategy_row(name: str, entry: Any, cfg: BenchConfig, data: BenchData, device: torch.device,
-                  checkpoint: str | None = None, references: dict[str, _Reference] | None = None) -> BenchRow:
+                  checkpoint: str | None = None, references: dict[str, _Reference] | None = None,
+                  named: BenchVariant | None = None) -> BenchRow:
+    """Measure strategy ``name``: built with its options (or those of the named variant
+    ``named``), or from ``checkpoint``."""
     learnable = bool(getattr(entry.cls, "learnable", False))
     if checkpoint is not None:
         variant = "trained"
@@ -815,6 +1049,8 @@ def _strategy_row(name: str, entry: Any, cfg: BenchConfig, data: BenchData, devi
     row = BenchRow(name=name, kind="learned" if learnable else "fixed", variant=variant,
                    plugin=entry.plugin, dist=entry.dist, version=entry.version, learnable=learnable,
                    checkpoint=checkpoint)
+    if named is not None:
+        row.variant_label, row.variant_spec = named.label, named.spec
     try:
         torch.manual_seed(cfg.seed)
         if checkpoint is not None:
@@ -824,7 +1060,8 @@ def _strategy_row(name: str, entry: Any, cfg: BenchConfig, data: BenchData, devi
         else:
             from .plugins import build_strategy
 
-            strategy = build_strategy(name, _options_for(cfg, name), spec=data.spec)
+            options = dict(named.strategy_options) if named is not None else _options_for(cfg, name)
+            strategy = build_strategy(name, options, spec=data.spec)
     except Exception as e:
         row.error = _error_text("checkpoint" if checkpoint else "build", e)
         row.traceback = traceback.format_exc()
@@ -896,28 +1133,37 @@ def _reference_rows(cfg: BenchConfig, data: BenchData, device: torch.device
 # --------------------------------------------------------------------------------------------
 # quick training comparison
 # --------------------------------------------------------------------------------------------
-def _train_rows(rows: list[BenchRow], cfg: BenchConfig, step: Callable[[str], None]) -> dict[str, Any]:
+def _train_rows(rows: list[BenchRow], cfg: BenchConfig, step: Callable[[str], None],
+                variants: Sequence[BenchVariant] = ()) -> dict[str, Any]:
     """Train the same small model with each strategy row; fill ``row.train``.
 
     Every strategy gets the same ``TrainConfig`` but its name: the ``small`` preset (or
     ``train_options["preset"]``), ``max_steps = train_steps``, the bench's seed, device,
     codec and data folder (synthetic music otherwise, ``random`` included), one process,
     checkpoints in a temporary folder (or ``train_options["checkpoint_dir"]/<name>``).
+    A variant's row adds its strategy options and its ``train.*`` overrides (deep-merged
+    into ``train_options``'s) and trains in ``<folder>/<LABEL>``.
     """
     import tempfile
 
-    overrides = train_overrides(cfg.train_options)
+    base = train_overrides(cfg.train_options)
+    by_label = {v.label: v for v in variants}
     info: dict[str, Any] = {"steps": cfg.train_steps, "data": cfg.data or "synthetic music",
                             "options": {k: _jsonable(v) for k, v in cfg.train_options.items()}}
-    base_dir = overrides.pop("checkpoint_dir", None)
+    if variants:
+        info["variant_options"] = {v.label: {k: _jsonable(x) for k, x in v.train.items()} for v in variants}
     with tempfile.TemporaryDirectory(prefix="maskkit-bench-train-") as tmp:
         for r in rows:
             if r.kind == "reference" or r.variant == "trained":
                 continue
-            step(f"training with {r.name} ({cfg.train_steps} steps)")
-            run_dir = Path(base_dir or tmp) / r.name
+            step(f"training with {r.display_name} ({cfg.train_steps} steps)")
+            variant = by_label.get(r.variant_label) if r.variant_label else None
+            overrides = _merge_nested(base, variant.train_overrides()) if variant is not None else dict(base)
+            run_dir = Path(overrides.pop("checkpoint_dir", None) or tmp) / r.display_name
             try:
-                r.train = train_and_evaluate(r.name, cfg, run_dir, overrides)
+                r.train = train_and_evaluate(
+                    r.name, cfg, run_dir, overrides,
+                    strategy_options=variant.strategy_options if variant is not None else None)
             except Exception as e:  # one failing strategy must not stop the others
                 r.train = {"error": _error_text("train", e), "traceback": traceback.format_exc()}
     return info
@@ -925,18 +1171,20 @@ def _train_rows(rows: list[BenchRow], cfg: BenchConfig, step: Callable[[str], No
 
 def train_overrides(options: Mapping[str, Any]) -> dict[str, Any]:
     """``{"batch_size": "4", "model.d_model": "32"}`` -> ``TrainConfig.from_preset`` overrides:
-    top-level fields converted to their types (strings from the CLI), dotted keys nested."""
+    top-level fields converted to their types (strings from the CLI), dotted keys nested
+    (``"a.b.c": v`` -> ``{"a": {"b": {"c": v}}}``; the sections convert their own values)."""
     from .config import build_config
     from .train import TrainConfig
 
     top: dict[str, Any] = {}
-    nested: dict[str, dict[str, Any]] = {}
+    nested: dict[str, Any] = {}
     for key, value in options.items():
         if "." in key:
-            section, sub = key.split(".", 1)
-            nested.setdefault(section, {})[sub] = value
+            for part in reversed(key.split(".")):
+                value = {part: value}
+            nested = _merge_nested(nested, value)
         elif isinstance(value, Mapping):
-            nested.setdefault(key, {}).update(value)
+            nested = _merge_nested(nested, {key: value})
         else:
             top[key] = value
     if top:
@@ -947,10 +1195,13 @@ def train_overrides(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def train_and_evaluate(name: str, cfg: BenchConfig, run_dir: Path,
-                       overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                       overrides: Mapping[str, Any] | None = None, *,
+                       strategy_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train the small model with strategy ``name`` for ``cfg.train_steps`` steps, then report
     the validation combined loss and :func:`maskkit.metrics.source_similarity` of the
-    model's output on the validation pairs (LSD and SI-SDR against each song)."""
+    model's output on the validation pairs (LSD and SI-SDR against each song).
+
+    ``strategy_options`` (default: ``cfg.strategy_options[name]``) are the strategy's options."""
     from .metrics import source_similarity
     from .train import TrainConfig, load_model, train
 
@@ -960,7 +1211,9 @@ def train_and_evaluate(name: str, cfg: BenchConfig, run_dir: Path,
     if cfg.data is not None:
         data.setdefault("source", cfg.data)
     settings: dict[str, Any] = {
-        "strategy": name, "strategy_options": dict(_options_for(cfg, name) or {}), "codec": cfg.codec,
+        "strategy": name, "codec": cfg.codec,
+        "strategy_options": (dict(strategy_options) if strategy_options is not None
+                             else _option_mapping(_options_for(cfg, name))),
         "codec_options": dict(cfg.codec_options), "seed": cfg.seed, "max_steps": cfg.train_steps,
         "device": cfg.device, "quiet": True, "world_size": 1, "checkpoint_dir": str(run_dir),
         "data": data}
@@ -1017,36 +1270,43 @@ def run_bench(config: BenchConfig | None = None, *, progress: ProgressFn | None 
 
     ``config`` fields may also be given as keyword arguments (``run_bench(strategies="all",
     random=True)``). ``progress(label, done, total)`` is called before each step.
-    Raises :class:`ConfigError` / :class:`UnknownNameError` for bad options or names;
-    errors of single strategies are reported in their rows instead.
+    Raises :class:`ConfigError` / :class:`UnknownNameError` for bad options or names (a bad
+    variant: :class:`ConfigError` naming it); errors of single strategies are reported in
+    their rows instead. ``strategies`` may be empty (``""``) when ``variants`` are given.
     """
     cfg = dataclasses.replace(config, **overrides) if config is not None else BenchConfig(**overrides)
     cfg.validate()
     from .plugins import resolve_strategy_names
 
-    names = resolve_strategy_names(cfg.strategies)
-    stray = sorted(set(cfg.strategy_options or {}) - set(names))
+    names = resolve_strategy_names(cfg.strategies or [])
+    variants = resolve_variants(cfg, names)
+    if not names and not variants and not cfg.checkpoints:
+        raise ConfigError("bench: nothing to benchmark: the strategy selection is empty and no variants "
+                          "or checkpoints are given")
+    benchmarked = list(dict.fromkeys([*names, *(v.strategy for v in variants)]))
+    stray = sorted(set(cfg.strategy_options or {}) - set(benchmarked))
     if stray:
         raise ConfigError(f"bench: options given for {', '.join(repr(n) for n in stray)}, which "
                           f"{'is' if len(stray) == 1 else 'are'} not among the strategies benchmarked "
-                          f"({', '.join(names)})")
+                          f"({', '.join(benchmarked) or 'none'})")
     threads = torch.get_num_threads()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     try:
-        return _run(cfg, names, progress)
+        return _run(cfg, names, progress, variants)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(cfg: BenchConfig, names: list[str], progress: ProgressFn | None) -> BenchResult:
+def _run(cfg: BenchConfig, names: list[str], progress: ProgressFn | None,
+         variants: Sequence[BenchVariant] = ()) -> BenchResult:
     from .plugins import get_strategy_entry
 
     t0 = time.perf_counter()
     device = torch.device(cfg.device)
-    entries = {n: get_strategy_entry(n) for n in names}
-    total = 1 + len(names) + len(cfg.checkpoints) + (1 if cfg.reference else 0)
-    total += len(names) if cfg.train_steps else 0
+    entries = {n: get_strategy_entry(n) for n in [*names, *(v.strategy for v in variants)]}
+    total = 1 + len(names) + len(variants) + len(cfg.checkpoints) + (1 if cfg.reference else 0)
+    total += len(names) + len(variants) if cfg.train_steps else 0
     done = 0
 
     def step(label: str) -> None:
@@ -1069,6 +1329,10 @@ def _run(cfg: BenchConfig, names: list[str], progress: ProgressFn | None) -> Ben
     for name in names:
         step(f"measuring {name}")
         rows.append(_strategy_row(name, entries[name], cfg, data, device, references=references))
+    for v in variants:
+        step(f"measuring {v.label} ({v.strategy})")
+        rows.append(_strategy_row(v.strategy, entries[v.strategy], cfg, data, device, references=references,
+                                  named=v))
     for ckpt in cfg.checkpoints:
         step(f"measuring checkpoint {Path(ckpt).name}")
         rows.append(_checkpoint_row(str(ckpt), cfg, data, device, references))
@@ -1076,12 +1340,12 @@ def _run(cfg: BenchConfig, names: list[str], progress: ProgressFn | None) -> Ben
 
     train_info = None
     if cfg.train_steps:
-        train_info = _train_rows(rows, cfg, step)
+        train_info = _train_rows(rows, cfg, step, variants)
     if progress:
         progress("done", total, total)
     return BenchResult(config=cfg, rows=rows, shapes=shapes, data=data.description,
                        environment=environment(device), train=train_info,
-                       seconds=time.perf_counter() - t0)
+                       seconds=time.perf_counter() - t0, variants=list(variants))
 
 
 def _checkpoint_row(path: str, cfg: BenchConfig, data: BenchData, device: torch.device,

@@ -23,9 +23,14 @@ def _strategy_options(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
 
 @click.command("bench")
 @click.option("--strategies", "strategies", default="all", show_default=True, metavar="all|NAME,NAME",
-              help="Strategies to compare: 'all' registered ones, or a comma-separated list.")
+              help="Strategies to compare: 'all' registered ones, or a comma-separated list "
+                   "('' for none: only the --variant rows).")
 @click.option("--strategy-opt", "strategy_opts", multiple=True, metavar="NAME:KEY=VALUE",
               help="An option of one strategy, e.g. temporal:segment=100 (repeatable).")
+@click.option("--variant", "variants", multiple=True, metavar="'LABEL=STRATEGY KEY=VALUE ...'",
+              help="A named row: STRATEGY with these options, labelled LABEL, after the --strategies "
+                   "rows; 'train.a.b=V' tokens override TrainConfig for its --train-steps run only "
+                   "(repeatable).")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
               help="A folder of your own music instead of the built-in synthetic music.")
 @click.option("--random", "random_", is_flag=True,
@@ -68,7 +73,8 @@ def _strategy_options(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
               help="Write masks.png and speed.png to this folder (needs matplotlib).")
 @click.option("--no-progress", is_flag=True, help="Do not show the progress bar.")
 def bench(strategy_opts: tuple[str, ...], codec_opts: tuple[str, ...], random_: bool, compile_: bool,
-          checkpoints: tuple[str, ...], train_opts: tuple[str, ...], json_path: str | None,
+          checkpoints: tuple[str, ...], train_opts: tuple[str, ...], variants: tuple[str, ...],
+          json_path: str | None,
           csv_path: str | None, md_path: str | None, plots_dir: str | None, no_progress: bool,
           **options: Any) -> None:
     """Compare mask strategies on the same data: mask quality, speed and cost.
@@ -79,6 +85,10 @@ def bench(strategy_opts: tuple[str, ...], codec_opts: tuple[str, ...], random_: 
       maskkit bench --strategies temporal,creative-agent --reference --plots plots/
       maskkit bench --random --batch-size 16 --frames 600 --device cuda --dtype bfloat16
       maskkit bench --strategies all --train-steps 50
+      maskkit bench --strategies '' --train-steps 50 \\
+          --variant "plain=creative-agent" \\
+          --variant "multiscale=creative-agent scales=1,8,32" \\
+          --variant "adv=creative-agent train.adversarial.weight=0.1"
     """
     from rich.console import Console
 
@@ -92,7 +102,7 @@ def bench(strategy_opts: tuple[str, ...], codec_opts: tuple[str, ...], random_: 
     cfg = BenchConfig(**options, strategy_options=_strategy_options(strategy_opts),
                       codec_options=parse_kv(codec_opts, owner="--codec-opt"), random=random_,
                       compile=compile_, checkpoints=list(checkpoints),
-                      train_options=parse_kv(train_opts, owner="--train-opt"))
+                      train_options=parse_kv(train_opts, owner="--train-opt"), variants=list(variants))
     console = Console()
     if not console.is_terminal:  # piped or captured: wide enough for the tables
         console = Console(width=max(console.width, 130))
