@@ -79,6 +79,8 @@ class ArrangeResult:
     hop: int
     num_windows: int
     metrics: dict[str, float] = field(default_factory=dict)
+    #: The style label the masks were conditioned on (``style=``), or None.
+    style: str | int | None = None
 
     @property
     def seconds(self) -> float:
@@ -207,29 +209,46 @@ def _weight_sum(a: int, b: int, offsets: list[int], n: int, weight: Tensor) -> T
 
 # -- building what runs over the windows -------------------------------------------------------
 
-def _model_fn(model: nn.Module, codec: Any, hard: bool) -> WindowFn:
+def _style_kw(style: int | None, batch: int, device: torch.device) -> dict[str, Any]:
+    return {} if style is None else {"style": torch.full((batch,), style, dtype=torch.long, device=device)}
+
+
+def _model_fn(model: nn.Module, codec: Any, hard: bool, style: int | None = None) -> WindowFn:
     def fn(xi: Tensor, xt: Tensor) -> tuple[Tensor, Masks | None]:
         ei, et = codec.encode(xi), codec.encode(xt)
-        res = model(ei, et, hard=hard, return_masks=True)
+        res = model(ei, et, hard=hard, return_masks=True, **_style_kw(style, ei.shape[0], ei.device))
         masks = res[2] if isinstance(res, tuple) and len(res) > 2 else None
         enc = res[0] if isinstance(res, tuple) else res
         return codec.decode(enc, length=xi.shape[-1]), masks
     return fn
 
 
-def _mix_fn(strategy: MaskStrategy, codec: Any, hard: bool) -> WindowFn:
+def _mix_fn(strategy: MaskStrategy, codec: Any, hard: bool, style: int | None = None) -> WindowFn:
     checked = False
 
     def fn(xi: Tensor, xt: Tensor) -> tuple[Tensor, Masks | None]:
         nonlocal checked
         ei, et = codec.encode(xi), codec.encode(xt)
-        masks = strategy(ei, et, hard=hard)
+        masks = strategy(ei, et, hard=hard, **_style_kw(style, ei.shape[0], ei.device))
         if not checked:  # once: a plugin's bad masks get an error naming it
             validate_masks(masks, ei, strategy.name)
             checked = True
         mi, mt = masks.apply(ei, et)
         return codec.decode(mi + mt, length=xi.shape[-1]), masks
     return fn
+
+
+def _check_style(strategy: Any, style: int | None) -> None:
+    """A clear error before any work when a style cannot condition ``strategy``."""
+    if style is None:
+        return
+    name = getattr(strategy, "name", "?")
+    if not getattr(strategy, "supports_style", False):
+        raise ConfigError(f"--style: strategy '{name}' does not support style conditioning")
+    n = int(getattr(getattr(strategy, "config", None), "num_styles", 0) or 0)
+    if not 0 <= int(style) < n:
+        raise ConfigError(f"--style: label {style} is out of range for strategy '{name}', which was built "
+                          f"with {n} style(s)" + ("" if n else " (trained without --style-labels)"))
 
 
 def frame_hop(codec: Any) -> int:
@@ -373,7 +392,8 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
             crossfade: str = "triangle",
             batch_size: int = 4,
             device: torch.device | str | None = "cpu",
-            progress: bool = False) -> ArrangeResult:
+            progress: bool = False,
+            style: str | int | None = None) -> ArrangeResult:
     """Make an arrangement of two whole songs and (with ``output``) write it.
 
     ``input``, ``target``: audio files (any format soundfile reads, any rate, mono or
@@ -395,7 +415,9 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
     :func:`align`. ``window_seconds`` overrides the window; ``overlap`` (0 < overlap < 1,
     default 0.5) sets ``hop = window * (1 - overlap)``; ``crossfade``: ``"triangle"`` or
     ``"hann"``. ``batch_size`` windows go to ``device`` at a time (``"auto"``: CUDA when
-    available). ``progress``: a rich progress bar.
+    available). ``progress``: a rich progress bar. ``style``: condition the masks on a style
+    label (a model trained with ``--style-labels``): a name of the checkpoint's styles, or a
+    label index; ``None`` (default): unconditioned.
 
     Both songs are read (and the output's format checked) before any work, so a missing
     or unreadable file raises :class:`~maskkit.errors.AudioError` naming it and nothing is
@@ -417,12 +439,24 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
     durations = (_duration(input), _duration(target))
 
     ckpt_seconds = None
+    style_names: list[str] | None = None
     if checkpoint is not None:
         if model is not None:
             raise ConfigError("give either checkpoint or model, not both")
-        model, ckpt_codec, ckpt_seconds = load_for_inference(checkpoint, dev)
+        from .train import load_model
+
+        loaded = load_model(checkpoint, map_location=dev)
+        model, ckpt_codec = loaded.model, loaded.codec
+        ckpt_seconds = float(loaded.config.data.segment_seconds)
+        style_names = loaded.styles
+        style_index = loaded.style_index(style) if isinstance(style, str) else style
         if codec is None:
             codec = ckpt_codec
+    elif isinstance(style, str):
+        raise ConfigError(f"style {style!r} by name needs a checkpoint (its style labels); with a model "
+                          f"object give the label index")
+    else:
+        style_index = style
     if codec is None:
         codec = "stft"
     if isinstance(codec, str):
@@ -445,13 +479,15 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
             strategy = getattr(model, "strategy", None)
         if strategy is None:
             raise ConfigError("mix_only needs a strategy (strategy=NAME) or a checkpoint to take it from")
-        fn = _mix_fn(strategy, codec, hard)
+        _check_style(strategy, style_index)
+        fn = _mix_fn(strategy, codec, hard, style_index)
         name = strategy.name
     else:
         if model is None:
             raise ConfigError("arrange needs a checkpoint (or a model), or mix_only=True with a strategy")
         model = model.to(dev).eval()
-        fn = _model_fn(model, codec, hard)
+        _check_style(getattr(model, "strategy", None), style_index)
+        fn = _model_fn(model, codec, hard, style_index)
         name = getattr(getattr(model, "strategy", None), "name", "") or type(model).__name__
 
     seconds = window_seconds or ckpt_seconds or DEFAULT_WINDOW_SECONDS
@@ -511,7 +547,9 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
         save_audio(out_path, audio, out_sr)
     return ArrangeResult(audio=audio, sample_rate=out_sr, path=out_path, strategy=name, mix_only=mix_only,
                          window=min(window, n), hop=hop, num_windows=n_windows,
-                         metrics={k: v / count for k, v in sums.items()} if count else {})
+                         metrics={k: v / count for k, v in sums.items()} if count else {},
+                         style=(style_names[style_index] if style_names and style_index is not None
+                                else style_index))
 
 
 class _ProgressBar:

@@ -129,6 +129,38 @@ class PairDataset(Dataset):
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    #: The style labels of the set (``None``: it has none); see :meth:`style_of`.
+    style_names: tuple[str, ...] | None = None
+
+    def style_of(self, index: int) -> int:
+        """The style label (an index into ``style_names``) of item ``index``: its target song's."""
+        raise ConfigError(f"{type(self).__name__} has no style labels")
+
+
+class StyledPairs(Dataset):
+    """A pair dataset whose items carry their style label: ``(input, target, style)``.
+
+    ``style`` is an index into ``dataset.style_names`` (the target song's label: the style
+    the arrangement should lean towards). Everything else is the wrapped dataset's.
+    """
+
+    def __init__(self, dataset: PairDataset) -> None:
+        if not getattr(dataset, "style_names", None):
+            raise ConfigError(f"{type(dataset).__name__} has no style labels")
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, int]:
+        x_in, x_tg = self.dataset[index]
+        return x_in, x_tg, self.dataset.style_of(index)
+
+    def __getattr__(self, name: str) -> Any:  # set_epoch, style_names, skipped, summary, ...
+        if name == "dataset":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
 
 # -- synthetic --------------------------------------------------------------------------------
 
@@ -157,6 +189,18 @@ class SyntheticPairs(PairDataset):
         if a == b:  # pragma: no cover - probability 2**-62
             b += 1
         return a, b
+
+    @property
+    def style_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        from .synth import GROOVES
+
+        return GROOVES
+
+    def style_of(self, index: int) -> int:
+        """The target song's drum groove (:data:`maskkit.synth.GROOVES`)."""
+        from .synth import GROOVES, describe_song
+
+        return GROOVES.index(describe_song(self.song_seeds(index)[1]).groove)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         from .synth import generate_song
@@ -249,7 +293,8 @@ class FolderPairs(PairDataset):
     """
 
     def __init__(self, songs: Sequence[AudioInfo], num_pairs: int, *, sample_rate: int = 24000,
-                 segment_seconds: float = 4.0, seed: int = 0, train: bool = True) -> None:
+                 segment_seconds: float = 4.0, seed: int = 0, train: bool = True,
+                 song_styles: Sequence[str] | None = None, style_names: Sequence[str] | None = None) -> None:
         super().__init__(sample_rate=sample_rate, segment_seconds=segment_seconds, seed=seed, train=train)
         if len(songs) < 2:
             raise AudioError(f"FolderPairs needs at least 2 songs, got {len(songs)}")
@@ -260,6 +305,17 @@ class FolderPairs(PairDataset):
             raise AudioError(f"{short[0]}: too short: shorter than one segment ({segment_seconds:g} s)")
         self.songs = list(songs)
         self.num_pairs = int(num_pairs)
+        # Style labels (optional): one per song; ``style_names`` fixes their order (the same
+        # list for the training and the validation set).
+        self.song_styles = list(song_styles) if song_styles is not None else None
+        if self.song_styles is not None:
+            if len(self.song_styles) != len(self.songs):
+                raise ConfigError(f"FolderPairs: {len(self.song_styles)} style labels for "
+                                  f"{len(self.songs)} songs")
+            self.style_names = tuple(style_names or sorted(set(self.song_styles)))  # type: ignore[assignment]
+            missing = sorted(set(self.song_styles) - set(self.style_names))
+            if missing:
+                raise ConfigError(f"FolderPairs: style label(s) {missing} not in style_names")
 
     @classmethod
     def from_folder(cls, root: str | os.PathLike, num_pairs: int, *, split: str = "train",
@@ -290,14 +346,25 @@ class FolderPairs(PairDataset):
         assert x is not None
         return normalize_loudness(x), offset
 
-    def item_with_sources(self, index: int) -> tuple[Tensor, Tensor, dict[str, Any]]:
-        """The item and where it comes from: song paths and crop offsets (seconds)."""
+    def _pair(self, index: int) -> tuple[int, int, np.random.Generator]:
+        """Song indices ``(input, target)`` of item ``index`` and the RNG of its crops."""
         index = self._index(index)
         rng = self._rng(index)
         n = len(self.songs)
         a = (index + (self.epoch * self.num_pairs if self.train else 0)) % n
         b = int(rng.integers(0, n - 1))
         b += int(b >= a)
+        return a, b, rng
+
+    def style_of(self, index: int) -> int:
+        """The style label of the target song (its subfolder; see :func:`make_datasets`)."""
+        if self.song_styles is None or self.style_names is None:
+            raise ConfigError("FolderPairs was built without style labels")
+        return self.style_names.index(self.song_styles[self._pair(index)[1]])
+
+    def item_with_sources(self, index: int) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        """The item and where it comes from: song paths and crop offsets (seconds)."""
+        a, b, rng = self._pair(index)
         xa, oa = self._crop(self.songs[a], rng)
         xb, ob = self._crop(self.songs[b], rng)
         meta = {"input": {"path": self.songs[a].path, "offset": round(oa, 6)},
@@ -408,7 +475,7 @@ def detect_layout(source: str | os.PathLike | None) -> str:
 
 def make_datasets(source: str | None = None, *, sample_rate: int = 24000, segment_seconds: float = 4.0,
                   seed: int = 0, train_pairs: int = 256, val_pairs: int = 32, val_fraction: float = 0.1,
-                  skip_bad: bool = False) -> tuple[Dataset, Dataset]:
+                  skip_bad: bool = False, style_labels: bool = False) -> tuple[Dataset, Dataset]:
     """(train, val) datasets for ``source``.
 
     ``None`` or ``"synthetic"``: built-in synthetic music (``train_pairs`` / ``val_pairs``
@@ -418,7 +485,34 @@ def make_datasets(source: str | None = None, *, sample_rate: int = 24000, segmen
     split by song (``val_fraction`` of the songs, at least 2, go to validation). A bad path
     raises :class:`AudioError` naming it; bad files raise, or with ``skip_bad`` are skipped
     and listed in each dataset's ``skipped``.
+
+    ``style_labels``: items are ``(input, target, style)`` (:class:`StyledPairs`), ``style``
+    the target song's label: for a folder of songs the subfolder it is in
+    (``DIR/jazz/a.wav`` -> ``jazz``; every song must be in one), for synthetic music its drum
+    groove. The WAV-pairs layout has no labels.
     """
+    if style_labels:
+        train, val = _make_datasets(source, sample_rate=sample_rate, segment_seconds=segment_seconds,
+                                   seed=seed, train_pairs=train_pairs, val_pairs=val_pairs,
+                                   val_fraction=val_fraction, skip_bad=skip_bad, _styles=True)
+        return StyledPairs(train), StyledPairs(val)  # type: ignore[arg-type]
+    return _make_datasets(source, sample_rate=sample_rate, segment_seconds=segment_seconds, seed=seed,
+                          train_pairs=train_pairs, val_pairs=val_pairs, val_fraction=val_fraction,
+                          skip_bad=skip_bad)
+
+
+def _song_style(info: AudioInfo, root: Path) -> str:
+    rel = Path(info.path).resolve().relative_to(root.resolve())
+    if len(rel.parts) < 2:
+        raise ConfigError(f"--style-labels: the style of a song is the subfolder it is in "
+                          f"({root}/<style>/song.wav), but {info.path} is directly in {root}: move it into "
+                          f"a subfolder")
+    return rel.parts[0]
+
+
+def _make_datasets(source: str | None = None, *, sample_rate: int = 24000, segment_seconds: float = 4.0,
+                   seed: int = 0, train_pairs: int = 256, val_pairs: int = 32, val_fraction: float = 0.1,
+                   skip_bad: bool = False, _styles: bool = False) -> tuple[Dataset, Dataset]:
     layout = detect_layout(source)
     common = dict(sample_rate=sample_rate, segment_seconds=segment_seconds, seed=seed)
     if layout == "synthetic":
@@ -427,6 +521,10 @@ def make_datasets(source: str | None = None, *, sample_rate: int = 24000, segmen
                 SyntheticPairs(val_pairs, seconds=segment_seconds, sample_rate=sample_rate, seed=seed,
                                train=False))
     root = Path(str(source))
+    if layout == "pairs" and _styles:
+        raise ConfigError(f"--style-labels: {root} holds WAV pairs, which carry no style labels; give a "
+                          f"folder of songs in one subfolder per style ({root}/<style>/song.wav) or the "
+                          f"synthetic data")
     if layout == "pairs":
         train = WavPairs(root / "train", train=True, skip_bad=skip_bad, **common)  # type: ignore[arg-type]
         if _pair_files(root / "val")[0]:
@@ -445,8 +543,15 @@ def make_datasets(source: str | None = None, *, sample_rate: int = 24000, segmen
         return train, val
     cat = scan_songs(root, segment_seconds=segment_seconds, skip_bad=skip_bad)
     train_songs, val_songs = split_songs(cat.songs, root, val_fraction)
-    tr = FolderPairs(train_songs, train_pairs, train=True, **common)  # type: ignore[arg-type]
-    va = FolderPairs(val_songs, val_pairs, train=False, **common)  # type: ignore[arg-type]
+    tr_kw: dict[str, Any] = dict(common)
+    va_kw: dict[str, Any] = dict(common)
+    if _styles:
+        labels = {s.path: _song_style(s, root) for s in cat.songs}
+        names = sorted(set(labels.values()))
+        tr_kw.update(song_styles=[labels[s.path] for s in train_songs], style_names=names)
+        va_kw.update(song_styles=[labels[s.path] for s in val_songs], style_names=names)
+    tr = FolderPairs(train_songs, train_pairs, train=True, **tr_kw)
+    va = FolderPairs(val_songs, val_pairs, train=False, **va_kw)
     tr.skipped = list(cat.bad)
     va.skipped = list(cat.bad)
     return tr, va

@@ -167,19 +167,28 @@ class SimpleTransformer(nn.Module):
                              f"input has D={enc_input.shape[1]} channels (was the model built for another "
                              f"codec?)")
 
-    def masks(self, enc_input: Tensor, enc_target: Tensor, *, hard: bool = False) -> Masks:
-        """The strategy's masks for this pair (validated when ``check_strategy_output``)."""
-        masks = self.strategy(enc_input, enc_target, hard=hard)
+    def masks(self, enc_input: Tensor, enc_target: Tensor, *, hard: bool = False,
+              style: Tensor | None = None) -> Masks:
+        """The strategy's masks for this pair (validated when ``check_strategy_output``);
+        ``style``: ``[B]`` style labels for strategies with ``supports_style``, or None."""
+        if style is None:
+            masks = self.strategy(enc_input, enc_target, hard=hard)
+        elif not self.strategy.supports_style:
+            raise ValueError(f"strategy '{self.strategy.name}' does not support style conditioning "
+                             f"(supports_style is False): drop the style labels")
+        else:
+            masks = self.strategy(enc_input, enc_target, hard=hard, style=style)
         if self.check_strategy_output:
             validate_masks(masks, enc_input, self.strategy.name, _strategy_origin(self.strategy.name))
         return masks
 
     def forward(self, enc_input: Tensor, enc_target: Tensor, *, hard: bool = False,
-                return_masks: bool = False
+                return_masks: bool = False, style: Tensor | None = None
                 ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, Masks]:
-        """``(output [B, D, T], reg_loss)``, or ``(output, reg_loss, masks)`` with ``return_masks``."""
+        """``(output [B, D, T], reg_loss)``, or ``(output, reg_loss, masks)`` with ``return_masks``.
+        ``style``: ``[B]`` style labels, passed to a strategy with ``supports_style``."""
         self._check_inputs(enc_input, enc_target)
-        masks = self.masks(enc_input, enc_target, hard=hard)
+        masks = self.masks(enc_input, enc_target, hard=hard, style=style)
         mi, mt = masks.apply(enc_input, enc_target)
         # apply() broadcasts, but a mask may carry a lower dtype under autocast: keep the input's.
         mi, mt = mi.to(enc_input.dtype), mt.to(enc_input.dtype)

@@ -103,6 +103,11 @@ class MaskStrategy(nn.Module):
     learnable: ClassVar[bool] = False
     #: The strategy promises input_mask + target_mask == 1 (the conformance kit checks it).
     complementary: ClassVar[bool] = False
+    #: Style conditioning: the strategy has an integer option ``num_styles`` (0 = off; the
+    #: trainer sets it to the number of style labels in the data) and its ``forward`` takes
+    #: ``style=``, a ``[B]`` tensor of labels in ``[0, num_styles)`` or ``None``
+    #: (unconditioned). Only ever passed when not ``None``.
+    supports_style: ClassVar[bool] = False
     Config: ClassVar[type] = NoOptions
 
     def __init__(self, config: Any = None, *, spec: EncodingSpec | None = None) -> None:

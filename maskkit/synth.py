@@ -57,6 +57,8 @@ _STEPS_PER_BAR = 16
 _ENVELOPES = {"bass": (0.004, 0.25, 0.55, 0.05), "chords": (0.04, 0.6, 0.7, 0.25),
               "melody": (0.01, 0.3, 0.6, 0.12)}
 _BARS_PER_SECTION = 4
+#: The drum grooves of the synthetic songs: the built-in data's style labels (``--style-labels``).
+GROOVES = ("four-on-floor", "backbeat", "halftime", "breakbeat")
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def _plan(seed: int) -> SongPlan:
         scale=scale,
         progression=_PROGRESSIONS[int(rng.integers(len(_PROGRESSIONS)))],
         swing=float(rng.choice([0.0, 0.0, 0.08, 0.15])),
-        groove=str(rng.choice(["four-on-floor", "backbeat", "halftime", "breakbeat"])),
+        groove=str(rng.choice(list(GROOVES))),
         bass_timbre=str(rng.choice(["saw", "square", "triangle", "pulse"])),
         chord_timbre=str(rng.choice(["saw", "organ", "triangle", "square"])),
         melody_timbre=str(rng.choice(["sine", "triangle", "square", "pulse", "saw"])),

@@ -35,6 +35,11 @@ gradients           the masked pair back-propagates to the inputs; a learnable s
                     a finite gradient to every parameter, with soft and with hard masks
 state_dict          ``state_dict`` survives ``torch.save``/``torch.load(weights_only=True)``
                     into a fresh instance (strict) and gives the same masks
+critic              ``build_critic()`` (when not ``None``) gives a module whose logits are
+                    ``[B, K]``, finite, and pass a gradient to the encodings it reads
+style               (``supports_style`` only) an integer option ``num_styles``; with it set,
+                    ``style=`` labels give valid masks, ``style=None`` works, and a single label
+                    is accepted for the whole batch
 ==================  ===========================================================================
 
 A check that cannot apply (``complementary`` for a strategy that does not promise it) is
@@ -472,6 +477,66 @@ def check_state_dict(case: StrategyCase) -> None:
                                      f"persistent buffers")
 
 
+def check_critic(case: StrategyCase) -> None:
+    """A critic for adversarial training, when the strategy offers one (``build_critic``)."""
+    from .adversarial import frozen_logits, generator_loss
+
+    c = "critic"
+    critic = case.build().build_critic()
+    if critic is None:
+        raise NotApplicable("the strategy offers no critic (build_critic() returns None)")
+    if not isinstance(critic, torch.nn.Module):
+        raise _fail(c, case, f"build_critic() returned {type(critic).__name__}, expected a torch.nn.Module")
+    B, D, T = case.main_shape
+    xi, _ = _inputs((B, D, max(T, 16)), seed=10)
+    xi = xi.clone().requires_grad_(True)
+    try:
+        logits = frozen_logits(critic, xi)
+    except Exception as e:
+        raise _fail(c, case, f"its critic raised on [B, D, T] = {tuple(xi.shape)}: "
+                             f"{type(e).__name__}: {e}") from None
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != B:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise _fail(c, case, f"its critic returned {shape}; expected logits [B={B}, K]")
+    if not bool(torch.isfinite(logits).all()):
+        raise _fail(c, case, "its critic returned NaN or Inf logits")
+    generator_loss(logits).backward()
+    if xi.grad is None or not bool(torch.isfinite(xi.grad).all()) or float(xi.grad.abs().sum()) == 0.0:
+        raise _fail(c, case, "no finite, non-zero gradient reaches the encodings through its critic")
+
+
+def check_style(case: StrategyCase) -> None:
+    """Style conditioning (``supports_style``): ``num_styles`` option, ``style=`` labels."""
+    c = "style"
+    if not case.cls.supports_style:
+        raise NotApplicable("the strategy does not declare supports_style = True")
+    fields = {f.name: f for f in dataclasses.fields(case.cls.Config)} if dataclasses.is_dataclass(
+        case.cls.Config) else {}
+    if "num_styles" not in fields:
+        raise _fail(c, case, "supports_style is True but its Config has no option 'num_styles'")
+    opts = case.options
+    if opts is None or isinstance(opts, Mapping):
+        styled: Any = {**(opts or {}), "num_styles": 3}
+    else:
+        styled = [*opts, "num_styles=3"]
+    B, D, T = case.main_shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        s = case.cls(styled, spec=case.spec_for(D)).eval()
+    xi, xt = _inputs(case.main_shape, seed=11)
+    labels = torch.arange(B) % 3
+    try:
+        with torch.no_grad():
+            for style in (labels, torch.tensor(2), None):
+                kw = {} if style is None else {"style": style}
+                m = s(xi, xt, hard=False, **kw)
+                _validate(c, case, m, xi, True, f"style={None if style is None else style.tolist()}")
+    except _CheckFailed:
+        raise
+    except Exception as e:
+        raise _fail(c, case, f"forward with style labels raised {type(e).__name__}: {e}") from None
+
+
 #: Every check, by name, in the order they run.
 CHECKS: dict[str, Callable[[StrategyCase], None]] = {
     "construct": check_construct,
@@ -485,6 +550,8 @@ CHECKS: dict[str, Callable[[StrategyCase], None]] = {
     "complementary": check_complementary,
     "gradients": check_gradients,
     "state_dict": check_state_dict,
+    "critic": check_critic,
+    "style": check_style,
 }
 
 

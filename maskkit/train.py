@@ -73,6 +73,9 @@ from .model import ModelConfig, SimpleTransformer
 #: mean real-probability on the model's output.
 ADVERSARIAL_METRICS = ("adv_gen_loss", "adv_disc_loss", "adv_d_real", "adv_d_fake")
 
+#: Validation pairs drawn in each snapshot (``snapshot_every``).
+SNAPSHOT_PAIRS = 4
+
 #: Exit status of ``maskkit train`` after a clean stop on a signal: 128 + the signal number,
 #: as a shell reports it (SIGINT 130, SIGTERM 143). The checkpoint is saved; ``--resume auto``
 #: continues.
@@ -105,6 +108,9 @@ class DataConfig:
         "help": "share of a folder's songs held out for validation", "min": 0.0, "max": 0.9})
     skip_bad: bool = field(default=False, metadata={"help": "skip unreadable audio files with a warning"})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes per rank", "min": 0})
+    style_labels: bool = field(default=False, metadata={
+        "help": "condition the strategy on each pair's style label: the target song's subfolder (a folder "
+                "of songs in one subfolder per style) or, for synthetic music, its drum groove"})
 
 
 @dataclass
@@ -608,6 +614,17 @@ class LoadedModel:
     step: int
     epoch: int
     metrics: dict[str, Any]
+    #: The style labels the model was trained with (``--style-labels``), or None.
+    styles: list[str] | None = None
+
+    def style_index(self, name: str) -> int:
+        """The label index of style ``name``; :class:`ConfigError` listing the known ones."""
+        if not self.styles:
+            raise ConfigError(f"{self.path} was trained without style labels: --style is not available "
+                              f"(train with --style-labels)")
+        if name not in self.styles:
+            raise ConfigError(f"unknown style {name!r} for {self.path}; its styles: {', '.join(self.styles)}")
+        return self.styles.index(name)
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.model, self.codec))
@@ -643,7 +660,8 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
         raise CheckpointError(f"{path}: the weights do not fit the model they describe: {e}") from None
     device = torch.device(map_location) if isinstance(map_location, str) else map_location
     return LoadedModel(model.to(device).eval(), codec.to(device).eval(), cfg, str(path),
-                       int(ck.get("step", 0)), int(ck.get("epoch", 0)), dict(ck.get("metrics") or {}))
+                       int(ck.get("step", 0)), int(ck.get("epoch", 0)), dict(ck.get("metrics") or {}),
+                       list(ck["styles"]) if ck.get("styles") else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -731,7 +749,6 @@ class Trainer:
         resume_path = dist_utils.broadcast_object(resume_path)
         if resume_path:
             self.ckpt = load_checkpoint(resume_path, map_location="cpu")
-            self._check_resumable(self.ckpt, resume_path)
         elif cfg.resume == "auto":
             self.print(f"--resume auto: no checkpoint in {self.run_dir}; starting a new run")
         self.resume_path = resume_path
@@ -744,6 +761,20 @@ class Trainer:
             p.requires_grad_(False)
         self.spec = self.codec.spec
         self.sample_rate = int(self.codec.sample_rate)
+
+        # Data (before the strategy: style labels decide its num_styles).
+        d = cfg.data
+        self.train_ds, self.val_ds = make_datasets(
+            d.source, sample_rate=self.sample_rate, segment_seconds=d.segment_seconds, seed=cfg.seed,
+            train_pairs=d.train_pairs, val_pairs=d.val_pairs, val_fraction=d.val_fraction,
+            skip_bad=d.skip_bad, style_labels=d.style_labels)
+        self.styles: list[str] | None = list(self.train_ds.style_names) if d.style_labels else None
+        if self.styles is not None:
+            self._condition_on_styles(self.styles)
+        if self.ckpt is not None:
+            assert resume_path is not None
+            self._check_resumable(self.ckpt, resume_path)
+
         strategy = build_strategy(cfg.strategy, dict(cfg.strategy_options), spec=self.spec)
         self.model = SimpleTransformer(cfg.model, strategy, self.spec.dim).to(self.device)
         loss_cfg = dataclasses.replace(cfg.loss, sample_rate=self.sample_rate)
@@ -763,12 +794,6 @@ class Trainer:
 
         np.random.seed(seed_rank % (2**32))
 
-        # Data.
-        d = cfg.data
-        self.train_ds, self.val_ds = make_datasets(
-            d.source, sample_rate=self.sample_rate, segment_seconds=d.segment_seconds, seed=cfg.seed,
-            train_pairs=d.train_pairs, val_pairs=d.val_pairs, val_fraction=d.val_fraction,
-            skip_bad=d.skip_bad)
         self.sampler = _ResumableSampler(self.train_ds, self.world, self.rank, cfg.seed, cfg.batch_size)
         self.steps_per_epoch = self.sampler.batches_per_epoch
         if self.steps_per_epoch < 1:
@@ -854,6 +879,22 @@ class Trainer:
                 self.logger.truncate_after(self.step)
             self._write_config_json()
 
+    def _condition_on_styles(self, styles: list[str]) -> None:
+        """Set the strategy's ``num_styles`` from the data's labels (in ``cfg``, so that the
+        checkpoints record it and rebuild the same strategy)."""
+        cfg = self.cfg
+        if not self.entry.cls.supports_style:
+            from .plugins import get_strategy_entry, strategy_names
+
+            able = [n for n in strategy_names() if get_strategy_entry(n).cls.supports_style]
+            raise ConfigError(f"--style-labels: strategy '{cfg.strategy}' does not support style "
+                              f"conditioning; strategies that do: {', '.join(able) or 'none installed'}")
+        given = cfg.strategy_options.get("num_styles")
+        if given not in (None, len(styles)):
+            raise ConfigError(f"strategy option num_styles={given}, but the data has {len(styles)} style "
+                              f"labels ({', '.join(styles)}): drop the option, the trainer sets it")
+        cfg.strategy_options = {**cfg.strategy_options, "num_styles": len(styles)}
+
     def _check_resumable(self, ck: dict[str, Any], path: str) -> None:
         saved = ck.get("config") or {}
         mine = self.cfg.to_dict()
@@ -864,6 +905,9 @@ class Trainer:
                 f"cannot resume from {path}: it was trained with other model settings ({detail}). Resume "
                 f"with the checkpoint's settings (`maskkit train --resume {path}` with no model options, or "
                 f"TrainConfig.from_checkpoint(path)), or train a new run in another --checkpoint-dir")
+        if self.styles is not None and ck.get("styles") not in (None, self.styles):
+            raise ConfigError(f"cannot resume from {path}: it was trained with the style labels "
+                              f"{ck['styles']}, the data now has {self.styles}")
         changed = [k for k in ("batch_size", "seed", "optim", "loss", "data", "adversarial") if k in saved
                    and _normalise(saved[k]) != _normalise(mine[k])]
         if changed:
@@ -880,6 +924,7 @@ class Trainer:
         pairs = [self.train_ds[i] for i in range(n)]
         x_in = torch.stack([p[0] for p in pairs]).to(self.device)
         x_tg = torch.stack([p[1] for p in pairs]).to(self.device)
+        style = torch.tensor([p[2] for p in pairs], device=self.device) if self.styles is not None else None
         cpu_state = torch.get_rng_state()
         cuda_state = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
         was_training = self.model.training
@@ -888,9 +933,11 @@ class Trainer:
             with torch.no_grad():
                 e_in, e_tg = self.codec.encode(x_in), self.codec.encode(x_tg)
                 self.model.check_strategy_output = True  # shapes, range, finiteness; names the plugin
-                self.model.masks(e_in, e_tg)
+                self.model.masks(e_in, e_tg, style=style)
                 self.model.check_strategy_output = False
-            out, reg, masks = self.model(e_in, e_tg, return_masks=True)
+                if self.critic is not None:
+                    adversarial.check_critic(self.critic, e_tg, self.cfg.strategy, self.entry.origin)
+            out, reg, masks = self.model(e_in, e_tg, return_masks=True, style=style)
             audio = self.codec.decode(out.float(), length=x_in.shape[-1])
             bal = masks.extras.get("balance_loss") if isinstance(masks.extras, dict) else None
             total, _ = self.loss_fn(audio, x_in, x_tg, reg_loss=reg, balance_loss=bal)
@@ -979,6 +1026,7 @@ class Trainer:
                          "learnable": bool(self.model.strategy.learnable)},
             "codec": {"name": cfg.codec, "options": self.codec.config_dict()},
             "spec": dataclasses.asdict(self.spec),
+            "styles": self.styles,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -1024,13 +1072,19 @@ class Trainer:
     def _autocast(self) -> Any:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def _forward(self, module: Any, x_in: Tensor, x_tg: Tensor
+    def _batch(self, batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(input, target, style labels or None)`` of a loader batch, on the device."""
+        x_in, x_tg = batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
+        style = batch[2].to(self.device, non_blocking=True) if len(batch) > 2 else None
+        return x_in, x_tg, style
+
+    def _forward(self, module: Any, x_in: Tensor, x_tg: Tensor, style: Tensor | None = None
                  ) -> tuple[Tensor, dict[str, Tensor], Any, tuple[Tensor, Tensor, Tensor]]:
         """``(loss, components, masks, (enc_input, enc_target, output encoding))``."""
         with torch.no_grad():
             e_in, e_tg = self.codec.encode(x_in), self.codec.encode(x_tg)
         with self._autocast():
-            out, reg, masks = module(e_in, e_tg, return_masks=True)
+            out, reg, masks = module(e_in, e_tg, return_masks=True, style=style)
         audio = self.codec.decode(out.float(), length=x_in.shape[-1])
         bal = masks.extras.get("balance_loss") if isinstance(masks.extras, dict) else None
         total, comps = self.loss_fn(audio, x_in, x_tg, reg_loss=reg, balance_loss=bal)
@@ -1067,7 +1121,8 @@ class Trainer:
         self._d_last = (d_loss.detach(), torch.sigmoid(logits[:n_real].detach()).mean())
         return bad
 
-    def train_step(self, x_in: Tensor, x_tg: Tensor) -> tuple[dict[str, float], bool, bool]:
+    def train_step(self, x_in: Tensor, x_tg: Tensor, style: Tensor | None = None
+                   ) -> tuple[dict[str, float], bool, bool]:
         """One optimizer step. Returns (global mean metrics, skipped?, stop requested?).
 
         With adversarial training active: the critic's update first (every
@@ -1075,7 +1130,7 @@ class Trainer:
         from .metrics import complementarity
 
         self.model.train()
-        total, comps, masks, (e_in, e_tg, out) = self._forward(self.fwd_model, x_in, x_tg)
+        total, comps, masks, (e_in, e_tg, out) = self._forward(self.fwd_model, x_in, x_tg, style)
         adv_values: list[Tensor] = []
         d_bad = torch.zeros((), dtype=torch.bool, device=self.device)
         if self.adversarial_active():
@@ -1142,11 +1197,11 @@ class Trainer:
         self.model.eval()
         keys = list(COMPONENTS) + list(METRICS)
         sums = torch.zeros(len(keys) + 1, dtype=torch.float64, device=self.device)
-        for i, (x_in, x_tg) in enumerate(self.val_loader):
-            x_in, x_tg = x_in.to(self.device, non_blocking=True), x_tg.to(self.device, non_blocking=True)
+        for i, batch in enumerate(self.val_loader):
+            x_in, x_tg, style = self._batch(batch)
             if i == 0 and snapshot_epoch is not None and self.main:
-                self._snapshot(x_in, x_tg, snapshot_epoch)
-            _, comps, masks, _ = self._forward(self.model, x_in, x_tg)
+                self._snapshot(x_in, x_tg, style, snapshot_epoch)
+            _, comps, masks, _ = self._forward(self.model, x_in, x_tg, style)
             im, tm = masks.input_mask.float(), masks.target_mask.float()
             vals = [comps[k].double() for k in COMPONENTS] + [METRICS[k](im, tm).double() for k in METRICS]
             b = x_in.shape[0]
@@ -1159,12 +1214,14 @@ class Trainer:
         self.model.train()
         return out
 
-    def _snapshot(self, x_in: Tensor, x_tg: Tensor, epoch: int) -> None:
+    def _snapshot(self, x_in: Tensor, x_tg: Tensor, style: Tensor | None, epoch: int) -> None:
         from .snapshots import save_validation_snapshot
 
+        n = SNAPSHOT_PAIRS
+        kwargs = {"style": style[:n]} if style is not None else None
         try:
             snap = save_validation_snapshot(self.model, self.codec, x_in, x_tg, self.run_dir / "snapshots",
-                                            epoch)
+                                            epoch, max_pairs=n, strategy_kwargs=kwargs)
         except Exception as e:  # noqa: BLE001 - a picture must never stop a training run
             self.warn(f"epoch {epoch}: could not save the validation snapshot: {type(e).__name__}: {e}")
             return
@@ -1214,6 +1271,15 @@ class Trainer:
         self.print(f"Data: {src}: {len(self.train_ds)} training / {len(self.val_ds)} validation pairs of "
                    f"{cfg.data.segment_seconds:g} s; batch {cfg.batch_size} per process x {self.world} = "
                    f"{gb}; {self.steps_per_epoch} steps per epoch, {self.total_steps} in all")
+        if self.styles is not None:
+            self.print(f"Style conditioning: {len(self.styles)} labels ({', '.join(self.styles)}), each "
+                       f"pair's target song's")
+        if self.critic is not None:
+            a = cfg.adversarial
+            n_critic = sum(p.numel() for p in self.critic.parameters())
+            self.print(f"Adversarial training: critic {n_critic:,} parameters, weight {a.weight}, lr "
+                       f"{a.disc_lr}, every {a.disc_update_freq} step(s), after {a.warmup_epochs} warm-up "
+                       f"epoch(s)")
         if self.resume_path:
             self.print(f"Resumed from {self.resume_path}: epoch {self.epoch + 1}, batch "
                        f"{self.batch_in_epoch}, step {self.step}")
@@ -1246,10 +1312,8 @@ class Trainer:
                 t_epoch = time.perf_counter()
                 t_last = t_epoch
                 interrupted = False
-                for x_in, x_tg in self.loader:
-                    x_in = x_in.to(self.device, non_blocking=True)
-                    x_tg = x_tg.to(self.device, non_blocking=True)
-                    metrics, skipped, stop_all = self.train_step(x_in, x_tg)
+                for batch in self.loader:
+                    metrics, skipped, stop_all = self.train_step(*self._batch(batch))
                     self.batch_in_epoch += 1
                     now = time.perf_counter()
                     dt, t_last = now - t_last, now

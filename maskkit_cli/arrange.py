@@ -36,6 +36,9 @@ def _length(value: str) -> str | float:
               help="No transformer: apply the masks and decode the masked mix (no checkpoint needed).")
 @click.option("--codec", default=None, help="Codec for --mix-only without a checkpoint (default: stft).")
 @click.option("--hard", is_flag=True, help="Hard (0/1) masks.")
+@click.option("--style", metavar="NAME",
+              help="Condition the masks on this style (a model trained with --style-labels; the error lists "
+                   "its styles).")
 @click.option("--sr", "sample_rate", type=click.IntRange(min=1000),
               help="Sample rate of the output (default: the model's).")
 @click.option("--length", default="shortest", show_default=True, metavar="shortest|longest|SECONDS",
@@ -54,7 +57,7 @@ def _length(value: str) -> str | float:
 def arrange(input: str, target: str, output: str, checkpoint: str | None, strategy: str | None,
             strategy_opt: tuple[str, ...], mix_only: bool, codec: str | None, hard: bool,
             sample_rate: int | None, length: str, fill: str, window_seconds: float | None, overlap: float,
-            crossfade: str, batch_size: int, device: str, quiet: bool) -> None:
+            crossfade: str, batch_size: int, device: str, quiet: bool, style: str | None) -> None:
     """Arrange two songs INPUT and TARGET into one (any format soundfile reads, any rate,
     mono or stereo).
 
@@ -74,12 +77,14 @@ def arrange(input: str, target: str, output: str, checkpoint: str | None, strate
     res = run(input, target, output, checkpoint=checkpoint, strategy=strategy,
               strategy_options=_kv(strategy_opt), mix_only=mix_only, codec=codec, hard=hard,
               sample_rate=sample_rate, length=_length(length), fill=fill, window_seconds=window_seconds,
-              overlap=overlap, crossfade=crossfade, batch_size=batch_size, device=device, progress=not quiet)
+              overlap=overlap, crossfade=crossfade, batch_size=batch_size, device=device, progress=not quiet,
+              style=style)
     if not quiet:
         m = res.metrics
         extra = (f", complementarity {m['complementarity']:.1f}%, coverage {m['coverage']:.3f}"
                  if "complementarity" in m else "")
         mode = " (mix only)" if res.mix_only else ""
+        mode += f", style '{res.style}'" if res.style is not None else ""
         click.echo(f"wrote {res.path}: {res.seconds:.2f} s at {res.sample_rate} Hz, strategy "
                    f"'{res.strategy}'{mode}, {res.num_windows} windows{extra}")
 

@@ -64,6 +64,10 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--val-pairs", type=int, help="Synthetic validation pairs.")
 @click.option("--val-fraction", type=float, help="Share of a folder's songs held out for validation.")
 @click.option("--num-workers", type=int, help="DataLoader worker processes per rank.")
+@click.option("--style-labels", is_flag=True, default=None,
+              help="Condition the strategy on each pair's style label: the target song's subfolder "
+                   "(DIR/<style>/song.wav), or for synthetic music its drum groove; then "
+                   "`maskkit arrange --style NAME`.")
 @click.option("--skip-bad", is_flag=True, default=None, help="Skip unreadable audio files with a warning.")
 @click.option("--checkpoint-dir", "--checkpoint_dir", "checkpoint_dir", metavar="DIR",
               help="Run folder: checkpoints and metrics. [default: runs/<strategy>]")
@@ -181,7 +185,8 @@ def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> Any:
             loss[name] = opts[name]
     if given("data"):
         data["source"] = opts["data"]
-    for name in ("segment_seconds", "train_pairs", "val_pairs", "val_fraction", "num_workers", "skip_bad"):
+    for name in ("segment_seconds", "train_pairs", "val_pairs", "val_fraction", "num_workers", "skip_bad",
+                 "style_labels"):
         if given(name):
             data[name] = opts[name]
     for name in ("lr", "weight_decay", "warmup_steps", "schedule", "grad_clip"):

@@ -241,13 +241,65 @@ BROKEN = [
 ]
 
 
+OPTIONAL = {"critic", "style"}  # capabilities the reference strategies do not offer: skipped
+
+
 def test_reference_strategies_pass():
     report = check_strategy(Good)
     assert set(report) == set(CHECKS)
-    assert all(v == "passed" for v in report.values()), report
+    assert all(report[k].startswith("skipped") for k in OPTIONAL), report
+    assert all(v == "passed" for k, v in report.items() if k not in OPTIONAL), report
     report = check_strategy(LearnableBase)
     assert report["complementary"].startswith("skipped")
-    assert all(v == "passed" for k, v in report.items() if k != "complementary"), report
+    assert all(v == "passed" for k, v in report.items() if k not in {"complementary", *OPTIONAL}), report
+
+
+# -- the optional capabilities: a critic, style conditioning ---------------------------------------
+class WithCritic(Good):
+    name = "with-critic"
+
+    def build_critic(self):
+        return nn.Sequential(nn.Conv1d(self.spec.dim, 4, 3), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                             nn.Linear(4, 2))
+
+
+class CriticWrongShape(Good):
+    name = "critic-wrong-shape"
+
+    def build_critic(self):
+        return nn.Conv1d(self.spec.dim, 2, 1)  # [B, 2, T]: not logits [B, K]
+
+
+class Styled(Good):
+    name = "styled"
+    supports_style = True
+
+    @dataclass
+    class Config:
+        num_styles: int = 0
+
+    def forward(self, x_input, x_target, *, hard=False, style=None):
+        m = self.mask(x_input)
+        if style is not None:
+            shift = torch.as_tensor(style, dtype=m.dtype).reshape(-1, 1, 1) / max(self.config.num_styles, 1)
+            m = (m + shift).clamp(0, 1)
+        if hard:
+            m = (m > 0.5).to(x_input.dtype)
+        return Masks(m, 1 - m)
+
+
+class StyledWithoutOption(Good):
+    name = "styled-without-option"
+    supports_style = True
+
+
+def test_optional_capabilities_are_checked_when_offered():
+    assert check_strategy(WithCritic)["critic"] == "passed"
+    assert check_strategy(Styled)["style"] == "passed"
+    with pytest.raises(AssertionError, match=r"\[critic\] strategy 'critic-wrong-shape'.*expected logits"):
+        check_strategy(CriticWrongShape, checks=["critic"])
+    with pytest.raises(AssertionError, match=r"\[style\] .*no option 'num_styles'"):
+        check_strategy(StyledWithoutOption, checks=["style"])
 
 
 @pytest.mark.parametrize("cls, check, detail", BROKEN, ids=[b[0].name for b in BROKEN])
@@ -266,7 +318,7 @@ def test_broken_strategy_passes_the_checks_it_does_not_break():
     # a broken promise of complementarity is only that: the kit does not blame unrelated checks
     report = check_strategy(NotComplementary, xfail={"complementary": "broken on purpose"})
     assert report["complementary"] == "xfailed: broken on purpose"
-    assert all(v == "passed" for k, v in report.items() if k != "complementary"), report
+    assert all(v == "passed" for k, v in report.items() if k not in {"complementary", *OPTIONAL}), report
 
 
 def test_xfail_that_passes_is_reported():

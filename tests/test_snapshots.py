@@ -190,7 +190,8 @@ def test_trainer_saves_snapshots_every_n_epochs_without_changing_the_run(tmp_pat
 
     from maskkit.train import train
 
-    agent = ("--strategy", "creative-agent", "--strategy-opt", "hidden_dim=8", "--strategy-opt", "num_heads=2")
+    agent = ("--strategy", "creative-agent", "--strategy-opt", "hidden_dim=8",
+             "--strategy-opt", "num_heads=2")
     args = ("--train-pairs", "4", "--batch-size", "4", "--epochs", "3")
     with_snaps = train(tiny(tmp_path / "a", *args, "--snapshot-every", "2", strategy=agent))
     without = train(tiny(tmp_path / "b", *args, strategy=agent))

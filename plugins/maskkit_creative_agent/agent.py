@@ -187,7 +187,7 @@ class AttentionMaskGenerator(nn.Module):
     def __init__(self, encoding_dim: int = 128, hidden_dim: int = 256, num_heads: int = 4,
                  dropout: float = 0.1, *, overlap_weight: float = 10.0, coverage_weight: float = 0.5,
                  diversity_weight: float = 5.0, diversity_floor: float = 0.05, balance_weight: float = 1.0,
-                 gumbel_tau: float = 1.0, scales: tuple[int, ...] = ()) -> None:
+                 gumbel_tau: float = 1.0, scales: tuple[int, ...] = (), num_styles: int = 0) -> None:
         super().__init__()
         if hidden_dim % num_heads:
             raise ValueError(f"AttentionMaskGenerator: hidden_dim ({hidden_dim}) must be divisible by "
@@ -215,6 +215,16 @@ class AttentionMaskGenerator(nn.Module):
         self.scales = check_scales(scales)
         self.scale_logits: nn.Parameter | None = (
             nn.Parameter(torch.zeros(len(self.scales))) if self.scales else None)
+        # Style conditioning, off by default: a learned (scale, shift) of the attention output
+        # per style label and mask head (FiLM), zero at first, so an untrained conditioned
+        # generator equals the unconditioned one; ``style=None`` always means unconditioned.
+        if num_styles < 0:
+            raise ValueError(f"AttentionMaskGenerator: num_styles must be >= 0, got {num_styles}")
+        self.num_styles = int(num_styles)
+        self.style_film: nn.Embedding | None = None
+        if self.num_styles:
+            self.style_film = nn.Embedding(self.num_styles, 4 * hidden_dim)
+            nn.init.zeros_(self.style_film.weight)
 
     # -- layers ------------------------------------------------------------------------------
     def _features(self, x: Tensor, analyzer: nn.Sequential) -> Tensor:
@@ -253,9 +263,11 @@ class AttentionMaskGenerator(nn.Module):
         z = _conv(F.relu(z, inplace=True), head[2])  # [B, D, T, 1] channels-last
         return z.squeeze(-1).contiguous()
 
-    def logits(self, x_input: Tensor, x_target: Tensor) -> tuple[Tensor, Tensor]:
-        """Pre-sigmoid mask logits ``[B, D, T]`` for the input and the target."""
+    def logits(self, x_input: Tensor, x_target: Tensor, style: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Pre-sigmoid mask logits ``[B, D, T]`` for the input and the target; ``style``:
+        ``[B]`` style labels (generators built with ``num_styles``), or None."""
         self._check(x_input, x_target)
+        film = self._style_film(style, x_input.shape[0])
         qkv_in = self._qkv(self._features(x_input, self.input_analyzer))
         qkv_tg = self._qkv(self._features(x_target, self.target_analyzer))
         p = self.dropout if self.training else 0.0
@@ -265,7 +277,28 @@ class AttentionMaskGenerator(nn.Module):
         else:  # also at pooled (beat-, bar-sized) time scales, mixed by learned weights
             o_in, o_tg = multi_scale_cross_attention(qkv_in, qkv_tg, self.num_heads, p, self.scales,
                                                      self.scale_logits)
+        if film is not None:  # [B, 4H]: scale and shift of each head's attention output
+            g_in, b_in, g_tg, b_tg = film.to(o_in.dtype).unsqueeze(1).chunk(4, dim=-1)
+            o_in = torch.addcmul(b_in, o_in, 1.0 + g_in)
+            o_tg = torch.addcmul(b_tg, o_tg, 1.0 + g_tg)
         return self._head(o_in, self.input_mask_head), self._head(o_tg, self.target_mask_head)
+
+    def _style_film(self, style: Tensor | None, batch: int) -> Tensor | None:
+        if style is None:
+            return None
+        if self.style_film is None:
+            raise ValueError("AttentionMaskGenerator: got a style label, but it was built without style "
+                             "conditioning (num_styles=0)")
+        style = torch.as_tensor(style, device=self.style_film.weight.device).long().reshape(-1)
+        if style.numel() == 1 and batch > 1:
+            style = style.expand(batch)
+        if style.numel() != batch:
+            raise ValueError(f"AttentionMaskGenerator: {style.numel()} style labels for a batch of {batch}")
+        lo, hi = int(style.min()), int(style.max())
+        if lo < 0 or hi >= self.num_styles:
+            raise ValueError(f"AttentionMaskGenerator: style labels must be in [0, {self.num_styles}), "
+                             f"got {lo}..{hi}")
+        return self.style_film(style)
 
     def _check(self, x_input: Tensor, x_target: Tensor) -> None:
         if x_input.dim() != 3 or x_input.shape != x_target.shape:
@@ -306,11 +339,12 @@ class AttentionMaskGenerator(nn.Module):
         m_in = hard + (soft - soft.detach())  # exactly `hard` in value
         return m_in, 1.0 - m_in
 
-    def masks(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False) -> Masks:
+    def masks(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False, style: Tensor | None = None
+              ) -> Masks:
         """The masks as a :class:`maskkit.Masks`: soft sigmoid masks, or with ``hard`` binary,
         exactly complementary ones (straight-through Gumbel-softmax). ``reg_loss`` and every
         extra are computed from the soft masks, so they keep their gradient either way."""
-        z_in, z_tg = self.logits(x_input, x_target)
+        z_in, z_tg = self.logits(x_input, x_target, style)
         s_in, s_tg = torch.sigmoid(z_in), torch.sigmoid(z_tg)
         reg, extras = self.regularization(s_in, s_tg)
         if hard:

@@ -44,6 +44,11 @@ class CreativeAgentConfig:
         "help": "multi-scale attention: frames per pooled window of each scale, e.g. 1,8,32 (frames, "
                 "~beats, ~bars at ~94 frames/s), mixed by learned weights; empty = off (the seed's design)"})
 
+    num_styles: int = field(default=0, metadata={
+        "help": "style conditioning: number of style labels, each a learned scale and shift of the attention "
+                "output before the mask heads (the trainer sets it from the data with --style-labels); "
+                "0 = off", "min": 0})
+
     def validate(self) -> None:
         if self.hidden_dim % self.num_heads:
             raise ConfigError(f"strategy 'creative-agent': option 'hidden_dim' ({self.hidden_dim}) must be "
@@ -65,6 +70,7 @@ class CreativeAgentStrategy(_AgentAPI, MaskStrategy):
     description = ("Learned masks from cross-attention between the two songs (the seed's CreativeAgent); "
                    "conv feature extractors, 4 heads both ways, sigmoid mask heads.")
     learnable = True
+    supports_style = True
     Config = CreativeAgentConfig
 
     def __init__(self, config: Any = None, *, spec: EncodingSpec | None = None) -> None:
@@ -76,12 +82,13 @@ class CreativeAgentStrategy(_AgentAPI, MaskStrategy):
             D, c.hidden_dim, c.num_heads, c.dropout, overlap_weight=c.overlap_weight,
             coverage_weight=c.coverage_weight, diversity_weight=c.diversity_weight,
             diversity_floor=c.diversity_floor, balance_weight=c.balance_weight, gumbel_tau=c.gumbel_tau,
-            scales=c.scales)
+            scales=c.scales, num_styles=c.num_styles)
         self.discriminator: StyleDiscriminator | None = (
             StyleDiscriminator(D) if c.use_discriminator else None)
 
-    def forward(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False) -> Masks:
-        return self.mask_generator.masks(x_input, x_target, hard=hard)
+    def forward(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False,
+                style: Tensor | None = None) -> Masks:
+        return self.mask_generator.masks(x_input, x_target, hard=hard, style=style)
 
     def build_critic(self) -> nn.Module:
         """A fresh StyleDiscriminator (both heads' logits) for the trainer's adversarial phase."""
