@@ -1246,14 +1246,15 @@ def _output_similarity(loaded: Any, tcfg: Any,
     d = tcfg.data
     _, val = make_datasets(d.source, sample_rate=int(codec.sample_rate), segment_seconds=d.segment_seconds,
                            seed=tcfg.seed, train_pairs=d.train_pairs, val_pairs=d.val_pairs,
-                           val_fraction=d.val_fraction, skip_bad=d.skip_bad)
+                           val_fraction=d.val_fraction, skip_bad=d.skip_bad, style_labels=d.style_labels)
     sums: dict[str, float] = {}
     count = 0
     for i in range(0, len(val), tcfg.batch_size):
         items = [val[j] for j in range(i, min(i + tcfg.batch_size, len(val)))]
         a_in = torch.stack([_audio(it[0]) for it in items]).to(device)
         a_tg = torch.stack([_audio(it[1]) for it in items]).to(device)
-        out, _ = model(codec.encode(a_in), codec.encode(a_tg))
+        style = (torch.tensor([it[2] for it in items], device=device) if d.style_labels else None)
+        out, _ = model(codec.encode(a_in), codec.encode(a_tg), style=style)
         audio = codec.decode(out.float(), length=a_in.shape[-1])
         for k, v in similarity(audio, a_in, a_tg).items():
             sums[k] = sums.get(k, 0.0) + v * len(items)

@@ -170,6 +170,27 @@ def test_train_comparison_applies_a_variants_train_override_to_its_row_only(fres
     assert "Quick training" in md and "| fast |" in md.split("Quick training")[1]
 
 
+def test_issue9_options_as_variants_train_and_report(fresh_plugins, tmp_path):
+    """Adversarial training and style labels are trainer options: each variant trains with its own."""
+    pytest.importorskip("maskkit_creative_agent")
+    ca = "creative-agent hidden_dim=8 num_heads=2"
+    result = run_bench(strategies="", train_steps=2, variants=[
+        f"plain={ca}", f"adv={ca} train.adversarial.weight=0.1 train.adversarial.warmup_epochs=0",
+        f"style={ca} train.data.style_labels=true"],
+        train_options={**TINY_TRAIN, "checkpoint_dir": str(tmp_path / "runs")}, **TINY)
+    rows = {k: result.row(k).train for k in ("plain", "adv", "style")}
+    for k, t in rows.items():
+        assert t is not None and "error" not in t and t["steps"] == 2, (k, t)
+    assert len({t["val_loss"] for t in rows.values()}) == 3
+    from maskkit.checkpoint import load_checkpoint
+
+    def last(label):
+        return load_checkpoint(sorted((tmp_path / "runs" / label).glob("last.pt"))[0])
+
+    assert last("adv")["critic"] is not None and last("plain")["critic"] is None
+    assert last("style")["styles"] and last("plain")["styles"] is None
+
+
 # -- CLI -------------------------------------------------------------------------------------
 def test_cli_variant_writes_the_labels_to_json(fresh_plugins, tmp_path):
     from maskkit_cli.main import cli
