@@ -74,14 +74,19 @@ def _sync(device: torch.device) -> None:
 
 
 def _step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, train: bool,
-          autocast: torch.dtype | None) -> Callable[[], None]:
+          autocast: torch.dtype | None, graphs: bool = False) -> Callable[[], None]:
     dev = x.device
     ctx: Callable[[], Any] = contextlib.nullcontext
     if autocast is not None:
         ctx = lambda: torch.autocast(dev.type, dtype=autocast)  # noqa: E731
 
+    def begin() -> None:
+        if graphs:  # CUDA graphs (compile mode "reduce-overhead"): one replay per step
+            torch.compiler.cudagraph_mark_step_begin()
+
     if train:
         def run() -> None:
+            begin()
             model.zero_grad(set_to_none=True)
             with ctx():
                 a, b, r = model(x, y)
@@ -89,6 +94,7 @@ def _step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, train: bool,
             loss.backward()
     else:
         def run() -> None:
+            begin()
             with torch.no_grad(), ctx():
                 model(x, y)
     return run
@@ -104,7 +110,8 @@ def _time(fn: Callable[[], None], iters: int, device: torch.device) -> float:
 
 
 def bench(batch: int, dim: int, frames: int, device: torch.device, dtype: str, repeats: int, iters: int,
-          warmup: int, modes: list[str], compile_ours: bool) -> list[dict[str, Any]]:
+          warmup: int, modes: list[str], compile_ours: bool, compile_mode: str = "default"
+          ) -> list[dict[str, Any]]:
     torch.manual_seed(0)
     ref = RefMaskGenerator(dim).to(device)
     ours = AttentionMaskGenerator(dim).to(device)
@@ -121,20 +128,24 @@ def bench(batch: int, dim: int, frames: int, device: torch.device, dtype: str, r
     max_diff = max(float((a - c).abs().max()), float((b - d).abs().max()))
 
     variants: dict[str, tuple[torch.nn.Module, torch.dtype | None]] = {"reference fp32": (ref, None)}
+    graphs = compile_mode == "reduce-overhead" and device.type == "cuda"
+    compiled = ""
     if dtype == "bf16":
         variants["ours bf16-autocast"] = (ours, torch.bfloat16)
     if dtype == "fp32" or device.type == "cuda":
         variants["ours fp32"] = (ours, None)
     if compile_ours:
         ac = torch.bfloat16 if dtype == "bf16" else None
-        variants[f"ours compiled {dtype}"] = (torch.compile(ours), ac)
+        compiled = f"ours compiled {dtype}" + ("" if compile_mode == "default" else f" {compile_mode}")
+        mode = None if compile_mode == "default" else compile_mode
+        variants[compiled] = (torch.compile(ours, mode=mode), ac)
 
     rows = []
     for mode in modes:
         train = mode == "train"
         for m in (ref, ours):
             m.train(train)
-        fns = {k: _step(m, x, y, train, ac) for k, (m, ac) in variants.items()}
+        fns = {k: _step(m, x, y, train, ac, graphs and k == compiled) for k, (m, ac) in variants.items()}
         for fn in fns.values():
             for _ in range(warmup):
                 fn()
@@ -169,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default="train,eval")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile(ours)")
+    ap.add_argument("--compile-mode", default="default",
+                    choices=["default", "reduce-overhead", "max-autotune"],
+                    help="torch.compile mode; reduce-overhead = CUDA graphs on a GPU (one replay per step: "
+                         "for the launch-bound small batches)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--omp-wait-policy", choices=["passive", "active"], default="active",
                     help="active (default): OpenMP's spin-waiting, as maskkit train runs; passive: set "
@@ -185,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for b in (int(s) for s in args.batch_size.split(",")):
         rows += bench(b, args.dim, args.frames, device, args.dtype, args.repeats, args.iters, args.warmup,
-                      [m.strip() for m in args.modes.split(",") if m.strip()], args.compile)
+                      [m.strip() for m in args.modes.split(",") if m.strip()], args.compile,
+                      args.compile_mode)
     print(f"parameters: {rows[0]['parameters']:,} each; eval outputs agree to "
           f"{max(r['max_abs_diff_eval'] for r in rows):.2e}")
     print("pairs/s and ms/step: medians over repeats; x ref: median of the per-repeat ratios (and their "
