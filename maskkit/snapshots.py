@@ -24,16 +24,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from . import metrics
+from .checkpoint import atomic_write
 from .errors import MaskkitError
 
 if TYPE_CHECKING:
@@ -87,24 +87,6 @@ def _curve(x: Tensor, max_points: int = MAX_CURVE_POINTS) -> list[float]:
 def _finite(values: Mapping[str, float]) -> dict[str, float | None]:
     """Non-finite numbers become ``None`` (strict JSON has no NaN/Infinity)."""
     return {k: (float(v) if math.isfinite(v) else None) for k, v in values.items()}
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write ``path`` through a temporary file in the same folder + fsync + ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 def _matplotlib() -> Any | None:
@@ -182,7 +164,7 @@ def save_validation_snapshot(model: SimpleTransformer, codec: Any, x_in: Tensor,
     }
     stem = f"epoch_{int(epoch):04d}"
     text = json.dumps(record, indent=1, allow_nan=False).encode("utf-8")
-    json_path = _atomic_write(out / f"{stem}.json", lambda f: f.write(text))
+    json_path = atomic_write(out / f"{stem}.json", lambda f: f.write(text))
 
     png_path: Path | None = None
     plt = _matplotlib()
@@ -190,7 +172,7 @@ def save_validation_snapshot(model: SimpleTransformer, codec: Any, x_in: Tensor,
         freqs = getattr(getattr(codec, "spec", None), "channel_freqs", None)
         fig = _draw(plt, im, tm, attention, freqs, epoch, strategy_name, batch, per_pair)
         try:
-            png_path = _atomic_write(out / f"{stem}.png", lambda f: fig.savefig(f, dpi=DPI, format="png"))
+            png_path = atomic_write(out / f"{stem}.png", lambda f: fig.savefig(f, dpi=DPI, format="png"))
         finally:
             plt.close(fig)
     return Snapshot(json=json_path, png=png_path, pairs=k, metrics=per_pair)
