@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from .errors import AudioError, ConfigError
 from .metrics import mask_metrics
-from .strategy import Masks, MaskStrategy, validate_masks
+from .strategy import Masks, MaskStrategy, check_style, validate_masks
 
 #: Songs are read in blocks of this many seconds (the resampler's peak memory is a block's).
 LOAD_BLOCK_SECONDS = 30
@@ -236,19 +236,6 @@ def _mix_fn(strategy: MaskStrategy, codec: Any, hard: bool, style: int | None = 
         mi, mt = masks.apply(ei, et)
         return codec.decode(mi + mt, length=xi.shape[-1]), masks
     return fn
-
-
-def _check_style(strategy: Any, style: int | None) -> None:
-    """A clear error before any work when a style cannot condition ``strategy``."""
-    if style is None:
-        return
-    name = getattr(strategy, "name", "?")
-    if not getattr(strategy, "supports_style", False):
-        raise ConfigError(f"--style: strategy '{name}' does not support style conditioning")
-    n = int(getattr(getattr(strategy, "config", None), "num_styles", 0) or 0)
-    if not 0 <= int(style) < n:
-        raise ConfigError(f"--style: label {style} is out of range for strategy '{name}', which was built "
-                          f"with {n} style(s)" + ("" if n else " (trained without --style-labels)"))
 
 
 def frame_hop(codec: Any) -> int:
@@ -479,14 +466,14 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
             strategy = getattr(model, "strategy", None)
         if strategy is None:
             raise ConfigError("mix_only needs a strategy (strategy=NAME) or a checkpoint to take it from")
-        _check_style(strategy, style_index)
+        check_style(strategy, style_index)
         fn = _mix_fn(strategy, codec, hard, style_index)
         name = strategy.name
     else:
         if model is None:
             raise ConfigError("arrange needs a checkpoint (or a model), or mix_only=True with a strategy")
         model = model.to(dev).eval()
-        _check_style(getattr(model, "strategy", None), style_index)
+        check_style(getattr(model, "strategy", None), style_index)
         fn = _model_fn(model, codec, hard, style_index)
         name = getattr(getattr(model, "strategy", None), "name", "") or type(model).__name__
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,14 +101,16 @@ def _matplotlib() -> Any | None:
 
 def save_validation_snapshot(model: SimpleTransformer, codec: Any, x_in: Tensor, x_tg: Tensor,
                              out_dir: str | os.PathLike[str], epoch: int, *, max_pairs: int = 4,
-                             strategy_kwargs: Mapping[str, Any] | None = None) -> Snapshot:
+                             strategy_kwargs: Mapping[str, Any] | None = None,
+                             pair_labels: Sequence[str] | None = None) -> Snapshot:
     """Save the masks of up to ``max_pairs`` validation pairs as ``out_dir/epoch_{epoch:04d}``
     ``.json`` (always) and ``.png`` (when matplotlib is installed).
 
     ``model``: the :class:`~maskkit.model.SimpleTransformer` (DDP/compiled wrappers are
     unwrapped); ``codec``: the codec it trains with; ``x_in``, ``x_tg``: audio batches
     ``[B, 1, N]`` as the validation loader yields them (moved to the model's device);
-    ``strategy_kwargs``: keyword arguments of ``model.masks`` (e.g. ``{"hard": True}``).
+    ``strategy_kwargs``: keyword arguments of ``model.masks`` (e.g. ``{"hard": True}``);
+    ``pair_labels``: a label per pair (e.g. its style) for the JSON and the picture.
     The model's training flag and the global torch RNG state are the same after the call.
     Returns a :class:`Snapshot`.
     """
@@ -157,7 +159,8 @@ def save_validation_snapshot(model: SimpleTransformer, codec: Any, x_in: Tensor,
         "batch_metrics": _finite(batch),
         "attention": [label for label, _ in attention],
         "per_pair": [
-            {"pair": i, "metrics": _finite(per_pair[i]),
+            {"pair": i, **({"label": str(pair_labels[i])} if pair_labels is not None else {}),
+             "metrics": _finite(per_pair[i]),
              "input_kept": _curve(im[i].mean(dim=0)), "target_kept": _curve(tm[i].mean(dim=0))}
             for i in range(k)
         ],
@@ -170,7 +173,8 @@ def save_validation_snapshot(model: SimpleTransformer, codec: Any, x_in: Tensor,
     plt = _matplotlib()
     if plt is not None:
         freqs = getattr(getattr(codec, "spec", None), "channel_freqs", None)
-        fig = _draw(plt, im, tm, attention, freqs, epoch, strategy_name, batch, per_pair)
+        labels = [f" [{pair_labels[i]}]" if pair_labels is not None else "" for i in range(k)]
+        fig = _draw(plt, im, tm, attention, freqs, epoch, strategy_name, batch, per_pair, labels)
         try:
             png_path = atomic_write(out / f"{stem}.png", lambda f: fig.savefig(f, dpi=DPI, format="png"))
         finally:
@@ -188,7 +192,7 @@ def _attention(strategy: Any, masks: Any, e_in: Tensor, e_tg: Tensor) -> list[tu
 
 def _draw(plt: Any, im: Tensor, tm: Tensor, attention: list[tuple[str, Tensor]],
           freqs: Any, epoch: int, strategy: str, batch: Mapping[str, float],
-          per_pair: list[dict[str, float]]) -> Any:
+          per_pair: list[dict[str, float]], labels: list[str]) -> Any:
     """The figure: one row per pair (input mask, target mask, attention maps)."""
     from .viz import _channel_axis, attention_panel, channel_order
 
@@ -205,7 +209,8 @@ def _draw(plt: Any, im: Tensor, tm: Tensor, attention: list[tuple[str, Tensor]],
         for col, (label, m) in enumerate((("input mask", im[i]), ("target mask", tm[i]))):
             ax = fig.add_subplot(gs[i, col])
             ax.imshow(m[order].numpy(), **mask_kw)
-            ax.set_title(f"pair {i}: {label}  (compl. {per_pair[i]['complementarity']:.1f}%)", fontsize=8)
+            ax.set_title(f"pair {i}{labels[i]}: {label}  (compl. {per_pair[i]['complementarity']:.1f}%)",
+                         fontsize=8)
             _channel_axis(ax, freqs, order, D)
             ax.set_xlabel("frame", fontsize=7)
         for j, (label, t) in enumerate(attention):

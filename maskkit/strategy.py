@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import build_config
-from .errors import MaskValidationError
+from .errors import ConfigError, MaskValidationError
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,20 @@ class MaskStrategy(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, config={self.config}"
+
+
+def check_style(strategy: Any, style: int | None) -> None:
+    """Raise :class:`ConfigError` before any work when label ``style`` cannot condition
+    ``strategy`` (no ``supports_style``, or outside ``[0, num_styles)``); ``None`` passes."""
+    if style is None:
+        return
+    name = getattr(strategy, "name", "?")
+    if not getattr(strategy, "supports_style", False):
+        raise ConfigError(f"--style: strategy '{name}' does not support style conditioning")
+    n = int(getattr(getattr(strategy, "config", None), "num_styles", 0) or 0)
+    if not 0 <= int(style) < n:
+        raise ConfigError(f"--style: label {style} is out of range for strategy '{name}', which was built "
+                          f"with {n} style(s)" + ("" if n else " (trained without --style-labels)"))
 
 
 def validate_masks(masks: Any, x_input: Tensor, strategy_name: str, origin: str = "",

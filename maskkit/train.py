@@ -1219,9 +1219,11 @@ class Trainer:
 
         n = SNAPSHOT_PAIRS
         kwargs = {"style": style[:n]} if style is not None else None
+        labels = ([self.styles[i] for i in style[:n].tolist()]
+                  if style is not None and self.styles is not None else None)
         try:
             snap = save_validation_snapshot(self.model, self.codec, x_in, x_tg, self.run_dir / "snapshots",
-                                            epoch, max_pairs=n, strategy_kwargs=kwargs)
+                                            epoch, max_pairs=n, strategy_kwargs=kwargs, pair_labels=labels)
         except Exception as e:  # noqa: BLE001 - a picture must never stop a training run
             self.warn(f"epoch {epoch}: could not save the validation snapshot: {type(e).__name__}: {e}")
             return

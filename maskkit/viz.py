@@ -30,9 +30,9 @@ import torch
 from torch import Tensor
 
 from . import metrics
-from .arrange import DEFAULT_WINDOW_SECONDS, AudioSource, align, frame_hop, load_for_inference
+from .arrange import DEFAULT_WINDOW_SECONDS, AudioSource, align, frame_hop
 from .errors import AudioError, ConfigError
-from .strategy import MaskStrategy, validate_masks
+from .strategy import MaskStrategy, check_style, validate_masks
 
 #: At most this many attention maps are drawn.
 MAX_ATTENTION_MAPS = 3
@@ -52,11 +52,13 @@ class MaskPicture:
 
 
 def _resolve(strategy: str | os.PathLike | MaskStrategy, strategy_options: Any, codec: Any,
-             device: torch.device) -> tuple[MaskStrategy, Any, float | None]:
-    """``(strategy, codec, window seconds)`` from a name, an instance or a checkpoint path."""
+             device: torch.device) -> tuple[MaskStrategy, Any, float | None, list[str] | None]:
+    """``(strategy, codec, window seconds, style names)`` from a name, an instance or a
+    checkpoint path (only a checkpoint gives the last two)."""
     from .plugins import build_codec, build_strategy
 
     seconds = None
+    styles: list[str] | None = None
     if isinstance(strategy, MaskStrategy):
         if strategy_options:
             raise ConfigError("strategy_options is only used with a strategy given by name")
@@ -70,8 +72,11 @@ def _resolve(strategy: str | os.PathLike | MaskStrategy, strategy_options: Any, 
         if is_ckpt:
             if strategy_options:
                 raise ConfigError("strategy_options cannot change a checkpoint's trained strategy")
-            model, ckpt_codec, seconds = load_for_inference(path, device)
-            strat = model.strategy
+            from .train import load_model
+
+            loaded = load_model(path, map_location=device)
+            strat, ckpt_codec = loaded.model.strategy, loaded.codec
+            seconds, styles = float(loaded.config.data.segment_seconds), loaded.styles
             codec = codec if codec is not None else ckpt_codec
         else:
             if codec is None:
@@ -83,7 +88,7 @@ def _resolve(strategy: str | os.PathLike | MaskStrategy, strategy_options: Any, 
         codec = "stft"
     if isinstance(codec, str):
         codec = build_codec(codec)
-    return strat.to(device).eval(), codec.to(device).eval(), seconds
+    return strat.to(device).eval(), codec.to(device).eval(), seconds, styles
 
 
 def _segment(source: AudioSource, sr: int, offset: float, seconds: float, label: str) -> Tensor:
@@ -166,7 +171,7 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
                png: str | os.PathLike, *, strategy_options: Any = None, codec: Any = None,
                offset_seconds: float = 0.0, seconds: float | None = None, hard: bool = False,
                device: torch.device | str = "cpu", size: tuple[int, int] = (1400, 1000), dpi: int = 100,
-               title: str | None = None) -> MaskPicture:
+               title: str | None = None, style: str | int | None = None) -> MaskPicture:
     """Draw what a strategy does to two songs; write a PNG of exactly ``size`` pixels.
 
     ``strategy``: a registered name (with ``strategy_options``), a
@@ -175,6 +180,8 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
     rate. ``seconds`` of both songs from ``offset_seconds`` are drawn (default: the
     checkpoint's training segment, or 4 s); songs of different lengths are cut to the
     shorter. ``codec``: name or instance (default: the checkpoint's, or ``"stft"``).
+    ``style``: condition the masks on a style label (a name of the checkpoint's styles, or
+    an index), for strategies trained with ``--style-labels``.
     """
     from .plotting import require_matplotlib
 
@@ -187,7 +194,9 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
         raise ConfigError(f"the picture is written as PNG: give a .png file name, got {png}")
     plt = require_matplotlib()  # fail before any work when matplotlib is missing
     dev = torch.device(device)
-    strat, codec, ckpt_seconds = _resolve(strategy, strategy_options, codec, dev)
+    strat, codec, ckpt_seconds, styles = _resolve(strategy, strategy_options, codec, dev)
+    style_index = _style_index(style, styles, strategy)
+    check_style(strat, style_index)
     sr = int(codec.sample_rate)
     seconds = float(seconds or ckpt_seconds or DEFAULT_WINDOW_SECONDS)
     if seconds <= 0 or offset_seconds < 0:
@@ -200,7 +209,8 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
                          f"is the offset past the end of a song?")
     ei = codec.encode(xi.view(1, 1, -1).to(dev))
     et = codec.encode(xt.view(1, 1, -1).to(dev))
-    masks = validate_masks(strat(ei, et, hard=hard), ei, strat.name)
+    kw = {} if style_index is None else {"style": torch.tensor([style_index], device=dev)}
+    masks = validate_masks(strat(ei, et, hard=hard, **kw), ei, strat.name)
     B, D, T = ei.shape
     im = masks.input_mask.expand(B, D, T)[0].float().cpu()
     tm = masks.target_mask.expand(B, D, T)[0].float().cpu()
@@ -259,7 +269,8 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
         ax.set_ylabel("query frame", fontsize=8)
     for a in fig.axes:
         a.tick_params(labelsize=7)
-    head = title or f"strategy '{strat.name}'" + (" (hard)" if hard else "")
+    head = title or (f"strategy '{strat.name}'" + (" (hard)" if hard else "")
+                     + (f", style '{style}'" if style is not None else ""))
     fig.suptitle(f"{head}\n" + _metric_line(values), fontsize=11)
     png.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -268,6 +279,17 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
         plt.close(fig)
     return MaskPicture(path=png, width=width, height=height, strategy=strat.name, metrics=values,
                        attention=[label for label, _ in attention])
+
+
+def _style_index(style: str | int | None, styles: list[str] | None, source: Any) -> int | None:
+    if style is None or isinstance(style, int):
+        return style
+    if not styles:
+        raise ConfigError(f"style {style!r} by name needs a checkpoint trained with --style-labels; "
+                          f"{source} has no style labels")
+    if style not in styles:
+        raise ConfigError(f"unknown style {style!r}; the checkpoint's styles: {', '.join(styles)}")
+    return styles.index(style)
 
 
 def _channel_axis(ax: Any, freqs: tuple[float, ...] | None, order: Tensor, D: int) -> None:

@@ -111,9 +111,12 @@ def _size(value: str) -> tuple[int, int]:
               help="Length drawn (default: the checkpoint's training segment, or 4).")
 @click.option("--hard", is_flag=True, help="Hard (0/1) masks.")
 @click.option("--size", default="1400x1000", show_default=True, metavar="WxH", help="Picture size in pixels.")
+@click.option("--style", metavar="NAME", help="Condition the masks on this style (a checkpoint trained with "
+              "--style-labels).")
 @click.option("--device", default="cpu", show_default=True)
 def masks(strategy: str, input: str, target: str, png: str, strategy_opt: tuple[str, ...], codec: str | None,
-          offset: float, seconds: float | None, hard: bool, size: str, device: str) -> None:
+          offset: float, seconds: float | None, hard: bool, size: str, device: str,
+          style: str | None) -> None:
     """Draw what a strategy (a name, or a checkpoint's trained one) keeps of two songs:
     spectrograms, both masks, their overlap, coverage over time, the mask metrics, and the
     attention maps of strategies that have them.
@@ -125,7 +128,8 @@ def masks(strategy: str, input: str, target: str, png: str, strategy_opt: tuple[
     from maskkit.viz import plot_masks
 
     pic = plot_masks(strategy, input, target, png, strategy_options=_kv(strategy_opt), codec=codec,
-                     offset_seconds=offset, seconds=seconds, hard=hard, device=device, size=_size(size))
+                     offset_seconds=offset, seconds=seconds, hard=hard, device=device, size=_size(size),
+                     style=style)
     m = pic.metrics
     click.echo(f"wrote {pic.path} ({pic.width}x{pic.height}): strategy '{pic.strategy}', complementarity "
                f"{m['complementarity']:.1f}%, coverage {m['coverage']:.3f}"

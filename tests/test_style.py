@@ -124,7 +124,7 @@ def test_bad_style_labels_are_refused():
 def styled_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("styled")
     r = train(tiny(d, "--style-labels", "--train-pairs", "8", "--batch-size", "4", "--epochs", "2",
-                   strategy=AGENT))
+                   "--snapshot-every", "2", strategy=AGENT))
     return r
 
 
@@ -139,6 +139,38 @@ def test_training_with_style_labels_saves_and_loads(styled_run):
     assert loaded.model.strategy.config.num_styles == 4
     with pytest.raises(ConfigError, match="its styles: four-on-floor, backbeat"):
         loaded.style_index("jazz")
+
+
+def test_snapshots_name_each_pairs_style(styled_run):
+    import json
+
+    data = json.loads((Path(styled_run.run_dir) / "snapshots" / "epoch_0002.json").read_text())
+    assert data["per_pair"] and all(p["label"] in GROOVES for p in data["per_pair"])
+
+
+def test_mask_picture_of_a_style(styled_run, tmp_path):
+    pytest.importorskip("matplotlib")
+    from maskkit.viz import plot_masks
+
+    a = torch.from_numpy(_tone(1.0, 8000, 220, 1))
+    b = torch.from_numpy(_tone(1.0, 8000, 330, 2))
+    ck = styled_run.last_checkpoint
+    pics = {s: plot_masks(ck, a, b, tmp_path / f"{s}.png", style=s, size=(400, 300)) for s in GROOVES[:2]}
+    assert all(p.path.is_file() for p in pics.values())
+    with pytest.raises(ConfigError, match="unknown style 'jazz'; the checkpoint's styles"):
+        plot_masks(ck, a, b, tmp_path / "x.png", style="jazz", size=(400, 300))
+    with pytest.raises(ConfigError, match="does not support style conditioning"):
+        plot_masks("temporal", a, b, tmp_path / "x.png", style=0, size=(400, 300))
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_with_style_labels(tmp_path):
+    r = train(tiny(tmp_path, "--style-labels", "--train-pairs", "8", "--batch-size", "2", "--max-steps", "2",
+                   "--world-size", "2", strategy=AGENT))
+    assert r.world_size == 2 and r.steps == 2
+    assert r.rank_param_checksums[0] == r.rank_param_checksums[1]
+    assert load_checkpoint(r.last_checkpoint)["styles"] == list(GROOVES)
 
 
 def test_resume_with_style_labels(styled_run, tmp_path):
