@@ -436,14 +436,11 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
         model, ckpt_codec = loaded.model, loaded.codec
         ckpt_seconds = float(loaded.config.data.segment_seconds)
         style_names = loaded.styles
-        style_index = loaded.style_index(style) if isinstance(style, str) else style
         if codec is None:
             codec = ckpt_codec
-    elif isinstance(style, str):
-        raise ConfigError(f"style {style!r} by name needs a checkpoint (its style labels); with a model "
-                          f"object give the label index")
-    else:
-        style_index = style
+    from .train import resolve_style
+
+    style_index = resolve_style(style, style_names, checkpoint or "a model object (give the label index)")
     if codec is None:
         codec = "stft"
     if isinstance(codec, str):

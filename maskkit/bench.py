@@ -656,6 +656,15 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def _timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Seconds of one call of ``fn``, the device synchronized before and after."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def time_calls(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int,
                max_seconds: float = math.inf, min_repeats: int = 1) -> Timing:
     """Call ``fn`` ``warmup`` times untimed, then up to ``repeats`` times, each timed alone
@@ -667,11 +676,7 @@ def time_calls(fn: Callable[[], Any], device: torch.device, warmup: int, repeats
     samples: list[float] = []
     start = time.perf_counter()
     while len(samples) < repeats:
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        samples.append(time.perf_counter() - t0)
+        samples.append(_timed(fn, device))
         if len(samples) >= min_repeats and time.perf_counter() - start > max_seconds:
             break
     return Timing.from_seconds(samples)
@@ -693,11 +698,7 @@ def time_interleaved(fn: Callable[[], Any], other: Callable[[], Any], device: to
     while len(a) < repeats:
         order = ((fn, a), (other, b)) if len(a) % 2 == 0 else ((other, b), (fn, a))
         for f, samples in order:
-            _sync(device)
-            t0 = time.perf_counter()
-            f()
-            _sync(device)
-            samples.append(time.perf_counter() - t0)
+            samples.append(_timed(f, device))
         if len(a) >= min_repeats and time.perf_counter() - start > max_seconds:
             break
     return Timing.from_seconds(a), Timing.from_seconds(b)

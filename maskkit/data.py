@@ -473,6 +473,15 @@ def detect_layout(source: str | os.PathLike | None) -> str:
     return "songs"
 
 
+def _song_style(info: AudioInfo, root: Path) -> str:
+    rel = Path(info.path).resolve().relative_to(root.resolve())
+    if len(rel.parts) < 2:
+        raise ConfigError(f"--style-labels: the style of a song is the subfolder it is in "
+                          f"({root}/<style>/song.wav), but {info.path} is directly in {root}: move it into "
+                          f"a subfolder")
+    return rel.parts[0]
+
+
 def make_datasets(source: str | None = None, *, sample_rate: int = 24000, segment_seconds: float = 4.0,
                   seed: int = 0, train_pairs: int = 256, val_pairs: int = 32, val_fraction: float = 0.1,
                   skip_bad: bool = False, style_labels: bool = False) -> tuple[Dataset, Dataset]:
@@ -491,37 +500,15 @@ def make_datasets(source: str | None = None, *, sample_rate: int = 24000, segmen
     (``DIR/jazz/a.wav`` -> ``jazz``; every song must be in one), for synthetic music its drum
     groove. The WAV-pairs layout has no labels.
     """
-    if style_labels:
-        train, val = _make_datasets(source, sample_rate=sample_rate, segment_seconds=segment_seconds,
-                                   seed=seed, train_pairs=train_pairs, val_pairs=val_pairs,
-                                   val_fraction=val_fraction, skip_bad=skip_bad, _styles=True)
-        return StyledPairs(train), StyledPairs(val)  # type: ignore[arg-type]
-    return _make_datasets(source, sample_rate=sample_rate, segment_seconds=segment_seconds, seed=seed,
-                          train_pairs=train_pairs, val_pairs=val_pairs, val_fraction=val_fraction,
-                          skip_bad=skip_bad)
-
-
-def _song_style(info: AudioInfo, root: Path) -> str:
-    rel = Path(info.path).resolve().relative_to(root.resolve())
-    if len(rel.parts) < 2:
-        raise ConfigError(f"--style-labels: the style of a song is the subfolder it is in "
-                          f"({root}/<style>/song.wav), but {info.path} is directly in {root}: move it into "
-                          f"a subfolder")
-    return rel.parts[0]
-
-
-def _make_datasets(source: str | None = None, *, sample_rate: int = 24000, segment_seconds: float = 4.0,
-                   seed: int = 0, train_pairs: int = 256, val_pairs: int = 32, val_fraction: float = 0.1,
-                   skip_bad: bool = False, _styles: bool = False) -> tuple[Dataset, Dataset]:
     layout = detect_layout(source)
     common = dict(sample_rate=sample_rate, segment_seconds=segment_seconds, seed=seed)
     if layout == "synthetic":
-        return (SyntheticPairs(train_pairs, seconds=segment_seconds, sample_rate=sample_rate, seed=seed,
-                               train=True),
-                SyntheticPairs(val_pairs, seconds=segment_seconds, sample_rate=sample_rate, seed=seed,
-                               train=False))
+        synth = dict(seconds=segment_seconds, sample_rate=sample_rate, seed=seed)
+        return _with_styles(SyntheticPairs(train_pairs, train=True, **synth),  # type: ignore[arg-type]
+                            SyntheticPairs(val_pairs, train=False, **synth),  # type: ignore[arg-type]
+                            style_labels)
     root = Path(str(source))
-    if layout == "pairs" and _styles:
+    if layout == "pairs" and style_labels:
         raise ConfigError(f"--style-labels: {root} holds WAV pairs, which carry no style labels; give a "
                           f"folder of songs in one subfolder per style ({root}/<style>/song.wav) or the "
                           f"synthetic data")
@@ -545,7 +532,7 @@ def _make_datasets(source: str | None = None, *, sample_rate: int = 24000, segme
     train_songs, val_songs = split_songs(cat.songs, root, val_fraction)
     tr_kw: dict[str, Any] = dict(common)
     va_kw: dict[str, Any] = dict(common)
-    if _styles:
+    if style_labels:
         labels = {s.path: _song_style(s, root) for s in cat.songs}
         names = sorted(set(labels.values()))
         tr_kw.update(song_styles=[labels[s.path] for s in train_songs], style_names=names)
@@ -554,7 +541,11 @@ def _make_datasets(source: str | None = None, *, sample_rate: int = 24000, segme
     va = FolderPairs(val_songs, val_pairs, train=False, **va_kw)
     tr.skipped = list(cat.bad)
     va.skipped = list(cat.bad)
-    return tr, va
+    return _with_styles(tr, va, style_labels)
+
+
+def _with_styles(train: PairDataset, val: PairDataset, style_labels: bool) -> tuple[Dataset, Dataset]:
+    return (StyledPairs(train), StyledPairs(val)) if style_labels else (train, val)
 
 
 # -- building a WAV-pairs folder from songs -----------------------------------------------------

@@ -619,15 +619,25 @@ class LoadedModel:
 
     def style_index(self, name: str) -> int:
         """The label index of style ``name``; :class:`ConfigError` listing the known ones."""
-        if not self.styles:
-            raise ConfigError(f"{self.path} was trained without style labels: --style is not available "
-                              f"(train with --style-labels)")
-        if name not in self.styles:
-            raise ConfigError(f"unknown style {name!r} for {self.path}; its styles: {', '.join(self.styles)}")
-        return self.styles.index(name)
+        index = resolve_style(name, self.styles, self.path)
+        assert index is not None
+        return index
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.model, self.codec))
+
+
+def resolve_style(style: str | int | None, styles: list[str] | None, source: object) -> int | None:
+    """A style label as its index: a name of ``styles`` (the labels a checkpoint was trained
+    with; ``source`` names it in errors), or already an index / ``None`` (unconditioned)."""
+    if style is None or isinstance(style, int):
+        return style
+    if not styles:
+        raise ConfigError(f"style {style!r} by name needs a checkpoint trained with --style-labels; "
+                          f"{source} has no style labels")
+    if style not in styles:
+        raise ConfigError(f"unknown style {style!r} for {source}; its styles: {', '.join(styles)}")
+    return styles.index(style)
 
 
 def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> LoadedModel:
@@ -854,22 +864,12 @@ class Trainer:
         # Check the strategy once, eagerly, on two real pairs (clear error naming the plugin).
         self._check_strategy()
 
-        # The forward module: DDP over the model (gradients averaged), then optionally compiled.
-        self.fwd_model: Any = self.model
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.fwd_model = DDP(self.model, device_ids=ids,
-                                 find_unused_parameters=self._has_unused_parameters())
+        # The forward modules: DDP over the model and the critic (gradients averaged); the
+        # model optionally compiled.
+        self.fwd_model: Any = self._ddp(self.model, find_unused=self._has_unused_parameters())
         if cfg.compile:
             self.fwd_model = torch.compile(self.fwd_model)
-        self.fwd_critic: Any = self.critic
-        if self.critic is not None and self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.fwd_critic = DDP(self.critic, device_ids=ids)
+        self.fwd_critic: Any = self._ddp(self.critic) if self.critic is not None else None
 
         if self.main:
             from .logging_utils import MetricsLogger
@@ -878,6 +878,15 @@ class Trainer:
             if self.ckpt is not None:
                 self.logger.truncate_after(self.step)
             self._write_config_json()
+
+    def _ddp(self, module: torch.nn.Module, find_unused: bool = False) -> Any:
+        """``module`` in DistributedDataParallel when there are several ranks (else itself)."""
+        if self.world == 1:
+            return module
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(module, device_ids=ids, find_unused_parameters=find_unused)
 
     def _condition_on_styles(self, styles: list[str]) -> None:
         """Set the strategy's ``num_styles`` from the data's labels (in ``cfg``, so that the
@@ -1027,12 +1036,11 @@ class Trainer:
             "codec": {"name": cfg.codec, "options": self.codec.config_dict()},
             "spec": dataclasses.asdict(self.spec),
             "styles": self.styles,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "model": _cpu_state(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": None,
-            "critic": ({k: v.detach().cpu() for k, v in self.critic.state_dict().items()}
-                       if self.critic is not None else None),
+            "critic": _cpu_state(self.critic) if self.critic is not None else None,
             "critic_optimizer": self.disc_optimizer.state_dict() if self.disc_optimizer is not None else None,
             "critic_last": [float(v) for v in self._d_last] if self._d_last is not None else None,
             "epoch": self.epoch,
@@ -1090,6 +1098,17 @@ class Trainer:
         total, comps = self.loss_fn(audio, x_in, x_tg, reg_loss=reg, balance_loss=bal)
         return total, comps, masks, (e_in, e_tg, out)
 
+    def _clip_gradients(self, module: torch.nn.Module) -> Tensor:
+        """Clip the global gradient norm of ``module`` to ``optim.grad_clip`` (0: no clipping);
+        return the norm before clipping."""
+        params = [p for p in module.parameters() if p.grad is not None]
+        if not params:
+            return torch.zeros((), device=self.device)
+        clip = self.cfg.optim.grad_clip
+        if clip > 0:
+            return torch.nn.utils.clip_grad_norm_(params, clip)
+        return torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params]))
+
     # -- adversarial phase (maskkit.adversarial) ---------------------------------------------------
     def adversarial_active(self) -> bool:
         """True once the warm-up epochs are over (when adversarial training is on)."""
@@ -1110,10 +1129,7 @@ class Trainer:
         logits = logits.float()
         d_loss = adversarial.discriminator_loss(logits[:n_real], logits[n_real:])
         d_loss.backward()
-        params = [p for p in self.critic.parameters() if p.grad is not None]
-        clip = self.cfg.optim.grad_clip
-        norm = (torch.nn.utils.clip_grad_norm_(params, clip) if clip > 0 else
-                torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params])))
+        norm = self._clip_gradients(self.critic)
         bad = ~torch.isfinite(norm) | ~torch.isfinite(d_loss.detach())
         if not bool(bad):
             self.disc_optimizer.step()
@@ -1145,14 +1161,7 @@ class Trainer:
             adv_values = [g_adv.detach(), self._d_last[0], self._d_last[1],
                           torch.sigmoid(fake_logits.detach()).mean()]
         total.backward()
-        clip = self.cfg.optim.grad_clip
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        if clip > 0 and params:
-            norm = torch.nn.utils.clip_grad_norm_(params, clip)
-        elif params:
-            norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params]))
-        else:
-            norm = torch.zeros((), device=self.device)
+        norm = self._clip_gradients(self.model)
         with torch.no_grad():
             compl = complementarity(masks.input_mask.detach().float(), masks.target_mask.detach().float())
             bad = (~torch.isfinite(total.detach())) | (~torch.isfinite(norm)) | d_bad
@@ -1447,6 +1456,11 @@ class Trainer:
         elif self.critic is not None and self.epoch == cfg.adversarial.warmup_epochs:
             self.print(f"Adversarial phase starts now (after {cfg.adversarial.warmup_epochs} warm-up "
                        f"epoch{'' if cfg.adversarial.warmup_epochs == 1 else 's'})")
+
+
+def _cpu_state(module: torch.nn.Module) -> dict[str, Tensor]:
+    """``module``'s state dict, detached, on the CPU (what a checkpoint stores)."""
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
 def _normalise(v: Any) -> Any:

@@ -195,7 +195,9 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
     plt = require_matplotlib()  # fail before any work when matplotlib is missing
     dev = torch.device(device)
     strat, codec, ckpt_seconds, styles = _resolve(strategy, strategy_options, codec, dev)
-    style_index = _style_index(style, styles, strategy)
+    from .train import resolve_style
+
+    style_index = resolve_style(style, styles, strategy)
     check_style(strat, style_index)
     sr = int(codec.sample_rate)
     seconds = float(seconds or ckpt_seconds or DEFAULT_WINDOW_SECONDS)
@@ -279,17 +281,6 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
         plt.close(fig)
     return MaskPicture(path=png, width=width, height=height, strategy=strat.name, metrics=values,
                        attention=[label for label, _ in attention])
-
-
-def _style_index(style: str | int | None, styles: list[str] | None, source: Any) -> int | None:
-    if style is None or isinstance(style, int):
-        return style
-    if not styles:
-        raise ConfigError(f"style {style!r} by name needs a checkpoint trained with --style-labels; "
-                          f"{source} has no style labels")
-    if style not in styles:
-        raise ConfigError(f"unknown style {style!r}; the checkpoint's styles: {', '.join(styles)}")
-    return styles.index(style)
 
 
 def _channel_axis(ax: Any, freqs: tuple[float, ...] | None, order: Tensor, D: int) -> None:
