@@ -109,9 +109,25 @@ def _time(fn: Callable[[], None], iters: int, device: torch.device) -> float:
     return (time.perf_counter() - t) / iters
 
 
+def _profile(fn: Callable[[], None], steps: int, device: torch.device, title: str, rows: int = 25) -> str:
+    """A ``torch.profiler`` table of ``steps`` calls of ``fn``: the kernels (GPU) or operators (CPU)
+    that take the time, heaviest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    _sync(device)
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            fn()
+        _sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70)
+    return f"## {title} ({steps} steps, sorted by {key})\n{table}\n"
+
+
 def bench(batch: int, dim: int, frames: int, device: torch.device, dtype: str, repeats: int, iters: int,
-          warmup: int, modes: list[str], compile_ours: bool, compile_mode: str = "default"
-          ) -> list[dict[str, Any]]:
+          warmup: int, modes: list[str], compile_ours: bool, compile_mode: str = "default",
+          profile_to: list[str] | None = None) -> list[dict[str, Any]]:
     torch.manual_seed(0)
     ref = RefMaskGenerator(dim).to(device)
     ours = AttentionMaskGenerator(dim).to(device)
@@ -153,6 +169,8 @@ def bench(batch: int, dim: int, frames: int, device: torch.device, dtype: str, r
         for _ in range(repeats):
             for k, fn in fns.items():
                 times[k].append(_time(fn, iters, device))
+        if profile_to is not None:
+            profile_to += [_profile(fn, iters, device, f"{mode} B={batch} {k}") for k, fn in fns.items()]
         ref_t = times["reference fp32"]
         for k, ts in times.items():
             pps = [batch / t for t in ts]
@@ -185,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch.compile mode; reduce-overhead = CUDA graphs on a GPU (one replay per step: "
                          "for the launch-bound small batches)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="after timing, profile --iters steps of every variant and write the tables of the "
+                         "heaviest kernels (GPU) or operators (CPU) to this text file")
+    ap.add_argument("--cudnn-benchmark", action="store_true",
+                    help="torch.backends.cudnn.benchmark = True (cuDNN picks its fastest convolution "
+                         "algorithms; applies to the reference and ours alike)")
     ap.add_argument("--omp-wait-policy", choices=["passive", "active"], default="active",
                     help="active (default): OpenMP's spin-waiting, as maskkit train runs; passive: set "
                          "OMP_WAIT_POLICY=PASSIVE unless already set (steadier on a loaded machine)")
@@ -192,16 +216,18 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     device = torch.device(args.device)
     hw = (torch.cuda.get_device_name(device) if device.type == "cuda"
           else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
     print(f"CreativeAgent mask generator vs reference on {device} ({hw}), torch {torch.__version__}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
-    rows = []
+    rows: list[dict[str, Any]] = []
+    tables: list[str] | None = [] if args.profile else None
     for b in (int(s) for s in args.batch_size.split(",")):
         rows += bench(b, args.dim, args.frames, device, args.dtype, args.repeats, args.iters, args.warmup,
                       [m.strip() for m in args.modes.split(",") if m.strip()], args.compile,
-                      args.compile_mode)
+                      args.compile_mode, tables)
     print(f"parameters: {rows[0]['parameters']:,} each; eval outputs agree to "
           f"{max(r['max_abs_diff_eval'] for r in rows):.2e}")
     print("pairs/s and ms/step: medians over repeats; x ref: median of the per-repeat ratios (and their "
@@ -218,7 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({"device": str(device), "hardware": hw, "torch": torch.__version__,
                                          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                                          "args": {k: str(v) for k, v in vars(args).items()},
+                                         "cudnn_benchmark": args.cudnn_benchmark,
                                          "results": rows}, indent=2) + "\n")
+    if args.profile and tables is not None:
+        args.profile.parent.mkdir(parents=True, exist_ok=True)
+        args.profile.write_text(f"# {hw}, torch {torch.__version__}\n\n" + "".join(tables))
+        print(f"profiles: {args.profile}")
     return 0
 
 

@@ -11,8 +11,12 @@ export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . 2>&1 | tail -3
 nvidia-smi --query-gpu=name,memory.total --format=csv
 timeout 30 python3 benchmarks/bench_temporal.py --device cuda --batch-size 64 --json "$OUT/temporal_b64.json"
-timeout 70 python3 benchmarks/bench_creative_agent.py --device cuda --dtype bf16 --batch-size 64,256 --iters 10 --repeats 5 --json "$OUT/agent_bf16.json"
+# eager bf16 and compiled bf16, with a profile of the heaviest kernels of every variant (issue 3: where
+# the time goes at B=256 before anything else is tried)
+timeout 150 python3 benchmarks/bench_creative_agent.py --device cuda --dtype bf16 --batch-size 64,256 --iters 10 --repeats 5 --compile --profile "$OUT/agent_profile.txt" --json "$OUT/agent_bf16.json"
 timeout 40 python3 benchmarks/bench_creative_agent.py --device cuda --dtype fp32 --batch-size 64,256 --iters 10 --repeats 5 --json "$OUT/agent_fp32.json"
 # CUDA graphs (torch.compile mode reduce-overhead) for the launch-bound B=64 (issue 3's 5x goal)
 timeout 150 python3 benchmarks/bench_creative_agent.py --device cuda --dtype bf16 --batch-size 64,256 --iters 10 --repeats 5 --compile --compile-mode reduce-overhead --json "$OUT/agent_bf16_graphs.json"
+# cuDNN's autotuned convolution algorithms, for the reference and ours alike
+timeout 100 python3 benchmarks/bench_creative_agent.py --device cuda --dtype bf16 --batch-size 256 --iters 10 --repeats 5 --compile --cudnn-benchmark --json "$OUT/agent_bf16_cudnn_bench.json"
 timeout 70 python3 benchmarks/bench_train.py --device cuda --bf16 --e2e-steps 10 --repeats 5 --json "$OUT/train.json"
