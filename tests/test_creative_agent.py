@@ -202,6 +202,26 @@ def test_dtypes():
         assert m.input_mask.dtype == dtype and bool(torch.isfinite(m.input_mask).all())
 
 
+def test_encodings_of_another_dtype_than_the_weights_are_computed_in_the_weights_dtype():
+    """A float64 encoding into the float32 model (what torch.randn(..., dtype=float64) or a
+    float64 codec gives) returns float64 masks equal to the float32 ones, gradients included."""
+    s = small_strategy(seed=5).eval()
+    xi, xt = pair(seed=5)
+    m32 = s(xi, xt)
+    xi64 = xi.double().requires_grad_(True)
+    m64 = s(xi64, xt.double())
+    assert m64.input_mask.dtype == torch.float64 and m64.target_mask.dtype == torch.float64
+    torch.testing.assert_close(m64.input_mask, m32.input_mask.double())
+    torch.testing.assert_close(m64.reg_loss, m32.reg_loss)
+    m64.input_mask.sum().backward()
+    assert xi64.grad is not None and xi64.grad.dtype == torch.float64
+    maps64 = s.mask_generator.attention_maps(xi.double(), xt.double())
+    maps32 = s.mask_generator.attention_maps(xi, xt)
+    torch.testing.assert_close(maps64["input_to_target"], maps32["input_to_target"])
+    disc = StyleDiscriminator(16)
+    torch.testing.assert_close(disc(xi.double())[0], disc(xi)[0])
+
+
 # -- the same math as the seed's design ----------------------------------------------------------
 def _ref_and_ours(D=16, H=32, heads=4, dropout=0.0, seed=0):
     torch.manual_seed(seed)

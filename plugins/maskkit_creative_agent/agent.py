@@ -155,6 +155,15 @@ def _conv(x: Tensor, conv: nn.Conv1d) -> Tensor:
     return _conv_w(x, conv.weight, conv.bias, conv.padding[0])
 
 
+def _weights_dtype(x: Tensor, layer: nn.Module) -> Tensor:
+    """``x`` in ``layer``'s weight dtype when both are floating and differ (a float64 encoding
+    into a float32 model): without this the first convolution fails on the mismatch."""
+    dtype = layer.weight.dtype
+    if x.dtype != dtype and x.is_floating_point() and dtype.is_floating_point:
+        return x.to(dtype)
+    return x
+
+
 def _analyzer(dim: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv1d(dim, hidden, 3, padding=1), nn.ReLU(),
                          nn.Conv1d(hidden, hidden, 3, padding=1), nn.ReLU())
@@ -265,8 +274,9 @@ class AttentionMaskGenerator(nn.Module):
 
     def logits(self, x_input: Tensor, x_target: Tensor, style: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Pre-sigmoid mask logits ``[B, D, T]`` for the input and the target; ``style``:
-        ``[B]`` style labels (generators built with ``num_styles``), or None."""
-        self._check(x_input, x_target)
+        ``[B]`` style labels (generators built with ``num_styles``), or None. Encodings of
+        another floating dtype than the weights (float64, say) are computed in the weights'."""
+        x_input, x_target = self._check(x_input, x_target)
         film = self._style_film(style, x_input.shape[0])
         qkv_in = self._qkv(self._features(x_input, self.input_analyzer))
         qkv_tg = self._qkv(self._features(x_target, self.target_analyzer))
@@ -300,13 +310,16 @@ class AttentionMaskGenerator(nn.Module):
                              f"got {lo}..{hi}")
         return self.style_film(style)
 
-    def _check(self, x_input: Tensor, x_target: Tensor) -> None:
+    def _check(self, x_input: Tensor, x_target: Tensor) -> tuple[Tensor, Tensor]:
+        """Both encodings in the weights' dtype, after checking their shapes."""
         if x_input.dim() != 3 or x_input.shape != x_target.shape:
             raise ValueError(f"AttentionMaskGenerator expects x_input and x_target of the same shape "
                              f"[B, D, T]; got {tuple(x_input.shape)} and {tuple(x_target.shape)}")
         if x_input.shape[1] != self.encoding_dim:
             raise ValueError(f"AttentionMaskGenerator was built for encoding_dim={self.encoding_dim}, but "
                              f"the input has D={x_input.shape[1]} channels")
+        return (_weights_dtype(x_input, self.input_analyzer[0]),
+                _weights_dtype(x_target, self.target_analyzer[0]))
 
     # -- masks -------------------------------------------------------------------------------
     def regularization(self, input_mask: Tensor, target_mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -372,7 +385,7 @@ class AttentionMaskGenerator(nn.Module):
         which never materializes them. With multi-scale attention (``scales``) these are the
         frame-scale weights only.
         """
-        self._check(x_input, x_target)
+        x_input, x_target = self._check(x_input, x_target)
         q_in, k_in, _ = split_heads(self._qkv(self._features(x_input, self.input_analyzer)), self.num_heads)
         q_tg, k_tg, _ = split_heads(self._qkv(self._features(x_target, self.target_analyzer)), self.num_heads)
         maps = {"input_to_target": attention_weights(q_in, k_tg),
@@ -413,8 +426,8 @@ class StyleDiscriminator(nn.Module):
         return self.encoder(pattern)
 
     def logits(self, pattern: Tensor) -> tuple[Tensor, Tensor]:
-        """``(real_fake_logit [B, 1], style_logit [B, 1])``."""
-        h = self.encode(pattern)
+        """``(real_fake_logit [B, 1], style_logit [B, 1])``, in the weights' dtype."""
+        h = self.encode(_weights_dtype(pattern, self.encoder[0]))
         mean = h.mean(dim=-1)
         std = h.std(dim=-1, unbiased=False)
         return self.classifier(mean), self.style_matcher(torch.cat([mean, std], dim=-1))
