@@ -1,17 +1,18 @@
-"""Pictures: mask heatmaps and bar charts, written as PNG files.
+"""Pictures: mask heatmaps, bar charts and line panels, written as PNG files.
 
 matplotlib is an optional extra (``pip install "maskkit[plots]"``); it is imported only
 when a picture is drawn, with the non-interactive Agg backend, so that nothing here needs
 a display and ``import maskkit`` never pays for matplotlib.
 
-Functions take plain data (labels, ``[D, T]`` tensors or arrays, numbers) and a path, so
-any command (``maskkit bench``, ``maskkit masks``) can use them.
+Functions take plain data (labels, ``[D, T]`` tensors or arrays, numbers, lines) and a path,
+so any command (``maskkit bench``, ``maskkit masks``, ``maskkit curves``) can use them.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,47 @@ def speed_bars(labels: Sequence[str], values: Sequence[float], path: str | os.Pa
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
+    return _save(fig, plt, path, dpi)
+
+
+@dataclass
+class Line:
+    """One line of :func:`line_panels`: ``x``, ``y``, a legend ``label`` ("" for none), a
+    ``group`` (lines of one group share a colour) and a ``style``: ``"line"``, ``"faint"``
+    (thin and pale, e.g. raw values under a smoothed line) or ``"points"`` (dots, dashed)."""
+
+    x: Sequence[float]
+    y: Sequence[float]
+    label: str = ""
+    group: int = 0
+    style: str = "line"
+
+
+_LINE_STYLES = {"line": {"linewidth": 1.6}, "faint": {"alpha": 0.25, "linewidth": 0.8},
+                "points": {"linestyle": "--", "marker": "o", "markersize": 4, "linewidth": 1.0}}
+
+
+def line_panels(panels: Sequence[tuple[str, Sequence[Line]]], path: str | os.PathLike[str], *,
+                xlabel: str = "", title: str | None = None, dpi: int = 100) -> Path:
+    """Panels stacked over a shared x axis, one per ``(ylabel, lines)``. Returns ``path``."""
+    if not panels:
+        raise ValueError("line_panels: nothing to draw")
+    plt = require_matplotlib()
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.8 * len(panels) + 0.4), squeeze=False,
+                             sharex=True, layout="constrained")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (ylabel, lines), row in zip(panels, axes, strict=True):
+        ax = row[0]
+        for ln in lines:
+            ax.plot(list(ln.x), list(ln.y), color=colours[ln.group % len(colours)], label=ln.label or None,
+                    **_LINE_STYLES[ln.style])
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if any(ln.label for ln in lines):
+            ax.legend(fontsize=7, loc="best")
+    axes[-1][0].set_xlabel(xlabel)
+    if title:
+        fig.suptitle(title, fontsize=11)
     return _save(fig, plt, path, dpi)
 
 

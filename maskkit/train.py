@@ -1420,7 +1420,8 @@ class Trainer:
             best = f"{self.best_val:.4f}" if self.best_val is not None else "-"
             n = self.epochs_completed
             self.print(f"Done ({stopped}): {n} epoch{'' if n == 1 else 's'}, {self.step} steps; best "
-                       f"validation loss {best}; checkpoints in {self.run_dir}/")
+                       f"validation loss {best}; checkpoints in {self.run_dir}/ (curves: maskkit curves "
+                       f"{self.run_dir})")
         with torch.no_grad():
             critic = self.critic.parameters() if self.critic is not None else ()
             params = [*self.model.parameters(), *critic]

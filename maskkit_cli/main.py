@@ -26,6 +26,7 @@ BUILTIN_COMMANDS = {
     "bench": "maskkit_cli.bench:bench",
     "arrange": "maskkit_cli.arrange:arrange",
     "masks": "maskkit_cli.arrange:masks",
+    "curves": "maskkit_cli.curves:curves",
 }
 
 
