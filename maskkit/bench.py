@@ -1240,21 +1240,16 @@ def train_and_evaluate(name: str, cfg: BenchConfig, run_dir: Path,
 def _output_similarity(loaded: Any, tcfg: Any,
                        similarity: Callable[..., dict[str, float]]) -> dict[str, float]:
     """Mean of ``similarity(output, input, target)`` over the validation pairs of ``tcfg``."""
-    from .data import make_datasets
-
     model, codec = loaded.model, loaded.codec
     device = next(model.parameters()).device
-    d = tcfg.data
-    _, val = make_datasets(d.source, sample_rate=int(codec.sample_rate), segment_seconds=d.segment_seconds,
-                           seed=tcfg.seed, train_pairs=d.train_pairs, val_pairs=d.val_pairs,
-                           val_fraction=d.val_fraction, skip_bad=d.skip_bad, style_labels=d.style_labels)
+    _, val = tcfg.data.datasets(int(codec.sample_rate), tcfg.seed)
     sums: dict[str, float] = {}
     count = 0
     for i in range(0, len(val), tcfg.batch_size):
         items = [val[j] for j in range(i, min(i + tcfg.batch_size, len(val)))]
         a_in = torch.stack([_audio(it[0]) for it in items]).to(device)
         a_tg = torch.stack([_audio(it[1]) for it in items]).to(device)
-        style = (torch.tensor([it[2] for it in items], device=device) if d.style_labels else None)
+        style = (torch.tensor([it[2] for it in items], device=device) if tcfg.data.style_labels else None)
         out, _ = model(codec.encode(a_in), codec.encode(a_tg), style=style)
         audio = codec.decode(out.float(), length=a_in.shape[-1])
         for k, v in similarity(audio, a_in, a_tg).items():

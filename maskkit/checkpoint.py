@@ -7,7 +7,7 @@ A checkpoint is a dict of plain Python values and tensors (loadable with
     maskkit_version  str
     kind             "maskkit-train"
     config           dict: the TrainConfig (model, loss, data, optimizer settings)
-    strategy         dict: name, options, plugin, dist, version
+    strategy         dict: name, options, learnable, plugin, dist, version
     codec            dict: name, options
     spec             dict: the EncodingSpec (dim, frame_rate, sample_rate, channel_freqs)
     model            state_dict of the arrangement model; the strategy's under "strategy."
@@ -23,7 +23,11 @@ A checkpoint is a dict of plain Python values and tensors (loadable with
     world_size       processes of the run that wrote it
     rng              list, one dict per rank: torch / cuda / numpy / python RNG states
     metrics          the last epoch's metrics; history: every epoch's
+    epoch_sums, epoch_count     the running sums of the epoch's step metrics (mid-epoch resume)
     best_val_loss, bad_epochs   early-stopping state
+    styles           style label names (index = label) with --style-labels, else None
+    critic, critic_optimizer, critic_last   adversarial training's critic state (when on)
+    time             training seconds so far
     reason           why it was written: "epoch", "interrupted", "final", ...
     interrupted      True when written on SIGTERM/SIGINT
 
@@ -39,11 +43,14 @@ import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 
 from .errors import CheckpointError
+
+if TYPE_CHECKING:
+    from .strategy import EncodingSpec, MaskStrategy
 
 CHECKPOINT_FORMAT = 1
 
@@ -83,11 +90,13 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
+                    require: tuple[str, ...] = ()) -> dict[str, Any]:
     """Load a maskkit checkpoint safely (``weights_only=True``: no code runs).
 
     Raises :class:`CheckpointError` naming the file when it is missing, unreadable,
-    refused by the safe loader, not a maskkit checkpoint, or of a newer format.
+    refused by the safe loader, not a maskkit checkpoint, of a newer format, or lacks one of
+    the ``require``d keys.
     """
     path = Path(path)
     if not path.is_file():
@@ -105,10 +114,21 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
             f"{path} has checkpoint format {ckpt['format_version']}, newer than this maskkit's "
             f"{CHECKPOINT_FORMAT}: upgrade maskkit (it was written by maskkit "
             f"{ckpt.get('maskkit_version', '?')})")
+    require_keys(ckpt, require, str(path))
     return ckpt
 
 
-def spec_from_dict(d: dict[str, Any]) -> Any:
+def require_keys(ckpt: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+    """A :class:`CheckpointError` naming ``where`` (the file) when ``ckpt`` lacks one of ``keys``."""
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{where} lacks the entr{'y' if len(missing) == 1 else 'ies'} "
+                              f"{', '.join(repr(k) for k in missing)}: it was not written by "
+                              f"`maskkit train`, or is damaged")
+
+
+def spec_from_dict(d: dict[str, Any]) -> EncodingSpec:
+    """The :class:`maskkit.EncodingSpec` a checkpoint stores as a dict."""
     from .strategy import EncodingSpec
 
     d = dict(d)
@@ -117,22 +137,41 @@ def spec_from_dict(d: dict[str, Any]) -> Any:
     return EncodingSpec(**d)
 
 
-def strategy_from_checkpoint(ckpt_or_path: dict[str, Any] | str | os.PathLike[str],
-                             map_location: str | torch.device = "cpu") -> Any:
-    """Rebuild the (trained) mask strategy stored in a checkpoint, weights loaded, in eval mode."""
+def build_checkpoint_strategy(ckpt: dict[str, Any], where: str, spec: EncodingSpec | None = None
+                              ) -> MaskStrategy:
+    """A fresh instance of the strategy a checkpoint names (weights not loaded), on ``spec``
+    (default: the checkpoint's). A strategy whose plugin is not installed, or whose options
+    no longer load, is a :class:`CheckpointError` naming ``where``, the plugin and its
+    distribution."""
+    from .errors import MaskkitError
     from .plugins import build_strategy
 
-    ckpt = ckpt_or_path if isinstance(ckpt_or_path, dict) else load_checkpoint(ckpt_or_path, map_location)
+    require_keys(ckpt, ("strategy",) if spec is not None else ("strategy", "spec"), where)
     info = ckpt["strategy"]
-    spec = spec_from_dict(ckpt["spec"])
-    strategy = build_strategy(info["name"], info.get("options") or {}, spec=spec)
+    try:
+        return build_strategy(info["name"], info.get("options") or {},
+                              spec=spec if spec is not None else spec_from_dict(ckpt["spec"]))
+    except MaskkitError as e:
+        origin = f"{info.get('plugin', '?')} from {info.get('dist', '?')} {info.get('version', '?')}"
+        raise CheckpointError(f"{where} needs strategy '{info['name']}' ({origin}): {e}") from None
+
+
+def strategy_from_checkpoint(ckpt_or_path: dict[str, Any] | str | os.PathLike[str],
+                             map_location: str | torch.device = "cpu") -> MaskStrategy:
+    """Rebuild the (trained) mask strategy stored in a checkpoint, weights loaded, in eval mode."""
+    if isinstance(ckpt_or_path, dict):
+        ckpt, where = ckpt_or_path, "the checkpoint"
+    else:
+        ckpt, where = load_checkpoint(ckpt_or_path, map_location), str(ckpt_or_path)
+    strategy = build_checkpoint_strategy(ckpt, where)
     prefix = "strategy."
     state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
     if state or len(list(strategy.parameters())) > 0:
         try:
             strategy.load_state_dict(state)
         except RuntimeError as e:
-            raise CheckpointError(f"the checkpoint's '{info['name']}' weights do not fit: {e}") from None
+            name = ckpt["strategy"]["name"]
+            raise CheckpointError(f"{where}: the '{name}' weights do not fit: {e}") from None
     return strategy.eval()
 
 

@@ -54,6 +54,7 @@ from .adversarial import AdversarialConfig
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
+    build_checkpoint_strategy,
     capture_rng_state,
     epoch_checkpoint_name,
     find_resume_checkpoint,
@@ -111,6 +112,16 @@ class DataConfig:
     style_labels: bool = field(default=False, metadata={
         "help": "condition the strategy on each pair's style label: the target song's subfolder (a folder "
                 "of songs in one subfolder per style) or, for synthetic music, its drum groove"})
+
+    def datasets(self, sample_rate: int, seed: int) -> tuple[Any, Any]:
+        """The run's ``(train, val)`` datasets at ``sample_rate`` (its codec's), as the trainer
+        builds them: :func:`maskkit.data.make_datasets` with these settings."""
+        from .data import make_datasets
+
+        return make_datasets(self.source, sample_rate=sample_rate, segment_seconds=self.segment_seconds,
+                             seed=seed, train_pairs=self.train_pairs, val_pairs=self.val_pairs,
+                             val_fraction=self.val_fraction, skip_bad=self.skip_bad,
+                             style_labels=self.style_labels)
 
 
 @dataclass
@@ -225,7 +236,7 @@ class TrainConfig:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
         """The config stored in a checkpoint (with ``resume`` set to it), plus ``overrides``."""
-        ck = load_checkpoint(path)
+        ck = load_checkpoint(path, require=("config",))
         d = _deep_merge(dict(ck["config"]), _plain(overrides))
         if "resume" not in overrides:
             d["resume"] = str(path)
@@ -647,22 +658,20 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
     Raises :class:`CheckpointError` naming the file when the strategy or codec plugin is not
     installed or the weights do not fit.
     """
-    from .plugins import build_codec, build_strategy
+    from .plugins import build_codec
 
-    ck = load_checkpoint(path, map_location="cpu")
+    ck = load_checkpoint(path, map_location="cpu", require=("config", "strategy"))
     try:
         cfg = TrainConfig.from_dict(ck["config"])
     except ConfigError as e:
         raise CheckpointError(f"{path}: its training config does not load: {e}") from None
-    info, codec_info = ck["strategy"], ck.get("codec") or {"name": cfg.codec, "options": cfg.codec_options}
+    codec_info = ck.get("codec") or {"name": cfg.codec, "options": cfg.codec_options}
     try:
         codec = build_codec(codec_info["name"], codec_info.get("options") or {})
-        spec = spec_from_dict(ck["spec"]) if ck.get("spec") else codec.spec
-        strategy = build_strategy(info["name"], info.get("options") or {}, spec=spec)
     except MaskkitError as e:
-        where = f"{info.get('plugin', '?')} from {info.get('dist', '?')} {info.get('version', '?')}"
-        raise CheckpointError(f"{path} needs strategy '{info['name']}' ({where}) and codec "
-                              f"'{codec_info['name']}': {e}") from None
+        raise CheckpointError(f"{path} needs codec '{codec_info['name']}': {e}") from None
+    spec = spec_from_dict(ck["spec"]) if ck.get("spec") else codec.spec
+    strategy = build_checkpoint_strategy(ck, str(path), spec)
     model = SimpleTransformer(cfg.model, strategy, spec.dim)
     try:
         model.load_state_dict(ck["model"])
@@ -737,7 +746,6 @@ class Trainer:
         self._agree(err)
 
     def _setup_local(self) -> None:
-        from .data import make_datasets
         from .plugins import build_codec, build_strategy, get_strategy_entry
 
         cfg = self.cfg
@@ -758,7 +766,7 @@ class Trainer:
                 resume_path = cfg.resume
         resume_path = dist_utils.broadcast_object(resume_path)
         if resume_path:
-            self.ckpt = load_checkpoint(resume_path, map_location="cpu")
+            self.ckpt = load_checkpoint(resume_path, map_location="cpu", require=("config", "strategy"))
         elif cfg.resume == "auto":
             self.print(f"--resume auto: no checkpoint in {self.run_dir}; starting a new run")
         self.resume_path = resume_path
@@ -773,12 +781,8 @@ class Trainer:
         self.sample_rate = int(self.codec.sample_rate)
 
         # Data (before the strategy: style labels decide its num_styles).
-        d = cfg.data
-        self.train_ds, self.val_ds = make_datasets(
-            d.source, sample_rate=self.sample_rate, segment_seconds=d.segment_seconds, seed=cfg.seed,
-            train_pairs=d.train_pairs, val_pairs=d.val_pairs, val_fraction=d.val_fraction,
-            skip_bad=d.skip_bad, style_labels=d.style_labels)
-        self.styles: list[str] | None = list(self.train_ds.style_names) if d.style_labels else None
+        self.train_ds, self.val_ds = cfg.data.datasets(self.sample_rate, cfg.seed)
+        self.styles: list[str] | None = list(self.train_ds.style_names) if cfg.data.style_labels else None
         if self.styles is not None:
             self._condition_on_styles(self.styles)
         if self.ckpt is not None:
@@ -812,8 +816,9 @@ class Trainer:
                 f"{cfg.batch_size} x {self.world} processes (lower --batch-size, or add data)")
         if len(self.val_ds) < 1:
             raise ConfigError("the validation set is empty (raise --val-pairs / val_fraction, or add songs)")
-        loader_kw: dict[str, Any] = {"num_workers": d.num_workers, "pin_memory": self.device.type == "cuda"}
-        if d.num_workers > 0:
+        workers = cfg.data.num_workers
+        loader_kw: dict[str, Any] = {"num_workers": workers, "pin_memory": self.device.type == "cuda"}
+        if workers > 0:
             loader_kw.update(persistent_workers=False, worker_init_fn=_ignore_stop_signals)
         # A private generator: DataLoader draws its worker seed from it, never from the global
         # RNG, so creating an iterator mid-epoch on resume does not shift the model's RNG stream.

@@ -475,7 +475,7 @@ def test_cli_selftest_passes_and_fails_loudly(monkeypatch):
     assert r.exit_code == 1 and "failed" in r.output
 
 
-def _trained_checkpoint(tmp_path, spec, codec=None, steps=60):
+def _trained_checkpoint(tmp_path, spec, codec=None, steps=60, data=None):
     s = build_strategy("creative-agent", {**SMALL, "coverage_weight": 5.0},
                        spec=EncodingSpec(**spec))
     opt = torch.optim.Adam(s.parameters(), lr=1e-2)
@@ -486,7 +486,7 @@ def _trained_checkpoint(tmp_path, spec, codec=None, steps=60):
         loss.backward()
         opt.step()
     ckpt = {"format_version": CHECKPOINT_FORMAT, "kind": "maskkit-train",
-            "config": {"seed": 0, "data": {"segment_seconds": 0.1}},
+            "config": {"seed": 0, "data": {"segment_seconds": 0.1, **(data or {})}},
             "strategy": {"name": "creative-agent", "options": s.config_dict()}, "spec": spec,
             "model": {f"strategy.{k}": v for k, v in s.state_dict().items()}}
     if codec is not None:
@@ -518,6 +518,35 @@ def test_inspect_encodes_the_validation_music_with_the_checkpoint_codec(tmp_path
     assert "validation" in rep.data and "stft" in rep.data
     assert set(rep.metrics) >= {"complementarity", "coverage", "balance"}
     assert 0.0 <= rep.metrics["balance"] <= 1.0
+
+
+def test_inspect_of_a_run_on_a_folder_of_songs_measures_that_folders_validation_songs(tmp_path):
+    """Not synthetic music: the run's own held-out songs (its data config)."""
+    import numpy as np
+    import soundfile as sf
+    from maskkit_creative_agent.diagnostics import inspect_checkpoint
+
+    from maskkit.plugins import build_codec
+
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    t = np.arange(8000) / 8000
+    for i in range(6):
+        tone = 0.3 * np.sin(2 * np.pi * (110 + 40 * i) * t)
+        sf.write(songs / f"song{i}.wav", tone.astype(np.float32), 8000)
+    opts = {"sample_rate": 8000, "n_fft": 32, "hop_length": 16}
+    codec = build_codec("stft", opts)
+    spec = {"dim": codec.spec.dim, "frame_rate": None, "sample_rate": None, "channel_freqs": None}
+    path = _trained_checkpoint(tmp_path, spec, codec={"name": "stft", "options": opts}, steps=1,
+                               data={"source": str(songs), "val_fraction": 0.4})
+    rep = inspect_checkpoint(path, pairs=5, batch_size=4)
+    assert str(songs) in rep.data and "synthetic" not in rep.data
+    assert rep.pairs == rep.shape[0] == 5
+    assert rep.shape[1:] == (codec.spec.dim, codec.num_frames(800))
+    for f in songs.iterdir():
+        f.unlink()
+    with pytest.raises(Exception, match=str(songs)):  # the data moved: the error names the folder
+        inspect_checkpoint(path, pairs=2)
 
 
 def test_inspect_without_a_codec_asks_for_random(tmp_path):

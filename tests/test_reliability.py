@@ -236,6 +236,45 @@ def test_a_checkpoint_of_a_newer_format_is_refused_clearly(tiny_run, tmp_path):
     assert not (tmp_path / "new" / "last.pt").exists()
 
 
+@pytest.mark.parametrize("drop", ["config", "strategy"])
+def test_a_checkpoint_without_its_config_or_strategy_is_named_not_a_key_error(tiny_run, tmp_path, drop):
+    from maskkit.checkpoint import strategy_from_checkpoint
+    from maskkit.train import TrainConfig, load_model
+
+    ck = load_checkpoint(tiny_run / "last.pt")
+    del ck[drop]
+    path = atomic_save(ck, tmp_path / "partial.pt")
+    expected = rf"partial\.pt lacks the entry '{drop}'"
+    with pytest.raises(CheckpointError, match=expected):
+        load_model(path)
+    with pytest.raises(CheckpointError, match=expected):
+        train(tiny(tmp_path / "new", "--train-pairs", "8", "--batch-size", "4", "--resume", str(path)))
+    if drop == "config":
+        with pytest.raises(CheckpointError, match=expected):
+            TrainConfig.from_checkpoint(path)
+    else:
+        with pytest.raises(CheckpointError, match=expected):
+            strategy_from_checkpoint(path)
+    cmd = [sys.executable, "-m", "maskkit_cli.main", "train", "--resume", str(path), "--quiet"]
+    p = subprocess.run(cmd, cwd=tmp_path, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert "partial.pt lacks the entr" in p.stderr, p.stderr
+
+
+def test_a_checkpoint_needing_a_plugin_that_is_not_installed_names_the_file_and_plugin(tiny_run, tmp_path):
+    from maskkit.checkpoint import strategy_from_checkpoint
+    from maskkit.train import load_model
+
+    ck = load_checkpoint(tiny_run / "last.pt")
+    ck["strategy"] = {**ck["strategy"], "name": "gone", "plugin": "gone-plugin", "dist": "maskkit-gone",
+                      "version": "1.0"}
+    path = atomic_save(ck, tmp_path / "gone.pt")
+    for load in (strategy_from_checkpoint, load_model):
+        with pytest.raises(CheckpointError, match=r"gone\.pt needs strategy 'gone' \(gone-plugin from "
+                                                  r"maskkit-gone 1\.0\)"):
+            load(path)
+
+
 def test_resuming_with_another_strategy_is_refused_and_loses_nothing(tiny_run, tmp_path):
     import dataclasses
 

@@ -155,29 +155,41 @@ class InspectReport:
     hard: bool
 
 
-def _held_out_encodings(ckpt: dict[str, Any], spec: Any, pairs: int, batch_size: int, seconds: float | None,
+def _held_out_encodings(ckpt: dict[str, Any], pairs: int, batch_size: int, seconds: float | None,
                         seed: int | None, device: torch.device) -> tuple[list[Tensor], str]:
-    """Encode the synthetic validation split with the checkpoint's codec (as the trainer does)."""
-    from maskkit.data import SyntheticPairs
+    """Encode the run's validation split (its data, seed and segment length, as the trainer
+    builds it) with the checkpoint's codec; ``seconds`` / ``seed`` override the run's."""
+    import dataclasses
+
     from maskkit.plugins import build_codec
+    from maskkit.train import DataConfig, TrainConfig
 
     info = ckpt.get("codec")
     if not info:
         raise CheckpointError("the checkpoint names no codec: use --random to inspect on random encodings")
     codec = build_codec(info["name"], info.get("options") or {}).to(device).eval()
-    cfg = ckpt.get("config") or {}
-    seconds = float(seconds if seconds is not None else (cfg.get("data") or {}).get("segment_seconds", 4.0))
-    seed = int(seed if seed is not None else cfg.get("seed", 0))
-    ds = SyntheticPairs(pairs, seconds=seconds, sample_rate=codec.sample_rate, seed=seed, train=False)
+    cfg = TrainConfig.from_dict(ckpt["config"]) if ckpt.get("config") else TrainConfig()
+    data: DataConfig = dataclasses.replace(
+        cfg.data, val_pairs=pairs, style_labels=False,
+        segment_seconds=float(seconds if seconds is not None else cfg.data.segment_seconds))
+    seed = int(seed if seed is not None else cfg.seed)
+    _, val = data.datasets(int(codec.sample_rate), seed)
+    n = min(pairs, len(val))
     batches = []
     with torch.no_grad():
-        for i in range(0, pairs, batch_size):
-            items = [ds[j] for j in range(i, min(pairs, i + batch_size))]
-            a = torch.stack([x for x, _ in items]).to(device)
-            b = torch.stack([y for _, y in items]).to(device)
+        for i in range(0, n, batch_size):
+            items = [val[j] for j in range(i, min(n, i + batch_size))]
+            a = torch.stack([_mono(x) for x, *_ in items]).to(device)
+            b = torch.stack([_mono(y) for _, y, *_ in items]).to(device)
             batches.append(torch.stack([codec.encode(a), codec.encode(b)]))
-    return batches, (f"synthetic validation split (seed {seed}, {seconds:g} s, codec '{info['name']}', "
-                     f"{codec.sample_rate} Hz)")
+    where = "synthetic" if data.source in (None, "synthetic") else f"{data.source}:"
+    return batches, (f"{where} validation split ({n} pairs, seed {seed}, {data.segment_seconds:g} s, "
+                     f"codec '{info['name']}', {codec.sample_rate} Hz)")
+
+
+def _mono(audio: Tensor) -> Tensor:
+    """A dataset item's audio as ``[1, N]``."""
+    return audio if audio.dim() == 2 else audio.unsqueeze(0)
 
 
 def inspect_checkpoint(path: str | os.PathLike[str], *, pairs: int = 16, batch_size: int = 8,
@@ -186,15 +198,16 @@ def inspect_checkpoint(path: str | os.PathLike[str], *, pairs: int = 16, batch_s
     """Complementarity, coverage and balance of a checkpoint's trained strategy on held-out data.
 
     Loads the strategy with :func:`maskkit.checkpoint.strategy_from_checkpoint` (eval mode),
-    encodes the synthetic validation split (the trainer's: ``train=False``, the run's seed
-    and segment length) with the checkpoint's codec, and computes
+    encodes the run's validation split (its data: synthetic music or the folder it trained
+    on, with its seed and segment length; ``pairs`` of them at most) with the checkpoint's
+    codec, and computes
     :func:`maskkit.metrics.mask_metrics` over all the pairs at once. ``random=True`` uses
     random ``N(0, 1)`` encodings of ``spec.dim x frames`` instead (no codec or data needed).
     """
     from maskkit.checkpoint import load_checkpoint, spec_from_dict, strategy_from_checkpoint
 
     dev = torch.device(device)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, require=("strategy", "spec"))
     strategy = strategy_from_checkpoint(ckpt).to(dev)
     spec = spec_from_dict(ckpt["spec"])
     if random:
@@ -205,7 +218,7 @@ def inspect_checkpoint(path: str | os.PathLike[str], *, pairs: int = 16, batch_s
             batches.append(torch.randn(2, n, spec.dim, frames, generator=g).to(dev))
         data = f"random N(0, 1) encodings ({spec.dim} x {frames})"
     else:
-        batches, data = _held_out_encodings(ckpt, spec, pairs, batch_size, seconds, seed, dev)
+        batches, data = _held_out_encodings(ckpt, pairs, batch_size, seconds, seed, dev)
     ims, tms, regs, bals = [], [], [], []
     with torch.no_grad():
         for enc in batches:
@@ -218,8 +231,9 @@ def inspect_checkpoint(path: str | os.PathLike[str], *, pairs: int = 16, batch_s
             if isinstance(bal, Tensor):
                 bals.append(float(bal) * enc.shape[1])
     im, tm = torch.cat(ims), torch.cat(tms)
+    n = int(im.shape[0])  # fewer than ``pairs`` when the run's validation split is smaller
     return InspectReport(
-        path=str(path), strategy=str(ckpt["strategy"]["name"]), data=data, pairs=pairs,
-        shape=(int(im.shape[0]), int(im.shape[1]), int(im.shape[2])), metrics=metrics.mask_metrics(im, tm),
-        reg_loss=sum(regs) / pairs if regs else None, balance_loss=sum(bals) / pairs if bals else None,
+        path=str(path), strategy=str(ckpt["strategy"]["name"]), data=data, pairs=n,
+        shape=(n, int(im.shape[1]), int(im.shape[2])), metrics=metrics.mask_metrics(im, tm),
+        reg_loss=sum(regs) / n if regs else None, balance_loss=sum(bals) / n if bals else None,
         hard=hard)
