@@ -791,6 +791,11 @@ class Trainer:
 
         strategy = build_strategy(cfg.strategy, dict(cfg.strategy_options), spec=self.spec)
         self.model = SimpleTransformer(cfg.model, strategy, self.spec.dim).to(self.device)
+        default_rate = LossConfig.__dataclass_fields__["sample_rate"].default
+        if cfg.loss.sample_rate not in (default_rate, self.sample_rate):
+            raise ConfigError(f"loss option sample_rate={cfg.loss.sample_rate}: the loss always runs at the "
+                              f"codec's rate ({self.sample_rate} Hz); set the codec's instead "
+                              f"(--codec-opt sample_rate=N)")
         loss_cfg = dataclasses.replace(cfg.loss, sample_rate=self.sample_rate)
         self.loss_fn = CombinedLoss(loss_cfg).to(self.device)
         # The critic of adversarial training (maskkit.adversarial): built before the per-rank

@@ -56,8 +56,9 @@ class MaskkitGroup(click.Group):
         mod, attr = target.split(":")
         try:
             return getattr(importlib.import_module(mod), attr)
-        except (ImportError, AttributeError):
-            return None
+        except (ImportError, AttributeError) as e:  # a broken install: say so, not "No such command"
+            raise click.ClickException(f"the command '{name}' failed to load from {mod}: "
+                                       f"{type(e).__name__}: {e} (reinstall maskkit)") from e
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         cmd = self._load_builtin(cmd_name)

@@ -28,14 +28,19 @@ def strategies(ctx: click.Context) -> None:
     table.add_column("description", overflow="fold")
     for name, entry in reg.items():
         cls = entry.cls
-        try:
-            params = f"{cls.num_parameters_default():,}"
-        except Exception as e:  # a plugin's constructor failing must not hide the others
-            params = f"error: {e}"
-        table.add_row(name, "yes" if cls.learnable else "no", params, entry.dist, entry.version,
+        table.add_row(name, "yes" if cls.learnable else "no", _parameters(cls), entry.dist, entry.version,
                       _summary(cls.description or (cls.__doc__ or "")))
     _console().print(table)
     _print_failed()
+
+
+def _parameters(cls: type) -> str:
+    """The parameter count at default options, or the error of a plugin whose constructor
+    fails (which must not hide the other strategies, nor this one's description)."""
+    try:
+        return f"{cls.num_parameters_default():,}"  # type: ignore[attr-defined]
+    except Exception as e:
+        return f"error: {type(e).__name__}: {e}"
 
 
 @strategies.command("show")
@@ -53,7 +58,7 @@ def strategies_show(name: str) -> None:
     console.print(f"[bold]{name}[/bold]  ({entry.origin})")
     console.print(cls.description or (cls.__doc__ or "").strip())
     console.print(f"learnable: {'yes' if cls.learnable else 'no'}; parameters at defaults: "
-                  f"{cls.num_parameters_default():,}")
+                  f"{_parameters(cls)}")
     rows = describe_config(cls.Config)
     if not rows:
         console.print("No options.")

@@ -326,6 +326,37 @@ def test_cli_strategies_show_and_unknown_name():
     assert r.exit_code == 2 and "unknown strategy 'nope'" in r.output and "temporal" in r.output
 
 
+def test_cli_a_strategy_whose_constructor_fails_is_listed_and_shown_with_its_error(fresh_plugins):
+    class Fragile(Halves):
+        name = "fragile-test"
+        learnable = True  # its parameter count needs an instance
+
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("needs a GPU")
+
+    class Plugin:
+        @hookimpl
+        def register_strategies(self, register):
+            register(Fragile)
+
+    fresh_plugins.register_plugin(Plugin(), "fragile-plugin")
+    for args in (["strategies"], ["strategies", "show", "fragile-test"]):
+        r = CliRunner().invoke(cli, args, env={"COLUMNS": "250"})
+        assert r.exit_code == 0, r.output
+        assert "error: RuntimeError: needs a GPU" in r.output
+    assert "first half input" in r.output  # the description still shows
+
+
+def test_cli_a_broken_builtin_command_says_so_instead_of_no_such_command(monkeypatch):
+    from maskkit_cli import main
+
+    monkeypatch.setitem(main.BUILTIN_COMMANDS, "train", "maskkit_cli.no_such_module:train")
+    r = CliRunner().invoke(cli, ["train", "--help"])
+    assert r.exit_code != 0
+    assert "the command 'train' failed to load from maskkit_cli.no_such_module" in r.output
+    assert "No such command" not in r.output
+
+
 def test_cli_plugins_lists_the_builtin_plugin():
     r = CliRunner().invoke(cli, ["plugins"], terminal_width=200)
     assert r.exit_code == 0 and "fixed" in r.output and "temporal" in r.output

@@ -511,3 +511,14 @@ def test_cli_resume_takes_the_checkpoints_settings(monkeypatch, tmp_path):
     result, cfg = _invoke(["--resume", "auto", "--strategy", "temporal", "--checkpoint-dir",
                            str(tmp_path / "e")], monkeypatch)
     assert result.exit_code == 0 and cfg.model.d_model == TrainConfig().model.d_model
+
+
+def test_a_loss_sample_rate_other_than_the_codecs_is_refused(tmp_path):
+    """The loss runs at the codec's rate; a typed loss rate that differs would be silently ignored."""
+    small = ("--train-pairs", "4", "--batch-size", "4")
+    with pytest.raises(ConfigError, match=r"loss option sample_rate=16000: .*codec's rate \(8000 Hz\).*"
+                                          r"--codec-opt sample_rate"):
+        train(tiny(tmp_path / "run", "--loss-opt", "sample_rate=16000", *small))
+    assert not (tmp_path / "run" / "last.pt").exists()
+    r = train(tiny(tmp_path / "ok", "--loss-opt", "sample_rate=8000", *small, "--max-steps", "1"))
+    assert r.steps == 1
