@@ -1182,7 +1182,7 @@ class Trainer:
                       + [v.float() for v in adv_values])
             packed = torch.stack([torch.nan_to_num(v.reshape(()), nan=0.0, posinf=0.0, neginf=0.0)
                                   for v in values]
-                                 + [bad.float().reshape(()), torch.tensor(stop, device=self.device)])
+                                 + [bad.float().reshape(()), torch.full((), stop, device=self.device)])
         dist_utils.all_reduce_(packed, "sum")
         vals = packed.tolist()
         n = len(COMPONENTS)
@@ -1381,8 +1381,9 @@ class Trainer:
 
                 val = self.validate(self._snapshot_due(epoch))
                 # A stop request during validation: finish this epoch's bookkeeping, then stop.
-                flag = torch.tensor([float(self.stop.requested)], device=self.device)
+                flag = torch.full((1,), float(self.stop.requested), device=self.device)
                 dist_utils.all_reduce_(flag, "sum")
+                stop_now = flag.item() > 0  # read once: one host sync per epoch
                 train_means = {k: v / max(self.epoch_count, 1) for k, v in self.epoch_sums.items()}
                 improved = self.best_val is None or val["loss"] < self.best_val
                 if improved:
@@ -1405,11 +1406,11 @@ class Trainer:
                     self.logger.log(row)
                 self._epoch_lines(row, train_means)
                 stop_early = cfg.patience is not None and self.bad_epochs >= cfg.patience
-                last_epoch = self.epoch >= cfg.epochs or done or stop_early or flag.item() > 0
+                last_epoch = self.epoch >= cfg.epochs or done or stop_early or stop_now
                 periodic = self.epoch % cfg.save_every == 0 or last_epoch
-                reason = "interrupted" if flag.item() > 0 else "final" if last_epoch else "epoch"
+                reason = "interrupted" if stop_now else "final" if last_epoch else "epoch"
                 self.save(reason, best=improved, periodic=periodic)
-                if flag.item() > 0:
+                if stop_now:
                     stopped = "interrupted"
                     if self.stop.signum is None:
                         self.stop.signum = -1

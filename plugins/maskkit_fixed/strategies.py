@@ -3,6 +3,7 @@ dtype-agnostic, deterministic. Each builds its masks in the input's dtype and de
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -33,17 +34,39 @@ def temporal_mask(T: int, segment: int, fade: int, device: torch.device | str | 
 
 def _low_band(D: int, split_ratio: float, freqs: tuple[float, ...] | None, split_hz: float | None,
               device: torch.device, owner: str) -> Tensor:
-    """Boolean ``[D]``: True for the channels of the low band."""
+    """Boolean ``[D]``: True for the channels of the low band (decided on the host: no device sync)."""
     if freqs is not None:
         if len(freqs) != D:
             raise ConfigError(f"{owner}: the encoding spec gives {len(freqs)} channel frequencies "
                               f"but the input has D={D} channels")
-        f = torch.tensor(freqs, device=device, dtype=torch.float32)
-        cutoff = split_hz if split_hz is not None else split_ratio * float(f.max())
-        return f < cutoff
+        cutoff = split_hz if split_hz is not None else split_ratio * max(freqs)
+        return torch.tensor([f < cutoff for f in freqs], device=device)
     if split_hz is not None:
         raise ConfigError(f"{owner}: option 'split_hz' needs a codec that gives channel frequencies")
     return torch.arange(D, device=device) < round(split_ratio * D)
+
+
+class _CachedMasks(MaskStrategy):
+    """A strategy whose masks depend only on the input's shape, its options, the device and the
+    dtype: they are built once per key and reused (a few small tensors; treat them as
+    read-only), so a training step costs only applying them, with no host-device copy."""
+
+    _CACHE_SIZE = 16
+
+    def __init__(self, config: object = None, **kwargs: object) -> None:
+        super().__init__(config, **kwargs)  # type: ignore[arg-type]
+        self._cache: dict[tuple[object, ...], tuple[Tensor, Tensor]] = {}
+
+    def _cached(self, x: Tensor, hard: bool, build: Callable[[], tuple[Tensor, Tensor]]) -> Masks:
+        # inference-mode tensors cannot take part in autograd later: they get keys of their own
+        key = (tuple(x.shape[1:]), hard, x.device, x.dtype, torch.is_inference_mode_enabled())
+        pair = self._cache.get(key)
+        if pair is None:
+            pair = build()
+            if len(self._cache) >= self._CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = pair
+        return Masks(*pair)
 
 
 @dataclass
@@ -63,32 +86,23 @@ class TemporalConfig:
         return min(10, self.segment // 15) if self.fade is None else self.fade
 
 
-class Temporal(MaskStrategy):
-    """Masks depend only on (T, segment, fade, device, dtype): they are built once per key and
-    reused (a few small tensors), so a step costs only applying them. Treat them as read-only."""
+class Temporal(_CachedMasks):
+    """Masks depend only on (T, options, device, dtype): built once per key and reused."""
 
     name = "temporal"
     description = "Alternating time segments with short crossfades: input on the 1st, 3rd, ... segment."
     complementary = True
     Config = TemporalConfig
-    _CACHE_SIZE = 16
-
-    def __init__(self, config: object = None, **kwargs: object) -> None:
-        super().__init__(config, **kwargs)  # type: ignore[arg-type]
-        self._cache: dict[tuple[object, ...], tuple[Tensor, Tensor]] = {}
 
     def forward(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False) -> Masks:
         cfg = self.config
-        fade = 0 if hard else cfg.fade_frames
-        key = (x_input.shape[-1], cfg.segment, fade, x_input.device, x_input.dtype)
-        pair = self._cache.get(key)
-        if pair is None:
+
+        def build() -> tuple[Tensor, Tensor]:
+            fade = 0 if hard else cfg.fade_frames
             m = temporal_mask(x_input.shape[-1], cfg.segment, fade, x_input.device, x_input.dtype)
-            pair = (m, 1.0 - m)
-            if len(self._cache) >= self._CACHE_SIZE:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = pair
-        return Masks(*pair)
+            return m, 1.0 - m
+
+        return self._cached(x_input, hard, build)
 
 
 @dataclass
@@ -102,21 +116,23 @@ class FrequencyConfig:
         "help": "split at this frequency in Hz instead (needs channel frequencies)", "min": 0.0})
 
 
-class Frequency(MaskStrategy):
+class Frequency(_CachedMasks):
     name = "frequency"
     description = "Low band from the input, high band from the target; splits in Hz when the codec says."
     Config = FrequencyConfig
 
     def forward(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False) -> Masks:
         cfg = self.config
-        D = x_input.shape[1]
-        low = _low_band(D, cfg.split_ratio, self.spec.channel_freqs, cfg.split_hz, x_input.device,
-                        f"strategy '{self.name}'")
-        att = 0.0 if hard else cfg.attenuation
-        keep = low.to(x_input.dtype).view(1, D, 1)
-        input_mask = keep + (1.0 - keep) * att
-        target_mask = (1.0 - keep) + keep * att
-        return Masks(input_mask, target_mask)
+
+        def build() -> tuple[Tensor, Tensor]:
+            D = x_input.shape[1]
+            low = _low_band(D, cfg.split_ratio, self.spec.channel_freqs, cfg.split_hz, x_input.device,
+                            f"strategy '{self.name}'")
+            att = 0.0 if hard else cfg.attenuation
+            keep = low.to(x_input.dtype).view(1, D, 1)
+            return keep + (1.0 - keep) * att, (1.0 - keep) + keep * att
+
+        return self._cached(x_input, hard, build)
 
 
 @dataclass
@@ -146,20 +162,23 @@ class SpectralConfig:
     seed: int = field(default=0, metadata={"help": "seed of the random channel partition"})
 
 
-class Spectral(MaskStrategy):
+class Spectral(_CachedMasks):
     name = "spectral"
     description = "A random (seeded) partition of the channels: a share to the input, the rest to the target."
     complementary = True
     Config = SpectralConfig
 
     def forward(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False) -> Masks:
-        D = x_input.shape[1]
-        g = torch.Generator().manual_seed(self.config.seed)
-        perm = torch.randperm(D, generator=g)
-        keep = torch.zeros(D, dtype=x_input.dtype)
-        keep[perm[: round(self.config.keep_ratio * D)]] = 1.0
-        m = keep.to(x_input.device).view(1, D, 1)
-        return Masks(m, 1.0 - m)
+        def build() -> tuple[Tensor, Tensor]:
+            D = x_input.shape[1]
+            g = torch.Generator().manual_seed(self.config.seed)
+            perm = torch.randperm(D, generator=g)
+            keep = torch.zeros(D, dtype=x_input.dtype)
+            keep[perm[: round(self.config.keep_ratio * D)]] = 1.0
+            m = keep.to(x_input.device).view(1, D, 1)
+            return m, 1.0 - m
+
+        return self._cached(x_input, hard, build)
 
 
 @dataclass
@@ -174,7 +193,7 @@ class HybridConfig:
         TemporalConfig(self.segment, self.fade).validate()
 
 
-class Hybrid(MaskStrategy):
+class Hybrid(_CachedMasks):
     name = "hybrid"
     description = ("Temporal x frequency checkerboard: on the input's segments the input gives its low "
                    "band and the target its high band; on the target's segments the other way round.")
@@ -183,13 +202,17 @@ class Hybrid(MaskStrategy):
 
     def forward(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False) -> Masks:
         cfg = self.config
-        D, T = x_input.shape[1], x_input.shape[-1]
-        fade = 0 if hard else TemporalConfig(cfg.segment, cfg.fade).fade_frames
-        t = temporal_mask(T, cfg.segment, fade, x_input.device, x_input.dtype)
-        low = _low_band(D, cfg.split_ratio, self.spec.channel_freqs, None, x_input.device,
-                        f"strategy '{self.name}'").to(x_input.dtype).view(1, D, 1)
-        m = t * low + (1.0 - t) * (1.0 - low)
-        return Masks(m, 1.0 - m)
+
+        def build() -> tuple[Tensor, Tensor]:
+            D, T = x_input.shape[1], x_input.shape[-1]
+            fade = 0 if hard else TemporalConfig(cfg.segment, cfg.fade).fade_frames
+            t = temporal_mask(T, cfg.segment, fade, x_input.device, x_input.dtype)
+            low = _low_band(D, cfg.split_ratio, self.spec.channel_freqs, None, x_input.device,
+                            f"strategy '{self.name}'").to(x_input.dtype).view(1, D, 1)
+            m = t * low + (1.0 - t) * (1.0 - low)
+            return m, 1.0 - m
+
+        return self._cached(x_input, hard, build)
 
 
 class NoMask(MaskStrategy):
