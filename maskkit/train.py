@@ -859,6 +859,7 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.step = 0
+        self.step_lr = float(self.optimizer.param_groups[0]["lr"])  # the LR of the last step taken
         self.epochs_completed = 0
         self.best_val: float | None = None
         self.bad_epochs = 0
@@ -913,6 +914,24 @@ class Trainer:
             raise ConfigError(f"strategy option num_styles={given}, but the data has {len(styles)} style "
                               f"labels ({', '.join(styles)}): drop the option, the trainer sets it")
         cfg.strategy_options = {**cfg.strategy_options, "num_styles": len(styles)}
+
+    def _resume_schedule(self, saved: dict[str, Any]) -> None:
+        """Continue the LR schedule of a checkpoint under this run's settings.
+
+        ``LambdaLR.load_state_dict`` would write the saved schedule's fields (its total steps)
+        into this run's and bring back the old peak LR: a run resumed with more ``--epochs`` would
+        then stay at the old cosine's floor, and a new ``--lr`` would be ignored. The cosine now
+        ends at this run's total steps and peaks at this run's LR; the warm-up stays the
+        checkpoint's (it has happened, or is under way).
+        """
+        mine = dict(vars(self.schedule))
+        self.scheduler.load_state_dict(saved)
+        warmup = int(vars(self.schedule).get("warmup_steps", mine["warmup_steps"]))
+        vars(self.schedule).update(mine, warmup_steps=warmup)
+        self.scheduler.lr_lambdas[0] = self.schedule
+        self.scheduler.base_lrs = [self.cfg.optim.lr for _ in self.optimizer.param_groups]
+        for g in self.optimizer.param_groups:
+            g["initial_lr"] = self.cfg.optim.lr
 
     def _check_resumable(self, ck: dict[str, Any], path: str) -> None:
         saved = ck.get("config") or {}
@@ -989,9 +1008,7 @@ class Trainer:
         if ck.get("optimizer"):
             self.optimizer.load_state_dict(ck["optimizer"])
         if ck.get("scheduler"):
-            self.scheduler.load_state_dict(ck["scheduler"])
-            # The schedule follows this run's settings (same as the checkpoint's unless extended).
-            self.scheduler.lr_lambdas[0] = self.schedule
+            self._resume_schedule(ck["scheduler"])
         self.step = int(ck.get("step", 0))
         self.epoch = int(ck.get("epoch", 0))
         self.epochs_completed = int(ck.get("epochs_completed", self.epoch))
@@ -1014,6 +1031,7 @@ class Trainer:
                       f"{self.batch_in_epoch * global_batch}")
         for g in self.optimizer.param_groups:
             g["lr"] = self.cfg.optim.lr * self.schedule(self.step)
+        self.step_lr = self.optimizer.param_groups[0]["lr"]
         rng = ck.get("rng") or []
         if old_world == self.world and len(rng) == self.world:
             restore_rng_state(rng[self.rank])
@@ -1190,6 +1208,7 @@ class Trainer:
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)
         else:
+            self.step_lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used (logged)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
@@ -1358,7 +1377,7 @@ class Trainer:
                         self.epoch_count += 1
                         if self.main and self.step % cfg.log_every == 0:
                             row = {"kind": "step", "epoch": epoch + 1, "step": self.step,
-                                   "lr": self.optimizer.param_groups[0]["lr"], **metrics, "pairs_per_s": pps,
+                                   "lr": self.step_lr, **metrics, "pairs_per_s": pps,
                                    "time_s": round(time.perf_counter() - t_start, 3)}
                             self.logger.log(row)
                     adv = (f"  D(real) {metrics['adv_d_real']:.2f} D(fake) {metrics['adv_d_fake']:.2f}"
@@ -1391,7 +1410,7 @@ class Trainer:
                 else:
                     self.bad_epochs += 1
                 row = {"kind": "epoch", "epoch": epoch + 1, "step": self.step,
-                       "lr": self.optimizer.param_groups[0]["lr"],
+                       "lr": self.step_lr,  # the last step's
                        **{f"train_{k}": v for k, v in train_means.items()},
                        **{f"val_{k}": v for k, v in val.items()},
                        "best_val_loss": self.best_val, "epoch_time_s": round(epoch_time, 3),

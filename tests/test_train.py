@@ -151,6 +151,28 @@ def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path):
     assert full.history[-1]["val_loss"] == pytest.approx(resumed.history[-1]["val_loss"], rel=1e-6)
 
 
+def test_resuming_with_more_epochs_or_another_lr_follows_the_new_schedule(tmp_path):
+    """"--epochs 100 to train longer": the cosine is stretched to the new end (the LR of every
+    step equals an uninterrupted run's), and a new --lr is the new peak. The logged lr is the
+    rate the step used: the schedule's value at that step."""
+    args = ("--train-pairs", "12", "--batch-size", "4", "--warmup-steps", "1", "--lr", "2e-3")
+
+    def lrs(run: Path) -> list[float]:
+        return [r["lr"] for r in map(json.loads, open(run / "metrics.jsonl")) if r["kind"] == "step"]
+
+    full = train(tiny(tmp_path / "full", *args, "--epochs", "3"))
+    schedule = WarmupCosine(9, 1, 0.1)
+    assert lrs(tmp_path / "full") == pytest.approx([2e-3 * schedule(s) for s in range(9)], rel=1e-6)
+    train(tiny(tmp_path / "ext", *args, "--epochs", "1"))
+    extended = train(tiny(tmp_path / "ext", *args, "--epochs", "3", "--resume", "auto"))
+    assert extended.steps == full.steps == 9
+    assert lrs(tmp_path / "ext")[3:] == pytest.approx(lrs(tmp_path / "full")[3:], rel=1e-6)
+    train(tiny(tmp_path / "newlr", *args, "--epochs", "1"))
+    train(tiny(tmp_path / "newlr", *args, "--epochs", "2", "--lr", "1e-3", "--resume", "auto"))
+    half = WarmupCosine(6, 1, 0.1)
+    assert lrs(tmp_path / "newlr")[3:] == pytest.approx([1e-3 * half(s) for s in range(3, 6)], rel=1e-6)
+
+
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path):
     # A DataLoader worker too: SLURM and Ctrl-C signal the whole process group, workers included.
