@@ -242,6 +242,40 @@ class TrainConfig:
             d["resume"] = str(path)
         return cls.from_dict(d)
 
+    @classmethod
+    def for_resume(cls, resume: str | os.PathLike[str], /, preset: str | None = None, **overrides: Any
+                   ) -> TrainConfig:
+        """The config to continue a run: the checkpoint's settings with ``overrides`` on top.
+
+        ``resume="auto"``: the newest complete checkpoint of the run folder (``checkpoint_dir``,
+        or ``runs/<strategy>``); with none there yet, a new run of ``preset`` (default
+        ``small``) with ``overrides``, so a requeued job can always pass ``auto``. A path: that
+        checkpoint, whose own folder is the run folder unless ``checkpoint_dir`` says otherwise
+        (a run copied elsewhere continues where it now is, and never writes over the folder it
+        came from). ``preset`` given: its values under the checkpoint's. A ``strategy`` other
+        than the checkpoint's is refused, naming both. A ``resume`` in ``overrides`` is ignored.
+        """
+        overrides.pop("resume", None)
+        if str(resume) == "auto":
+            run_dir = Path(overrides["checkpoint_dir"]) if overrides.get("checkpoint_dir") else \
+                Path("runs") / overrides.get("strategy", cls.strategy)
+            path = find_resume_checkpoint(run_dir)
+            if path is None:
+                return cls.from_preset(preset or "small", **{**overrides, "resume": "auto"})
+        else:
+            path = Path(resume)
+        overrides = {**overrides, "resume": str(path)}
+        if preset is not None:
+            overrides["preset"] = preset
+        overrides.setdefault("checkpoint_dir", str(path.parent))
+        saved = (load_checkpoint(path, require=("config",))["config"] or {}).get("strategy")
+        if "strategy" in overrides and saved and saved != overrides["strategy"]:
+            raise ConfigError(
+                f"cannot resume from {path}: it was trained with strategy '{saved}', not "
+                f"'{overrides['strategy']}'. Drop --strategy to continue it, or start a new run in another "
+                f"--checkpoint-dir")
+        return cls.from_checkpoint(path, **overrides)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -483,6 +517,20 @@ class StopFlag:
 # --------------------------------------------------------------------------------------------
 # Public entry points
 # --------------------------------------------------------------------------------------------
+def _absolute_data_path(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its data folder as an absolute path, so that the run's config.json and
+    checkpoints name it from anywhere (``agent inspect``, ``bench`` of the checkpoint, a resume
+    from another directory). A path that does not exist is left as typed for the data layer's
+    error to name."""
+    src = cfg.data.source
+    if src is None or src == "synthetic" or Path(src).is_absolute():
+        return cfg
+    path = Path(src).expanduser()
+    if not path.exists():
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=str(path.resolve())))
+
+
 def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     """Train as ``config`` says (fields may also be given as keyword arguments).
 
@@ -499,6 +547,7 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     else:
         cfg = config
     cfg.validate()
+    cfg = _absolute_data_path(cfg)
     info = dist_utils.resolve_launch(world_size=cfg.world_size)
     if info.launcher != "spawn":
         return _run(cfg, info)

@@ -226,33 +226,6 @@ def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> Any:
 
 def _config_for_resume(ctx: click.Context, resume: str, over: dict[str, Any], preset: str) -> Any:
     """With --resume, the checkpoint's own settings are the base; options typed now override them."""
-    from pathlib import Path
-
-    from maskkit.checkpoint import find_resume_checkpoint
     from maskkit.train import TrainConfig
 
-    path: Path | None
-    if resume == "auto":
-        run_dir = Path(over["checkpoint_dir"]) if "checkpoint_dir" in over else \
-            Path("runs") / over.get("strategy", "creative-agent")
-        path = find_resume_checkpoint(run_dir)
-        if path is None:  # nothing to resume yet: a new run (so a requeued job can always pass --resume auto)
-            return TrainConfig.from_preset(preset, **over)
-    else:
-        path = Path(resume)
-    if _given(ctx, "preset"):
-        over = {**over, "preset": preset}
-    over = {**over, "resume": str(path)}
-    if "strategy" in over:
-        # Say so plainly, before the checkpoint's options for its own strategy are checked
-        # against the new one (which would blame an option the user never typed).
-        from maskkit.checkpoint import load_checkpoint
-        from maskkit.errors import ConfigError
-
-        saved = (load_checkpoint(path).get("config") or {}).get("strategy")
-        if saved and saved != over["strategy"]:
-            raise ConfigError(
-                f"cannot resume from {path}: it was trained with strategy '{saved}', not "
-                f"'{over['strategy']}'. Drop --strategy to continue it, or start a new run in another "
-                f"--checkpoint-dir")
-    return TrainConfig.from_checkpoint(path, **over)
+    return TrainConfig.for_resume(resume, preset=preset if _given(ctx, "preset") else None, **over)

@@ -535,6 +535,44 @@ def test_cli_resume_takes_the_checkpoints_settings(monkeypatch, tmp_path):
     assert result.exit_code == 0 and cfg.model.d_model == TrainConfig().model.d_model
 
 
+def test_resume_from_a_copied_run_or_another_directory_writes_next_to_the_checkpoint(tmp_path, monkeypatch):
+    """--resume PATH continues in the checkpoint's own folder (not the folder recorded when it was
+    trained, which a copy would overwrite); the data folder is recorded as an absolute path."""
+    import shutil
+
+    import soundfile as sf
+
+    from maskkit.train import TrainConfig
+
+    songs = tmp_path / "music"
+    songs.mkdir()
+    for i in range(6):
+        sf.write(songs / f"s{i}.wav", _tone(1.0, 8000, 110 + 50 * i, i), 8000)
+    monkeypatch.chdir(tmp_path)
+    small = ("--train-pairs", "4", "--val-pairs", "2", "--batch-size", "4", "--data", "music")
+    train(tiny(Path("runs/orig"), *small, "--epochs", "1"))
+    saved = load_checkpoint(tmp_path / "runs/orig/last.pt")["config"]
+    assert saved["data"]["source"] == str(songs)  # absolute, though typed relative
+    before = (tmp_path / "runs/orig/last.pt").read_bytes()
+    shutil.copytree(tmp_path / "runs/orig", tmp_path / "runs/copy")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = TrainConfig.for_resume(tmp_path / "runs/copy/last.pt", epochs=2)
+    assert cfg.run_dir == tmp_path / "runs/copy" and cfg.epochs == 2
+    r = train(cfg)
+    assert r.steps == 2 and Path(r.run_dir) == tmp_path / "runs/copy"
+    assert (tmp_path / "runs/orig/last.pt").read_bytes() == before  # the original run is untouched
+    assert not (elsewhere / "runs").exists()
+    # an explicit --checkpoint-dir still wins; another strategy is refused naming both
+    assert TrainConfig.for_resume(tmp_path / "runs/copy/last.pt", checkpoint_dir="x").checkpoint_dir == "x"
+    with pytest.raises(ConfigError, match="trained with strategy 'temporal', not 'energy'"):
+        TrainConfig.for_resume(tmp_path / "runs/copy/last.pt", strategy="energy")
+    # auto with nothing there: a new run of the preset
+    new = TrainConfig.for_resume("auto", checkpoint_dir=str(tmp_path / "empty"), strategy="temporal")
+    assert new.resume == "auto" and new.strategy == "temporal"
+
+
 def test_a_loss_sample_rate_other_than_the_codecs_is_refused(tmp_path):
     """The loss runs at the codec's rate; a typed loss rate that differs would be silently ignored."""
     small = ("--train-pairs", "4", "--batch-size", "4")
