@@ -256,6 +256,19 @@ def scan_songs(root: str | os.PathLike, *, segment_seconds: float = 4.0, skip_ba
     return SongCatalog(root=str(root), songs=songs, bad=bad, ignored=[str(p) for p in ignored])
 
 
+def _split_catalog(cat: SongCatalog, root: str | os.PathLike, val_fraction: float
+                   ) -> tuple[list[AudioInfo], list[AudioInfo]]:
+    """:func:`split_songs` of a scanned folder; too few songs says how many files were skipped."""
+    try:
+        return split_songs(cat.songs, root, val_fraction)
+    except AudioError as e:
+        if not cat.bad:
+            raise
+        path, reason = cat.bad[0]
+        raise AudioError(f"{e}; {len(cat.bad)} file(s) were skipped as bad (the first: {path}: {reason}); "
+                         f"`maskkit data check {root}` lists them") from None
+
+
 def split_songs(songs: Sequence[AudioInfo], root: str | os.PathLike, val_fraction: float = 0.1
                 ) -> tuple[list[AudioInfo], list[AudioInfo]]:
     """Split songs into (train, val) by song: each song is in exactly one of the two.
@@ -325,7 +338,7 @@ class FolderPairs(PairDataset):
         if split not in ("train", "val"):
             raise ConfigError(f"split must be 'train' or 'val', got {split!r}")
         cat = scan_songs(root, segment_seconds=segment_seconds, skip_bad=skip_bad)
-        train, val = split_songs(cat.songs, root, val_fraction)
+        train, val = _split_catalog(cat, root, val_fraction)
         ds = cls(train if split == "train" else val, num_pairs, sample_rate=sample_rate,
                  segment_seconds=segment_seconds, seed=seed, train=split == "train")
         ds.skipped = list(cat.bad)
@@ -529,7 +542,7 @@ def make_datasets(source: str | None = None, *, sample_rate: int = 24000, segmen
                        pairs=[(pid, Path(a.path), Path(b.path)) for pid, a, b in held])
         return train, val
     cat = scan_songs(root, segment_seconds=segment_seconds, skip_bad=skip_bad)
-    train_songs, val_songs = split_songs(cat.songs, root, val_fraction)
+    train_songs, val_songs = _split_catalog(cat, root, val_fraction)
     tr_kw: dict[str, Any] = dict(common)
     va_kw: dict[str, Any] = dict(common)
     if style_labels:

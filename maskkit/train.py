@@ -770,7 +770,9 @@ class Trainer:
     def warn(self, msg: str) -> None:
         if self.main:
             if self.console is not None:
-                self.console.print(f"[yellow]warning:[/] {msg}", highlight=False)
+                from rich.text import Text
+
+                self.console.print(Text.assemble(("warning:", "yellow"), f" {msg}"), highlight=False)
             else:
                 print(f"warning: {msg}", file=sys.stderr)
 
@@ -801,7 +803,8 @@ class Trainer:
         if self.main:
             from rich.console import Console
 
-            self.console = Console(highlight=False, soft_wrap=True)
+            # no markup: messages hold paths and file names, where "[Live]" is text, not a style
+            self.console = Console(highlight=False, soft_wrap=True, markup=False)
             _check_writable(self.run_dir)
 
         # Resume: which checkpoint (rank 0 decides for "auto", everyone loads the same file).
@@ -1360,6 +1363,11 @@ class Trainer:
         self.print(f"Data: {src}: {len(self.train_ds)} training / {len(self.val_ds)} validation pairs of "
                    f"{cfg.data.segment_seconds:g} s; batch {cfg.batch_size} per process x {self.world} = "
                    f"{gb}; {self.steps_per_epoch} steps per epoch, {self.total_steps} in all")
+        skipped = list(getattr(self.train_ds, "skipped", None) or [])
+        if skipped:
+            shown = "; ".join(f"{path}: {reason}" for path, reason in skipped[:10])
+            more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+            self.warn(f"skipped {len(skipped)} bad file(s) of {src} (--skip-bad): {shown}{more}")
         if self.styles is not None:
             self.print(f"Style conditioning: {len(self.styles)} labels ({', '.join(self.styles)}), each "
                        f"pair's target song's")

@@ -26,6 +26,8 @@ def curves(runs: tuple[str, ...], metrics: tuple[str, ...], png: str | None, smo
 
     from maskkit.curves import DEFAULT_METRICS, load_runs, plot_curves, run_summary
 
+    from ._output import escape
+
     loaded = load_runs(runs)
     path = png or (f"{runs[0]}/curves.png" if len(runs) == 1 else "curves.png")
     written = plot_curves(loaded, path, metrics=[_strip_val(m) for m in metrics] or DEFAULT_METRICS,
@@ -36,11 +38,11 @@ def curves(runs: tuple[str, ...], metrics: tuple[str, ...], png: str | None, smo
         table.add_column(col, no_wrap=True, justify="right")
     for run in loaded:
         s = run_summary(run)
-        table.add_row(s["run"], str(s["steps"]), str(s["epochs"]), _fmt(s["best_val_loss"]),
+        table.add_row(escape(s["run"]), str(s["steps"]), str(s["epochs"]), _fmt(s["best_val_loss"]),
                       _fmt(s["last_val_loss"]), _fmt(s["last_val_complementarity"], ".1f"))
     console = Console()
     console.print(table)
-    console.print(f"wrote {written}")
+    console.print(f"wrote {escape(written)}")
 
 
 def _strip_val(metric: str) -> str:

@@ -13,11 +13,8 @@ from typing import Any
 
 import click
 
-
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=stderr)
+from ._output import console as _console
+from ._output import escape
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -73,9 +70,11 @@ def synth(out: Path, num_songs: int, seconds: float, seed: int, sample_rate: int
         plan = describe_song(s)
         listing.append({"file": f"{name}.wav", "seed": s, "seconds": seconds, "sample_rate": sample_rate,
                         "bpm": plan.bpm, "key": plan.key, "scale": plan.scale, "groove": plan.groove})
-        console.print(f"{name}.wav  seed {s}  {plan.bpm:.0f} bpm  {plan.key} {plan.scale}  {plan.groove}")
+        console.print(f"{name}.wav  seed {s}  {plan.bpm:.0f} bpm  {plan.key} {plan.scale}  {plan.groove}",
+                      markup=False)
     (out / "songs.json").write_text(json.dumps({"seed": seed, "songs": listing}, indent=1))
-    console.print(f"[green]wrote {num_songs} song(s) of {seconds:g} s at {sample_rate} Hz to {out}[/green]")
+    console.print(f"[green]wrote {num_songs} song(s) of {seconds:g} s at {sample_rate} Hz to "
+                  f"{escape(str(out))}[/green]")
 
 
 @data.command("pairs")
@@ -106,7 +105,7 @@ def pairs(src: Path, out: Path, segment_seconds: float, pairs_per_song: int, val
                                      skip_bad=skip_bad, overwrite=overwrite,
                                      progress=lambda what: status.update(f"{what} ..."))
     console.print(f"[green]wrote {summary.train_pairs} train pairs ({summary.train_songs} songs) and "
-                  f"{summary.val_pairs} val pairs ({summary.val_songs} songs) to {out}[/green]")
+                  f"{summary.val_pairs} val pairs ({summary.val_songs} songs) to {escape(str(out))}[/green]")
     _print_skipped(console, summary.skipped)
 
 
@@ -119,7 +118,7 @@ def _print_skipped(console: Any, skipped: list[tuple[str, str]]) -> None:
     table.add_column("file", overflow="fold")
     table.add_column("problem", overflow="fold")
     for path, reason in skipped:
-        table.add_row(path, reason)
+        table.add_row(escape(path), escape(reason))
     console.print(table)
 
 
@@ -156,7 +155,7 @@ def check(folder: Path, segment_seconds: float, quick: bool, as_json: bool) -> N
     else:
         from rich.table import Table
 
-        table = Table(title=f"{folder}  ({layout} layout)")
+        table = Table(title=f"{escape(str(folder))}  ({layout} layout)")
         table.add_column("file", overflow="fold")
         table.add_column("format", overflow="fold")
         table.add_column("rate", justify="right", no_wrap=True)
@@ -166,9 +165,9 @@ def check(folder: Path, segment_seconds: float, quick: bool, as_json: bool) -> N
         for r in reports:
             rel = str(Path(r.path).relative_to(folder)) if Path(r.path).is_relative_to(folder) else r.path
             status = {"ok": "[green]ok[/green]", "ignored": "[dim]ignored (not audio)[/dim]"}.get(
-                r.status, f"[red]{r.problem}[/red]")
-            table.add_row(rel, r.format or "-", str(r.sample_rate or "-"), str(r.channels or "-"),
-                          _fmt_duration(r.duration), status)
+                r.status, f"[red]{escape(r.problem or '')}[/red]")
+            table.add_row(escape(rel), escape(r.format or "-"), str(r.sample_rate or "-"),
+                          str(r.channels or "-"), _fmt_duration(r.duration), status)
         console.print(table)
         rates = sorted({r.sample_rate for r in ok if r.sample_rate})
         console.print(f"{len(ok)} usable file(s), {_fmt_duration(total)} in total; {len(bad)} with problems; "

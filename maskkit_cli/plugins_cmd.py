@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import click
 
-
-def _console():  # type: ignore[no-untyped-def]
-    from rich.console import Console
-
-    return Console()
+from ._output import console as _console
+from ._output import escape
 
 
 @click.group("strategies", invoke_without_command=True)
@@ -28,8 +25,9 @@ def strategies(ctx: click.Context) -> None:
     table.add_column("description", overflow="fold")
     for name, entry in reg.items():
         cls = entry.cls
-        table.add_row(name, "yes" if cls.learnable else "no", _parameters(cls), entry.dist, entry.version,
-                      _summary(cls.description or (cls.__doc__ or "")))
+        summary = _summary(cls.description or (cls.__doc__ or ""))
+        table.add_row(*map(escape, (name, "yes" if cls.learnable else "no", _parameters(cls), entry.dist,
+                                    entry.version, summary)))
     _console().print(table)
     _print_failed()
 
@@ -55,10 +53,10 @@ def strategies_show(name: str) -> None:
     entry = get_strategy_entry(name)
     cls = entry.cls
     console = _console()
-    console.print(f"[bold]{name}[/bold]  ({entry.origin})")
-    console.print(cls.description or (cls.__doc__ or "").strip())
+    console.print(f"[bold]{escape(name)}[/bold]  ({escape(entry.origin)})")
+    console.print(escape(cls.description or (cls.__doc__ or "").strip()))
     console.print(f"learnable: {'yes' if cls.learnable else 'no'}; parameters at defaults: "
-                  f"{_parameters(cls)}")
+                  f"{escape(_parameters(cls))}")
     rows = describe_config(cls.Config)
     if not rows:
         console.print("No options.")
@@ -82,7 +80,7 @@ def codecs() -> None:
     for col in ("name", "distribution", "version", "description"):
         table.add_column(col, overflow="fold")
     for name, entry in get_manager().codecs().items():
-        table.add_row(name, entry.dist, entry.version, entry.cls.description or "")
+        table.add_row(*map(escape, (name, entry.dist, entry.version, entry.cls.description or "")))
     _console().print(table)
     _print_failed()
 
@@ -120,12 +118,14 @@ def plugins(show_tb: bool, as_json: bool) -> None:
         regs = "; ".join(f"{k}: {', '.join(v)}" for k, v in p.registers.items())
         status = {"loaded": "[green]loaded[/green]", "failed": "[red]failed[/red]",
                   "disabled": "[yellow]disabled[/yellow]"}.get(p.status, p.status)
-        table.add_row(p.name, p.dist, p.version, status, regs or (p.error or ""))
+        table.add_row(escape(p.name), escape(p.dist), escape(p.version), status,
+                      escape(regs or (p.error or "")))
     console = _console()
     console.print(table)
     for p in infos:
         if p.status == "failed":
-            console.print(f"[red]{p.name}[/red] ({p.dist} {p.version}): {p.error}")
+            console.print(f"[red]{escape(p.name)}[/red] ({escape(p.dist)} {escape(p.version)}): "
+                          f"{escape(p.error)}")
             if show_tb and p.traceback:
                 console.print(p.traceback, markup=False, highlight=False)
     if clashes:
@@ -145,5 +145,5 @@ def _print_failed() -> None:
     failed = [p for p in get_manager().plugins.values() if p.status == "failed"]
     if failed:
         _console().print("[yellow]Plugins that failed to load: "
-                         + ", ".join(f"{p.name} ({p.dist})" for p in failed)
+                         + ", ".join(f"{escape(p.name)} ({escape(p.dist)})" for p in failed)
                          + " — see 'maskkit plugins'[/yellow]")

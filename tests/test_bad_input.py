@@ -187,6 +187,12 @@ def test_invalid_files_in_a_folder_are_named_skipped_and_reported(tmp_path):
         assert files[name]["status"] == "bad" and problem in files[name]["problem"], (name, files[name])
     assert all(files[f"good{i}.wav"]["status"] == "ok" for i in range(4))
     assert snapshot(root) == before
+    # Too few songs left after skipping: the error says how many were skipped, and where to look.
+    for i in range(2):
+        (root / f"good{i}.wav").unlink()
+    with pytest.raises(AudioError, match=r"songs: \d usable song\(s\).*; \d+ file\(s\) were skipped as bad "
+                                         r"\(the first: .*\); `maskkit data check .*songs` lists them"):
+        make_datasets(str(root), sample_rate=SR, segment_seconds=SEG, skip_bad=True)
 
 
 # -- folders --------------------------------------------------------------------------------------
@@ -209,6 +215,36 @@ def test_a_folder_with_no_audio_is_named(tmp_path):
     assert res.exit_code == 1, res.output
     assert f"{root}: no audio files" in res.output
     assert snapshot(root) == before
+
+
+def test_brackets_in_file_names_and_run_folders_are_printed_as_they_are(tmp_path, capsys):
+    """Musicians' files look like 'Song [Live].flac': rich must not read '[Live]' as a style."""
+    from maskkit.train import train
+
+    root = tmp_path / "[demos]"
+    root.mkdir()
+    names = ["Song A [Live].wav", "Song B [2019 remaster].wav", "Song C.wav", "[intro].wav"]
+    for i, name in enumerate(names):
+        sf.write(str(root / name), tone(1.0, SR, 220.0 + 110 * i), SR)
+    (root / "broken [red].wav").write_bytes(b"")
+    res = CliRunner().invoke(data_cli, ["check", str(root), "--segment-seconds", str(SEG)],
+                             env={"COLUMNS": "250"})
+    for shown in ("Song A [Live].wav", "Song B [2019 remaster].wav", "broken [red].wav", "[demos]"):
+        assert shown in res.output, res.output
+    from test_train import tiny
+
+    run = tmp_path / "runs" / "[exp 1]"
+    r = train(tiny(run, "--data", str(root), "--skip-bad", "--train-pairs", "4", "--val-pairs", "2",
+                   "--batch-size", "2", "--epochs", "1", "--val-fraction", "0.5", "--segment-seconds", "0.5",
+                   quiet=False))
+    assert r.steps == 2
+    out = capsys.readouterr().out
+    assert "[exp 1]" in out and "broken [red].wav" in out, out
+    from maskkit_cli.main import cli
+
+    res = CliRunner().invoke(cli, ["curves", str(run), "--png", str(tmp_path / "c.png")],
+                             env={"COLUMNS": "250"})
+    assert "[exp 1]" in res.output, res.output
 
 
 def _pair(folder: Path, pid: str, *, output: bool = True, input_: bool = True) -> None:

@@ -72,10 +72,11 @@ def inspect(checkpoint: str, pairs: int, batch_size: int, seconds: float | None,
             random_: bool, frames: int, hard: bool, device: str) -> None:
     """Complementarity, coverage and balance of a trained checkpoint on held-out data.
 
-    Rebuilds the checkpoint's strategy and encodes the synthetic validation split of its run
-    with its codec (the seed's "Test on Checkpoint").
+    Rebuilds the checkpoint's strategy and encodes the validation split of its run (synthetic
+    music or the folder it trained on) with its codec (the seed's "Test on Checkpoint").
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from .diagnostics import inspect_checkpoint
@@ -84,8 +85,9 @@ def inspect(checkpoint: str, pairs: int, batch_size: int, seconds: float | None,
                              random=random_, frames=frames, hard=hard, device=device)
     console = Console()
     B, D, T = rep.shape
-    console.print(f"[bold]{rep.path}[/bold]: strategy '{rep.strategy}'{' (hard masks)' if rep.hard else ''}")
-    console.print(f"data: {rep.data}, {B} pairs of {D} x {T}")
+    console.print(f"[bold]{escape(rep.path)}[/bold]: strategy '{escape(rep.strategy)}'"
+                  f"{' (hard masks)' if rep.hard else ''}")
+    console.print(f"data: {escape(rep.data)}, {B} pairs of {D} x {T}")
     m = rep.metrics
     table = Table(show_header=True, header_style="bold")
     table.add_column("metric")
