@@ -90,6 +90,8 @@ class BenchConfig:
     strategy_options: Mapping[str, Any] = field(default_factory=dict)
     #: A folder of the user's own music (as ``maskkit.data.make_datasets``); None: synthetic.
     data: str | None = None
+    #: Skip unreadable files of ``data`` (with a listing in the result) instead of stopping.
+    skip_bad: bool = False
     #: Random ``[batch_size, dim, frames]`` tensors instead of encoded audio.
     random: bool = False
     codec: str = "stft"
@@ -863,7 +865,7 @@ def load_bench_data(cfg: BenchConfig, device: torch.device) -> BenchData:
             n += 1 + n // 1000
     # The validation split: the same pairs in every run and every epoch.
     _, val = make_datasets(cfg.data, sample_rate=sr, segment_seconds=n / sr, seed=cfg.seed,
-                           train_pairs=1, val_pairs=max(B, 32))
+                           train_pairs=1, val_pairs=max(B, 32), skip_bad=cfg.skip_bad)
     if len(val) < B:
         raise ConfigError(f"bench: {cfg.data} gives {len(val)} validation pairs, fewer than "
                           f"--batch-size {B}")
@@ -875,6 +877,13 @@ def load_bench_data(cfg: BenchConfig, device: torch.device) -> BenchData:
     if cfg.frames is not None:
         x_in, x_tg = x_in[..., : cfg.frames], x_tg[..., : cfg.frames]
     source = f"folder {cfg.data}" if cfg.data else "synthetic music"
+    skipped = list(getattr(val, "skipped", None) or [])
+    if skipped:
+        import warnings
+
+        source += f" ({len(skipped)} bad file(s) skipped)"
+        warnings.warn(f"bench: skipped {len(skipped)} bad file(s) of {cfg.data}: "
+                      + "; ".join(f"{p}: {r}" for p, r in skipped[:10]), stacklevel=2)
     D, T = x_in.shape[1], x_in.shape[2]
     return BenchData(x_in.contiguous().to(device), x_tg.contiguous().to(device), codec.spec,
                      f"{source}, {cfg.codec} codec [B={B}, D={D}, T={T}], seed {cfg.seed}")
@@ -1211,6 +1220,7 @@ def train_and_evaluate(name: str, cfg: BenchConfig, run_dir: Path,
     data = dict(over.pop("data", {}) or {})
     if cfg.data is not None:
         data.setdefault("source", cfg.data)
+        data.setdefault("skip_bad", cfg.skip_bad)
     settings: dict[str, Any] = {
         "strategy": name, "codec": cfg.codec,
         "strategy_options": (dict(strategy_options) if strategy_options is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -33,6 +34,8 @@ def _strategy_options(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
                    "(repeatable).")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
               help="A folder of your own music instead of the built-in synthetic music.")
+@click.option("--skip-bad", is_flag=True,
+              help="Skip unreadable audio files of --data with a warning (default: stop, naming the file).")
 @click.option("--random", "random_", is_flag=True,
               help="Random [batch, dim, frames] tensors instead of encoded audio.")
 @click.option("--codec", default="stft", show_default=True, help="Codec that encodes the audio.")
@@ -95,6 +98,8 @@ def bench(strategy_opts: tuple[str, ...], codec_opts: tuple[str, ...], random_: 
     from maskkit.bench import BenchConfig
     from maskkit.config import parse_kv
 
+    from ._output import escape
+
     if plots_dir is not None:  # fail before the run, not after it
         from maskkit.plotting import require_matplotlib
 
@@ -111,9 +116,8 @@ def bench(strategy_opts: tuple[str, ...], codec_opts: tuple[str, ...], random_: 
         console.print(table)
     errors = result.errors()
     if errors:
-        from rich.markup import escape
-
-        console.print(f"[red]{len(errors)} error(s)[/red] (the others ran; tracebacks are in the JSON):")
+        where = "tracebacks are in the JSON" if json_path else "--json FILE keeps their tracebacks"
+        console.print(f"[red]{len(errors)} error(s)[/red] (the others ran; {where}):")
         for label, message in errors:
             console.print(f"  [bold]{escape(label)}[/bold]: {escape(message)}", soft_wrap=True)
     written = []
@@ -126,8 +130,10 @@ def bench(strategy_opts: tuple[str, ...], codec_opts: tuple[str, ...], random_: 
     if plots_dir:
         written.extend(result.write_plots(plots_dir))
     for path in written:
-        console.print(f"wrote {path}")
-    console.print(f"[dim]{result.data}; {result.seconds:.1f} s[/dim]")
+        console.print(f"wrote {escape(path)}")
+    console.print(f"[dim]{escape(result.data)}; {result.seconds:.1f} s[/dim]")
+    if errors:  # the rows that ran are printed and written; a script still learns that some failed
+        sys.exit(1)
 
 
 def _run_with_progress(cfg: Any, console: Any, show: bool) -> Any:

@@ -299,9 +299,10 @@ def test_cli_writes_json_csv_and_prints_the_tables(test_plugin, tmp_path):
             "--warmup", "0", "--repeats", "2", "--json", str(tmp_path / "o.json"),
             "--csv", str(tmp_path / "o.csv"), "--markdown", str(tmp_path / "o.md"), "--no-progress"]
     res = CliRunner().invoke(cli, args, catch_exceptions=False)
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # one row failed: the tables and files are still all there
     assert "Mask quality" in res.output and "Speed and cost" in res.output
     assert "kaboom in forward" in res.output and "1 error(s)" in res.output
+    assert "tracebacks are in the JSON" in res.output
     out = json.loads((tmp_path / "o.json").read_text())
     assert [r["name"] for r in out["rows"]] == ["temporal", "test-tiny-learned", "test-boom-forward"]
     assert out["config"]["strategy_options"] == {"temporal": {"segment": "6"}}
@@ -429,3 +430,13 @@ def test_data_folder_through_the_cli(fresh_plugins, tmp_path):
     out = json.loads((tmp_path / "o.json").read_text())
     assert out["data"].startswith(f"folder {songs}") and out["shapes"]["frames"] == 10
     assert all(r["error"] is None and r["metrics"] for r in out["rows"])
+    # A bad file stops the bench naming it and the option that skips it; --skip-bad does so, saying so.
+    (songs / "broken.wav").write_bytes(b"RIFF0000WAVE")
+    args = ["bench", "--data", str(songs), "--strategies", "energy", "--batch-size", "2", "--frames", "10",
+            "--warmup", "0", "--repeats", "1", "--json", str(tmp_path / "o.json"), "--no-progress"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2 and "broken.wav" in res.output and "--skip-bad" in res.output, res.output
+    with pytest.warns(UserWarning, match=r"skipped 1 bad file\(s\) of .*broken\.wav"):
+        res = CliRunner().invoke(cli, [*args, "--skip-bad"])
+    assert res.exit_code == 0, res.output
+    assert "1 bad file(s) skipped" in json.loads((tmp_path / "o.json").read_text())["data"]
