@@ -33,6 +33,7 @@ import soundfile as sf
 import torch
 from torch import Tensor
 
+from .checkpoint import new_file_mode
 from .errors import AudioError
 
 __all__ = [
@@ -486,6 +487,7 @@ def save_audio(path: str | os.PathLike, audio: Tensor | np.ndarray, sample_rate:
                       f"({20 * math.log10(peak / pk):.1f} dB)", ClippingWarning, stacklevel=2)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.fchmod(fd, new_file_mode())  # as a plain new file would have, not mkstemp's 0o600
     os.close(fd)
     try:
         with sf.SoundFile(tmp, "w", samplerate=int(sample_rate), channels=frames.shape[1], format=fmt,

@@ -55,14 +55,24 @@ if TYPE_CHECKING:
 CHECKPOINT_FORMAT = 1
 
 
+def new_file_mode() -> int:
+    """The mode ``open()`` would give a new file (``0o666`` less the umask). ``mkstemp``'s temp
+    files are ``0o600``; a file that replaces its target gets this mode instead, so colleagues
+    on a shared cluster can read checkpoints and audio as they can read the metric files."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
     """Write ``path`` atomically: ``write(f)`` into a temp file in the same folder, fsync,
     ``os.replace``, fsync of the folder. A crash leaves the old file or the new one, never a
-    partial one (the temp file is removed on errors)."""
+    partial one (the temp file is removed on errors). The file gets :func:`new_file_mode`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -298,3 +298,23 @@ def test_resuming_with_another_strategy_is_refused_and_loses_nothing(tiny_run, t
         assert re.search(r"cannot resume from \S*run/(last|epoch_0001)\.pt", out), out
         assert "Traceback" not in out
     assert (run / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_atomically_written_files_get_the_umasks_mode_not_mkstemps(tmp_path, umask):
+    """Colleagues on a shared cluster read checkpoints and arrangements as they read metrics.csv:
+    the temp-file-then-rename writers must not leave mkstemp's 0o600."""
+    import numpy as np
+
+    from maskkit.audio import save_audio
+
+    old = os.umask(umask)
+    try:
+        atomic_save({"x": 1}, tmp_path / "c.pt")
+        save_audio(tmp_path / "a.wav", np.zeros(64, dtype=np.float32), 8000)
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(old)
+    want = 0o666 & ~umask
+    for name in ("c.pt", "a.wav", "plain.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == want, name
