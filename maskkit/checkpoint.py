@@ -38,6 +38,7 @@ the target, so a crash mid-write never leaves a partial file under a checkpoint'
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 import tempfile
@@ -109,14 +110,25 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     the ``require``d keys.
     """
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.pt") if not p.name.startswith("."))
+        if not found:
+            raise CheckpointError(f"{path} is a folder holding no checkpoint (*.pt)")
+        pick = next((n for n in ("best.pt", "last.pt") if n in found), found[0])
+        raise CheckpointError(f"{path} is a folder: pass one of its checkpoints ({', '.join(found)}), "
+                              f"e.g. {path / pick}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" in str(e):  # it names a function or class to run: never loaded
+            raise CheckpointError(f"refusing to load {path}: it would run code when loaded (maskkit loads "
+                                  f"checkpoints with torch.load(weights_only=True)); a maskkit checkpoint "
+                                  f"never needs that, so the file is not one, or was tampered with") from None
+        raise CheckpointError(_damaged(path, e)) from None
     except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"cannot load checkpoint {path}: {msg} (maskkit loads checkpoints with "
-                              f"weights_only=True and refuses files that would run code)") from None
+        raise CheckpointError(_damaged(path, e)) from None
     if not isinstance(ckpt, dict) or "format_version" not in ckpt or "model" not in ckpt:
         raise CheckpointError(f"{path} is not a maskkit checkpoint (no 'format_version'/'model' keys)")
     if int(ckpt["format_version"]) > CHECKPOINT_FORMAT:
@@ -126,6 +138,12 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
             f"{ckpt.get('maskkit_version', '?')})")
     require_keys(ckpt, require, str(path))
     return ckpt
+
+
+def _damaged(path: Path, e: BaseException) -> str:
+    """The message for a file that torch cannot read: truncated, damaged or not a checkpoint."""
+    first = str(e).split(". ")[0].splitlines()[0] if str(e) else type(e).__name__
+    return f"cannot load checkpoint {path}: the file is damaged, truncated or not a checkpoint ({first})"
 
 
 def require_keys(ckpt: dict[str, Any], keys: tuple[str, ...], where: str) -> None:

@@ -223,6 +223,25 @@ def test_a_tampered_checkpoint_is_refused_and_runs_no_code(tiny_run, tmp_path):
     assert not marker.exists()
 
 
+def test_damaged_files_and_folders_given_as_checkpoints_say_what_is_wrong(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    data = (run / "last.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "noise.pt").write_bytes(b"not a checkpoint at all" * 20)
+    for name in ("cut.pt", "noise.pt"):
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(tmp_path / name)
+        msg = str(err.value)
+        assert f"{name}: the file is damaged, truncated or not a checkpoint" in msg
+        assert "weights_only" not in msg and "Re-running" not in msg  # torch's advice is not for this
+    with pytest.raises(CheckpointError, match=r"run is a folder: pass one of its checkpoints "
+                                              r"\(.*last\.pt\), e\.g\. .*run/best\.pt"):
+        load_checkpoint(run)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"empty is a folder holding no checkpoint"):
+        load_checkpoint(tmp_path / "empty")
+
+
 def test_a_checkpoint_of_a_newer_format_is_refused_clearly(tiny_run, tmp_path):
     ck = load_checkpoint(tiny_run / "last.pt")
     ck["format_version"] = CHECKPOINT_FORMAT + 1
