@@ -229,15 +229,18 @@ def find_resume_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     """The checkpoint ``--resume auto`` continues from: of ``last.pt`` and the ``epoch_NNNN.pt``
     files, the one that loads and has taken the most optimizer steps (the newest on a tie).
     ``best.pt`` is never chosen (it is older than, or the same as, ``last.pt``). A file that
-    fails to load (truncated by a crash outside :func:`atomic_save`) is skipped. ``None`` when
-    there is nothing to resume."""
+    fails to load (truncated by a crash outside :func:`atomic_save`) is skipped with a warning.
+    ``None`` when there is nothing to resume."""
     best: tuple[int, Path] | None = None
     for p in list_checkpoints(run_dir):
         if p.name == "best.pt":
             continue
         try:
             ck = load_checkpoint(p)
-        except CheckpointError:
+        except CheckpointError as e:
+            import warnings
+
+            warnings.warn(f"--resume auto: skipping {p.name}, which does not load ({e})", stacklevel=2)
             continue
         step = int(ck.get("step", 0))
         if best is None or step > best[0]:

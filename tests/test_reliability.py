@@ -218,8 +218,9 @@ def test_a_tampered_checkpoint_is_refused_and_runs_no_code(tiny_run, tmp_path):
             load(bad)
     with pytest.raises(CheckpointError, match=r"last\.pt"):
         train(tiny(run, "--train-pairs", "8", "--batch-size", "4", "--epochs", "2", "--resume", str(bad)))
-    # --resume auto skips it (as it skips a truncated file) and takes the intact epoch checkpoint.
-    assert find_resume_checkpoint(run) == run / "epoch_0001.pt"
+    # --resume auto skips it (as it skips a truncated file), says so, and takes the intact epoch checkpoint.
+    with pytest.warns(UserWarning, match=r"--resume auto: skipping last\.pt, which does not load"):
+        assert find_resume_checkpoint(run) == run / "epoch_0001.pt"
     assert not marker.exists()
 
 

@@ -397,8 +397,9 @@ def test_run_folder_files_and_resume_auto_choice(tmp_path):
     # --resume auto: the complete checkpoint with the most steps; never a temp file or a broken one.
     (tmp_path / ".last.pt.abcd.tmp").write_bytes(b"partial")
     (tmp_path / "epoch_0009.pt").write_bytes(b"truncated by a crash")
-    assert find_resume_checkpoint(tmp_path).name in ("last.pt", "epoch_0004.pt")
-    assert load_checkpoint(find_resume_checkpoint(tmp_path))["step"] == 8
+    with pytest.warns(UserWarning, match="skipping epoch_0009.pt"):
+        found = find_resume_checkpoint(tmp_path)
+    assert found.name in ("last.pt", "epoch_0004.pt") and load_checkpoint(found)["step"] == 8
     assert find_resume_checkpoint(tmp_path / "nothing-here") is None
 
 
