@@ -700,6 +700,19 @@ def resolve_style(style: str | int | None, styles: list[str] | None, source: obj
     return styles.index(style)
 
 
+def default_codec_spec() -> tuple[str, Any] | None:
+    """``(codec name, EncodingSpec)`` of the codec ``maskkit train`` encodes with unless told
+    otherwise (its strategies are built on this spec), or None when that codec's plugin is not
+    loaded."""
+    from .plugins import build_codec
+
+    cfg = TrainConfig()
+    try:
+        return cfg.codec, build_codec(cfg.codec, dict(cfg.codec_options)).spec
+    except MaskkitError:
+        return None
+
+
 def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild codec and model (strategy included, weights loaded, eval mode) from a
     checkpoint alone: ``model, codec = maskkit.train.load_model("runs/x/best.pt")``.

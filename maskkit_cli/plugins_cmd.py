@@ -16,27 +16,34 @@ def strategies(ctx: click.Context) -> None:
         return
     from rich.table import Table
 
+    from maskkit import EncodingSpec
     from maskkit.plugins import get_manager
+    from maskkit.train import default_codec_spec
 
     reg = get_manager().strategies()
-    table = Table(title="Mask strategies")
-    for col in ("name", "learnable", "parameters", "distribution", "version"):
+    codec = default_codec_spec()
+    table = Table(title="Mask strategies (parameters at default options)")
+    cols = ["name", "learnable", f"parameters (D={EncodingSpec().dim})"]
+    if codec is not None:
+        cols.append(f"as trained ({codec[0]}, D={codec[1].dim})")
+    for col in (*cols, "distribution", "version"):
         table.add_column(col, no_wrap=True)
     table.add_column("description", overflow="fold")
     for name, entry in reg.items():
         cls = entry.cls
         summary = _summary(cls.description or (cls.__doc__ or ""))
-        table.add_row(*map(escape, (name, "yes" if cls.learnable else "no", _parameters(cls), entry.dist,
+        counts = [_parameters(cls)] + ([_parameters(cls, codec[1])] if codec is not None else [])
+        table.add_row(*map(escape, (name, "yes" if cls.learnable else "no", *counts, entry.dist,
                                     entry.version, summary)))
     _console().print(table)
     _print_failed()
 
 
-def _parameters(cls: type) -> str:
-    """The parameter count at default options, or the error of a plugin whose constructor
-    fails (which must not hide the other strategies, nor this one's description)."""
+def _parameters(cls: type, spec: object = None) -> str:
+    """The parameter count at default options (on ``spec``), or the error of a plugin whose
+    constructor fails (which must not hide the other strategies, nor this one's description)."""
     try:
-        return f"{cls.num_parameters_default():,}"  # type: ignore[attr-defined]
+        return f"{cls.num_parameters_default(spec):,}"  # type: ignore[attr-defined]
     except Exception as e:
         return f"error: {type(e).__name__}: {e}"
 
@@ -47,16 +54,21 @@ def strategies_show(name: str) -> None:
     """Show one strategy: its description and options (set with --strategy-opt key=value)."""
     from rich.table import Table
 
+    from maskkit import EncodingSpec
     from maskkit.config import describe_config
     from maskkit.plugins import get_strategy_entry
+    from maskkit.train import default_codec_spec
 
     entry = get_strategy_entry(name)
     cls = entry.cls
     console = _console()
     console.print(f"[bold]{escape(name)}[/bold]  ({escape(entry.origin)})")
     console.print(escape(cls.description or (cls.__doc__ or "").strip()))
-    console.print(f"learnable: {'yes' if cls.learnable else 'no'}; parameters at defaults: "
-                  f"{escape(_parameters(cls))}")
+    codec = default_codec_spec()
+    trained = f"; {escape(_parameters(cls, codec[1]))} as `maskkit train` builds it ({codec[0]} codec, " \
+              f"D={codec[1].dim})" if codec is not None and cls.learnable else ""
+    console.print(f"learnable: {'yes' if cls.learnable else 'no'}; parameters at default options: "
+                  f"{escape(_parameters(cls))} at D={EncodingSpec().dim}{trained}")
     rows = describe_config(cls.Config)
     if not rows:
         console.print("No options.")

@@ -460,7 +460,13 @@ def test_cli_strategies_lists_creative_agent():
     r = CliRunner().invoke(cli, ["strategies"], terminal_width=200, env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     line = next(ln for ln in r.output.splitlines() if "creative-agent" in ln)
-    assert "yes" in line and "1,083,904" in line
+    assert "yes" in line and "1,083,904" in line  # the seed's design, at D=128
+    # and as `maskkit train` builds it on the default stft codec (D=514), the count train prints
+    from maskkit.train import default_codec_spec
+
+    name, spec = default_codec_spec()
+    n = build_strategy("creative-agent", spec=spec)
+    assert f"{sum(p.numel() for p in n.parameters()):,}" in line and name == "stft" and spec.dim == 514
 
 
 def test_cli_selftest_passes_and_fails_loudly(monkeypatch):
