@@ -117,7 +117,14 @@ class PluginManager:
             deny = _env_list("MASKKIT_DISABLE_PLUGINS") or set()
             builtins_only = _truthy("MASKKIT_NO_PLUGINS")
             strict = _truthy("MASKKIT_STRICT_PLUGINS")
-            for ep in self._entry_points():
+            eps = self._entry_points()
+            unknown = sorted(((allow or set()) | deny) - {ep.name for ep in eps})
+            if unknown:
+                names = ", ".join(repr(n) for n in unknown)
+                warnings.warn(f"maskkit: no installed plugin is named {names} (from --plugins / "
+                              f"MASKKIT_LOAD_PLUGINS / MASKKIT_DISABLE_PLUGINS); installed: "
+                              f"{', '.join(sorted({ep.name for ep in eps}))}", stacklevel=2)
+            for ep in eps:
                 dist = ep.dist.name if ep.dist is not None else "?"
                 version = ep.dist.version if ep.dist is not None else "?"
                 info = PluginInfo(name=ep.name, dist=dist, version=version, module=ep.value)
@@ -281,11 +288,16 @@ def unregister_plugin(name: str) -> None:
 
 def _lookup(reg: dict[str, Registered], kind: str, name: str) -> Registered:
     if name not in reg:
-        failed = [p for p in get_manager().plugins.values() if p.status == "failed"]
+        plugins = get_manager().plugins.values()
+        failed = [p.name for p in plugins if p.status == "failed"]
+        disabled = [p.name for p in plugins if p.status == "disabled"]
         hint = ""
         if failed:
-            hint = " (plugins that failed to load: " + ", ".join(p.name for p in failed) + \
-                   "; see 'maskkit plugins')"
+            hint += f" (plugins that failed to load: {', '.join(failed)}; see 'maskkit plugins')"
+        if disabled:
+            hint += (f" (plugins not loaded, as --plugins / --no-plugins / MASKKIT_LOAD_PLUGINS / "
+                     f"MASKKIT_DISABLE_PLUGINS asked: {', '.join(disabled)}; the built-in codecs are "
+                     f"plugin 'codecs')")
         raise UnknownNameError(f"unknown {kind} '{name}'. Available: {', '.join(reg) or '(none)'}{hint}")
     return reg[name]
 

@@ -334,6 +334,16 @@ def test_allow_list_env_loads_nothing_else(fresh_plugins, monkeypatch):
     monkeypatch.setenv("MASKKIT_LOAD_PLUGINS", "codecs")
     assert "temporal" not in strategy_names()
     assert fresh_plugins.get_manager().plugins["fixed"].status == "disabled"
+    # asking for a strategy of a plugin left out says why it is missing
+    with pytest.raises(UnknownNameError, match=r"unknown strategy 'temporal'.*not loaded.*: .*fixed"):
+        build_strategy("temporal")
+
+
+def test_allow_or_deny_lists_naming_no_installed_plugin_warn(fresh_plugins, monkeypatch):
+    monkeypatch.setenv("MASKKIT_DISABLE_PLUGINS", "fixd")
+    with pytest.warns(UserWarning, match=r"no installed plugin is named 'fixd'.*installed: .*fixed"):
+        names = strategy_names()
+    assert "temporal" in names  # the typo disabled nothing
 
 
 # -- CLI ------------------------------------------------------------------------------------------
