@@ -317,6 +317,15 @@ class TrainConfig:
         self.model.validate()
         self.loss.validate()
 
+    def check_plugins(self) -> None:
+        """Check that the strategy and codec are installed and take these options (an error
+        names them and lists the choices), before any process starts or data is read."""
+        from .plugins import build_codec, get_strategy_entry
+
+        entry = get_strategy_entry(self.strategy)
+        build_config(entry.cls.Config, dict(self.strategy_options), owner=f"strategy '{entry.name}'")
+        build_codec(self.codec, dict(self.codec_options))  # checks the codec's options
+
 
 def preset_dict(name: str) -> dict[str, Any]:
     """The full nested dict of a preset (TrainConfig's defaults overlaid with the preset)."""
@@ -547,13 +556,13 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     else:
         cfg = config
     cfg.validate()
+    cfg.check_plugins()
     cfg = _absolute_data_path(cfg)
     info = dist_utils.resolve_launch(world_size=cfg.world_size)
     if info.launcher != "spawn":
         return _run(cfg, info)
 
-    if info.is_main:
-        _check_writable(cfg.run_dir)
+    made_run_dir = _check_writable(cfg.run_dir) if info.is_main else False
     port = dist_utils.free_port()
     import torch.multiprocessing as mp
 
@@ -563,6 +572,8 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
         dist_utils.spawn(_spawn_worker, info.world_size, args=(cfg, info.world_size, port, queue))
     except Exception as e:  # a rank failed; the others were terminated
         failure = e
+        if made_run_dir:
+            _remove_if_empty(cfg.run_dir)
     items = []
     while not queue.empty():
         items.append(queue.get())
@@ -607,19 +618,12 @@ def _run(cfg: TrainConfig, info: LaunchInfo) -> TrainResult:
     trainer = Trainer(cfg, info, device)
     try:
         return trainer.fit()
-    except RuntimeError as e:
-        # A collective that fails because a peer died (gloo: "Connection reset by peer", nccl:
-        # a timeout) surfaces as a backend RuntimeError with a long C++ trace that names no rank:
-        # say which rank(s) stopped answering and how to go on.
-        if not info.distributed or not _is_peer_failure(e):
-            raise
-        others = [r for r in range(info.world_size) if r != info.rank]
-        who = f"rank {others[0]}" if len(others) == 1 else "one of ranks " + ", ".join(map(str, others))
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PeerFailedError(
-            f"rank {info.rank} of {info.world_size} ({info.launcher}): {who} stopped responding during "
-            f"training (it died or hung; see its log), so this rank stops too. Backend error: {first}. "
-            f"Resume with --resume auto from {cfg.run_dir}") from e
+    except BaseException as e:
+        if trainer.made_run_dir:
+            _remove_if_empty(trainer.run_dir)
+        if isinstance(e, RuntimeError):
+            _raise_peer_failure(e, cfg, info)
+        raise
     finally:
         # DDP holds the process group and sits in reference cycles: free it before leaving the
         # group, and collect what leaving it frees, or the backend's threads can outlive it and
@@ -629,6 +633,21 @@ def _run(cfg: TrainConfig, info: LaunchInfo) -> TrainResult:
         gc.collect()
         dist_utils.destroy_process_group()
         gc.collect()
+
+
+def _raise_peer_failure(e: RuntimeError, cfg: TrainConfig, info: LaunchInfo) -> None:
+    """A collective that fails because a peer died (gloo: "Connection reset by peer", nccl: a
+    timeout) surfaces as a backend RuntimeError with a long C++ trace that names no rank: say
+    which rank(s) stopped answering and how to go on (other errors: return, to be re-raised)."""
+    if not info.distributed or not _is_peer_failure(e):
+        return
+    others = [r for r in range(info.world_size) if r != info.rank]
+    who = f"rank {others[0]}" if len(others) == 1 else "one of ranks " + ", ".join(map(str, others))
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise PeerFailedError(
+        f"rank {info.rank} of {info.world_size} ({info.launcher}): {who} stopped responding during "
+        f"training (it died or hung; see its log), so this rank stops too. Backend error: {first}. "
+        f"Resume with --resume auto from {cfg.run_dir}") from e
 
 
 _PEER_FAILURE_MARKERS = ("connection reset", "connection closed", "connection refused", "broken pipe",
@@ -652,7 +671,10 @@ def _ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _check_writable(run_dir: Path) -> None:
+def _check_writable(run_dir: Path) -> bool:
+    """Create ``run_dir`` if needed and check that files can be written there; True when it
+    was created now (so that a run that fails before writing anything can take it away)."""
+    created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-test-{os.getpid()}"
@@ -661,6 +683,15 @@ def _check_writable(run_dir: Path) -> None:
     except OSError as e:
         raise ConfigError(f"cannot write checkpoints to {run_dir}: {e.strerror or e} "
                           f"(choose another --checkpoint-dir)") from None
+    return created
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """Take away a run folder this run created when it failed before writing anything in it."""
+    try:
+        run_dir.rmdir()  # only succeeds on an empty folder
+    except OSError:
+        pass
 
 
 @dataclass
@@ -765,6 +796,7 @@ class Trainer:
         self.bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
         self.run_dir = cfg.run_dir
         self.stop = StopFlag()
+        self.made_run_dir = False  # created by this run (rank 0): taken away if it fails before writing
         self.console: Any = None
         self.logger: Any = None
 
@@ -818,7 +850,7 @@ class Trainer:
 
             # no markup: messages hold paths and file names, where "[Live]" is text, not a style
             self.console = Console(highlight=False, soft_wrap=True, markup=False)
-            _check_writable(self.run_dir)
+            self.made_run_dir = _check_writable(self.run_dir)
 
         # Resume: which checkpoint (rank 0 decides for "auto", everyone loads the same file).
         self.ckpt: dict[str, Any] | None = None

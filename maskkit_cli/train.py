@@ -129,9 +129,9 @@ def _parse_bool(value: str, flag: str) -> bool:
 
 def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> Any:
     """The :class:`TrainConfig` the command line describes (the CLI's whole job)."""
-    from maskkit.config import build_config, parse_kv
+    from maskkit.config import parse_kv
     from maskkit.errors import ConfigError
-    from maskkit.plugins import build_codec, get_codec_entry, get_strategy_entry
+    from maskkit.plugins import build_codec
     from maskkit.train import TrainConfig
 
     def given(name: str) -> bool:
@@ -209,13 +209,9 @@ def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> Any:
     else:
         cfg = TrainConfig.from_preset(opts["preset"], **over)
 
-    # Names and options are checked here, before any process starts: clear errors, listing choices.
-    entry = get_strategy_entry(cfg.strategy)
-    build_config(entry.cls.Config, dict(cfg.strategy_options), owner=f"strategy '{entry.name}'")
-    get_codec_entry(cfg.codec)
-    codec = build_codec(cfg.codec, dict(cfg.codec_options))  # checks the codec's options
+    cfg.check_plugins()  # names and options, before any process starts (train() checks them too)
     if given("encoding_dim"):
-        dim = codec.spec.dim
+        dim = build_codec(cfg.codec, dict(cfg.codec_options)).spec.dim
         if dim != opts["encoding_dim"]:
             raise ConfigError(
                 f"--encoding_dim {opts['encoding_dim']} does not match codec '{cfg.codec}', whose encoding "

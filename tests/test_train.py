@@ -583,3 +583,31 @@ def test_a_loss_sample_rate_other_than_the_codecs_is_refused(tmp_path):
     assert not (tmp_path / "run" / "last.pt").exists()
     r = train(tiny(tmp_path / "ok", "--loss-opt", "sample_rate=8000", *small, "--max-steps", "1"))
     assert r.steps == 1
+
+
+def test_the_python_api_checks_strategy_and_codec_before_anything_runs(tmp_path):
+    """train() itself (not only the CLI) refuses unknown names and bad options up front, naming
+    them, without creating the run folder."""
+    from maskkit.errors import UnknownNameError
+
+    run = tmp_path / "run"
+    with pytest.raises(UnknownNameError, match=r"unknown strategy 'tempral'.*temporal"):
+        train(tiny(run, "--max-steps", "1", strategy=("--strategy", "temporal")), strategy="tempral")
+    with pytest.raises(ConfigError, match=r"strategy 'temporal': option 'segment' must be >= 1"):
+        train(tiny(run, "--max-steps", "1"), strategy_options={"segment": -3})
+    with pytest.raises(UnknownNameError, match=r"unknown codec 'mp3'"):
+        train(tiny(run, "--max-steps", "1"), codec="mp3")
+    assert not run.exists()
+
+
+def test_a_run_that_fails_before_writing_leaves_no_empty_run_folder(tmp_path):
+    from maskkit.errors import AudioError
+
+    run = tmp_path / "runs" / "x"
+    with pytest.raises(AudioError, match="nosuch"):
+        train(tiny(run, "--data", str(tmp_path / "nosuch"), "--max-steps", "1"))
+    assert not run.exists()
+    run.mkdir(parents=True)  # a folder that was there before stays
+    with pytest.raises(AudioError, match="nosuch"):
+        train(tiny(run, "--data", str(tmp_path / "nosuch"), "--max-steps", "1"))
+    assert run.is_dir()
