@@ -39,6 +39,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .audio import (
+    IGNORE_MARKER,
     AudioInfo,
     audio_info,
     check_audio,
@@ -573,6 +574,54 @@ class PairsSummary:
     train_songs: int
     val_songs: int
     skipped: list[tuple[str, str]]
+
+
+def write_synthetic_songs(out: str | os.PathLike, num_songs: int, *, seconds: float = 30.0, seed: int = 0,
+                          sample_rate: int = 24000, stems: bool = True, overwrite: bool = False,
+                          progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Write ``num_songs`` synthetic songs to ``out`` as 16-bit WAV (``maskkit data synth``).
+
+    ``OUT/song_0000.wav`` ... (the folder works as a folder of songs), with ``stems``
+    ``OUT/stems/song_0000/{drums,bass,chords,melody}.wav`` (the stems folder holds the ignore
+    marker, so it is not taken for songs), and ``OUT/songs.json``: each song's seed, tempo, key,
+    scale and groove. An ``out`` that already holds songs is refused unless ``overwrite``, which
+    first removes them (so ``songs.json`` never lists a set other than the folder's).
+    ``progress(row)`` is called with each song's row as it is written. Returns the rows.
+    """
+    from .synth import STEMS, describe_song, generate_song
+
+    out_p = Path(out)
+    existing = [*out_p.glob("song_*.wav"), *out_p.glob("stems/song_*/*.wav"), *out_p.glob("songs.json")]
+    if existing and not overwrite:
+        raise AudioError(f"{out_p}: already holds songs ({len(existing)} files); pass --overwrite "
+                         f"(overwrite=True) to replace them, or choose another folder")
+    for f in existing:
+        f.unlink()
+    for d in out_p.glob("stems/song_*"):
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+    out_p.mkdir(parents=True, exist_ok=True)
+    seeds = [int(x) for x in np.random.SeedSequence([seed & 0xFFFFFFFF, 0x50]).generate_state(num_songs)]
+    digits = max(4, len(str(num_songs - 1)))
+    if stems:
+        (out_p / "stems").mkdir(exist_ok=True)
+        (out_p / "stems" / IGNORE_MARKER).write_text("stems of the songs in the folder above; not songs\n")
+    rows = []
+    for i, song_seed in enumerate(seeds):
+        name = f"song_{i:0{digits}d}"
+        mix, parts = generate_song(song_seed, seconds, sample_rate, return_stems=True)
+        save_audio(out_p / f"{name}.wav", mix, sample_rate)
+        if stems:
+            for stem in STEMS:
+                save_audio(out_p / "stems" / name / f"{stem}.wav", parts[stem], sample_rate)
+        plan = describe_song(song_seed)
+        row = {"file": f"{name}.wav", "seed": song_seed, "seconds": seconds, "sample_rate": sample_rate,
+               "bpm": plan.bpm, "key": plan.key, "scale": plan.scale, "groove": plan.groove}
+        rows.append(row)
+        if progress is not None:
+            progress(row)
+    (out_p / "songs.json").write_text(json.dumps({"seed": seed, "songs": rows}, indent=1))
+    return rows
 
 
 def build_pairs_folder(src: str | os.PathLike, out: str | os.PathLike, *, segment_seconds: float = 4.0,

@@ -38,7 +38,9 @@ def data() -> None:
 @click.option("--sample-rate", type=click.IntRange(min=4000), default=24000, show_default=True)
 @click.option("--stems/--no-stems", default=True, show_default=True,
               help="Also write each song's drums/bass/chords/melody under OUT/stems/.")
-def synth(out: Path, num_songs: int, seconds: float, seed: int, sample_rate: int, stems: bool) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace the songs already in OUT.")
+def synth(out: Path, num_songs: int, seconds: float, seed: int, sample_rate: int, stems: bool,
+          overwrite: bool) -> None:
     """Write synthetic songs to OUT as WAV (16-bit), with their stems.
 
     \b
@@ -47,32 +49,16 @@ def synth(out: Path, num_songs: int, seconds: float, seed: int, sample_rate: int
     OUT/songs.json                   each song's seed, tempo, key, scale, groove
     The stems folder holds a .maskkit-ignore file, so it is not taken for songs.
     """
-    import numpy as np
-
-    from maskkit.audio import IGNORE_MARKER, save_audio
-    from maskkit.synth import STEMS, describe_song, generate_song
+    from maskkit.data import write_synthetic_songs
 
     console = _console()
-    out.mkdir(parents=True, exist_ok=True)
-    seeds = [int(s) for s in np.random.SeedSequence([seed & 0xFFFFFFFF, 0x50]).generate_state(num_songs)]
-    digits = max(4, len(str(num_songs - 1)))
-    listing = []
-    if stems:
-        (out / "stems").mkdir(exist_ok=True)
-        (out / "stems" / IGNORE_MARKER).write_text("stems of the songs in the folder above; not songs\n")
-    for i, s in enumerate(seeds):
-        name = f"song_{i:0{digits}d}"
-        mix, parts = generate_song(s, seconds, sample_rate, return_stems=True)
-        save_audio(out / f"{name}.wav", mix, sample_rate)
-        if stems:
-            for stem in STEMS:
-                save_audio(out / "stems" / name / f"{stem}.wav", parts[stem], sample_rate)
-        plan = describe_song(s)
-        listing.append({"file": f"{name}.wav", "seed": s, "seconds": seconds, "sample_rate": sample_rate,
-                        "bpm": plan.bpm, "key": plan.key, "scale": plan.scale, "groove": plan.groove})
-        console.print(f"{name}.wav  seed {s}  {plan.bpm:.0f} bpm  {plan.key} {plan.scale}  {plan.groove}",
-                      markup=False)
-    (out / "songs.json").write_text(json.dumps({"seed": seed, "songs": listing}, indent=1))
+
+    def show(row: dict[str, Any]) -> None:
+        console.print(f"{row['file']}  seed {row['seed']}  {row['bpm']:.0f} bpm  {row['key']} "
+                      f"{row['scale']}  {row['groove']}", markup=False)
+
+    write_synthetic_songs(out, num_songs, seconds=seconds, seed=seed, sample_rate=sample_rate, stems=stems,
+                          overwrite=overwrite, progress=show)
     console.print(f"[green]wrote {num_songs} song(s) of {seconds:g} s at {sample_rate} Hz to "
                   f"{escape(str(out))}[/green]")
 

@@ -294,6 +294,21 @@ def test_synth_command_writes_songs_and_stems(tmp_path):
     # OUT is a usable folder of songs: the stems are not taken for songs.
     cat = scan_songs(out, segment_seconds=1.0)
     assert len(cat.songs) == 4
+    # Writing into it again is refused (as data pairs does) and loses nothing; --overwrite
+    # replaces the whole set, so songs.json lists exactly the songs in the folder.
+    before = (out / "song_0003.wav").read_bytes()
+    args = ["synth", str(out), "--songs", "2", "--seconds", "1.0", "--seed", "5", "--sample-rate", str(SR)]
+    from maskkit_cli.main import cli
+
+    res = CliRunner().invoke(cli, ["data", *args])
+    assert res.exit_code == 2 and "already holds songs" in res.output and "--overwrite" in res.output
+    assert (out / "song_0003.wav").read_bytes() == before
+    res = CliRunner().invoke(data_cli, [*args, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.glob("song_*.wav")) == ["song_0000.wav", "song_0001.wav"]
+    assert sorted(p.name for p in (out / "stems").iterdir() if p.is_dir()) == ["song_0000", "song_0001"]
+    assert [r["file"] for r in json.loads((out / "songs.json").read_text())["songs"]] == \
+        ["song_0000.wav", "song_0001.wav"]
 
 
 # -- bad files -------------------------------------------------------------------------------
