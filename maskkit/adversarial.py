@@ -84,6 +84,14 @@ def check_critic(critic: Any, x: Tensor, strategy_name: str, origin: str = "") -
 
 
 def no_critic_error(strategy_name: str) -> ConfigError:
+    """The error for adversarial training with a strategy that offers no critic, naming the
+    installed strategies that do (those that override :meth:`MaskStrategy.build_critic`)."""
+    from .plugins import get_manager
+    from .strategy import MaskStrategy
+
+    with_critic = sorted(name for name, entry in get_manager().strategies().items()
+                         if getattr(entry.cls, "build_critic", None) is not MaskStrategy.build_critic)
+    choice = f"one that does ({', '.join(with_critic)})" if with_critic else "one that does"
     return ConfigError(f"--adversarial-weight > 0 needs a critic, but strategy '{strategy_name}' offers "
-                       f"none (its build_critic() returns None). Use a strategy with a critic, e.g. "
-                       f"creative-agent, or drop --adversarial-weight")
+                       f"none (its build_critic() returns None). Use {choice}, or drop "
+                       f"--adversarial-weight")

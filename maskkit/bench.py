@@ -61,11 +61,10 @@ from torch import Tensor
 
 from ._version import __version__
 from .errors import ConfigError, MaskkitError
-from .metrics import mask_metrics
+from .metrics import METRICS, mask_metrics
 
 #: Column order of the mask-quality metrics (the keys of :func:`maskkit.metrics.mask_metrics`).
-METRIC_KEYS = ("complementarity", "coverage", "coverage_error", "balance", "temporal_diversity",
-               "adaptivity")
+METRIC_KEYS = tuple(METRICS)  # the one list of mask metrics (maskkit.metrics)
 #: Frames of ``random=True`` inputs when ``frames`` is not given (the seed README's test shape).
 DEFAULT_RANDOM_FRAMES = 300
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -174,10 +173,6 @@ class Timing:
         else:
             q1 = q3 = ms[0]
         return cls(statistics.median(ms), q1, q3, ms[0], ms[-1], len(ms))
-
-    @property
-    def iqr_ms(self) -> float:
-        return self.q3_ms - self.q1_ms
 
 
 @dataclass

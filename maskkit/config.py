@@ -22,6 +22,16 @@ _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f"}
 
 
+def parse_bool(value: Any, what: str) -> bool:
+    """A bool from ``True``/``False`` or a string (``true/false, yes/no, on/off, 1/0``, any case);
+    anything else is a :class:`ConfigError` saying that ``what`` expects true or false."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(f"{what} expects true or false, got {value!r}")
+
+
 def _convert(value: Any, tp: Any, key: str, owner: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -49,11 +59,7 @@ def _convert(value: Any, tp: Any, key: str, owner: str) -> Any:
         conv = [_convert(v.strip() if isinstance(v, str) else v, inner, key, owner) for v in items]
         return tuple(conv) if origin is tuple else conv
     if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-            return value.lower() in _TRUE
-        raise ConfigError(f"{owner}: option '{key}' expects true/false, got {value!r}")
+        return parse_bool(value, f"{owner}: option '{key}'")
     if tp is int:
         if isinstance(value, bool):
             raise ConfigError(f"{owner}: option '{key}' expects an integer, got {value!r}")

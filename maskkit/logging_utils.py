@@ -60,10 +60,6 @@ class MetricsLogger:
             except Exception:  # not installed (ImportError) or broken: the files are enough
                 self._tb = None
 
-    @property
-    def tensorboard_enabled(self) -> bool:
-        return self._tb is not None
-
     def _read_csv_header(self) -> list[str]:
         if not self.csv_path.is_file():
             return []
@@ -102,10 +98,7 @@ class MetricsLogger:
 
     def read_rows(self) -> list[dict[str, Any]]:
         """Every row logged so far (from ``metrics.jsonl``)."""
-        if not self.jsonl_path.is_file():
-            return []
-        with open(self.jsonl_path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return read_metrics(self.jsonl_path.parent)
 
     def truncate_after(self, step: int) -> None:
         """Drop the rows logged after optimizer step ``step`` (resume), in both files."""

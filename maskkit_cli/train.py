@@ -115,21 +115,9 @@ def train(ctx: click.Context, **opts: Any) -> None:
         sys.exit(result.exit_code)
 
 
-def _parse_bool(value: str, flag: str) -> bool:
-    from maskkit.config import _FALSE, _TRUE
-    from maskkit.errors import ConfigError
-
-    v = value.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise ConfigError(f"{flag} expects true or false, got {value!r}")
-
-
 def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> Any:
     """The :class:`TrainConfig` the command line describes (the CLI's whole job)."""
-    from maskkit.config import parse_kv
+    from maskkit.config import parse_bool, parse_kv
     from maskkit.errors import ConfigError
     from maskkit.plugins import build_codec
     from maskkit.train import TrainConfig
@@ -139,7 +127,7 @@ def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> Any:
 
     strategy = opts["strategy"]
     if opts["use_creative_agent"] is not None:
-        use = _parse_bool(opts["use_creative_agent"], "--use_creative_agent")
+        use = parse_bool(opts["use_creative_agent"], "--use_creative_agent")
         if use:
             if strategy not in (None, "creative-agent"):
                 raise ConfigError(f"--use_creative_agent true contradicts --strategy {strategy}")

@@ -112,7 +112,8 @@ def test_two_processes_keep_generator_and_critic_in_step(tmp_path):
 
 
 def test_a_strategy_without_critic_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="strategy 'temporal' offers none"):
+    with pytest.raises(ConfigError, match=r"strategy 'temporal' offers none .*"
+                                          r"Use one that does \(creative-agent\)"):
         train(tiny(tmp_path, "--train-pairs", "8", "--batch-size", "4", "--adversarial-weight", "0.1"))
 
 
