@@ -103,8 +103,10 @@ class DataConfig:
         "help": "None / 'synthetic' (built-in synthetic music), a WAV-pairs folder or a folder of songs"})
     segment_seconds: float = field(default=4.0, metadata={"help": "length of each training pair (s)",
                                                           "min": 0.05})
-    train_pairs: int = field(default=256, metadata={"help": "synthetic training pairs per epoch", "min": 1})
-    val_pairs: int = field(default=32, metadata={"help": "synthetic validation pairs", "min": 1})
+    train_pairs: int = field(default=256, metadata={
+        "help": "training pairs per epoch (synthetic music, folder of songs)", "min": 1})
+    val_pairs: int = field(default=32, metadata={
+        "help": "validation pairs (synthetic music, folder of songs)", "min": 1})
     val_fraction: float = field(default=0.1, metadata={
         "help": "share of a folder's songs held out for validation", "min": 0.0, "max": 0.9})
     skip_bad: bool = field(default=False, metadata={"help": "skip unreadable audio files with a warning"})
@@ -779,6 +781,11 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
 # --------------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------------
+def _plural(n: int, word: str) -> str:
+    """``"1 step"``, ``"2 steps"``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def display_name(strategy_name: str) -> str:
     """``"creative-agent"`` -> ``"Creative Agent"`` (for the seed's console lines)."""
     return " ".join(w.capitalize() for w in strategy_name.replace("_", "-").split("-") if w)
@@ -1407,7 +1414,7 @@ class Trainer:
         src = cfg.data.source or "synthetic music"
         self.print(f"Data: {src}: {len(self.train_ds)} training / {len(self.val_ds)} validation pairs of "
                    f"{cfg.data.segment_seconds:g} s; batch {cfg.batch_size} per process x {self.world} = "
-                   f"{gb}; {self.steps_per_epoch} steps per epoch, {self.total_steps} in all")
+                   f"{gb}; {_plural(self.steps_per_epoch, 'step')} per epoch, {self.total_steps} in all")
         skipped = list(getattr(self.train_ds, "skipped", None) or [])
         if skipped:
             shown = "; ".join(f"{path}: {reason}" for path, reason in skipped[:10])

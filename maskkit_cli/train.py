@@ -60,8 +60,10 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--adversarial-warmup-epochs", "--adv-warmup-epochs", "adversarial_warmup_epochs", type=int,
               help="Epochs of plain training before the adversarial phase. [default: 1]")
 @click.option("--segment-seconds", type=float, help="Length of each training pair in seconds.")
-@click.option("--train-pairs", type=int, help="Synthetic training pairs per epoch.")
-@click.option("--val-pairs", type=int, help="Synthetic validation pairs.")
+@click.option("--train-pairs", type=int,
+              help="Training pairs per epoch (synthetic music or a folder of songs; WAV pairs: all of them).")
+@click.option("--val-pairs", type=int,
+              help="Validation pairs (synthetic music or a folder of songs; WAV pairs: all of them).")
 @click.option("--val-fraction", type=float, help="Share of a folder's songs held out for validation.")
 @click.option("--num-workers", type=int, help="DataLoader worker processes per rank.")
 @click.option("--style-labels", is_flag=True, default=None,
