@@ -138,6 +138,15 @@ def test_frequency_splits_in_hz_when_the_codec_gives_frequencies():
     assert s2(x, x).input_mask[0, :, 0].tolist() == pytest.approx([1, 1, 0.2, 0.2, 0.2] * 2)
 
 
+def test_frequency_split_hz_outside_the_codecs_band_is_refused():
+    freqs = (0.0, 1000.0, 2000.0, 3000.0, 4000.0) * 2
+    x = torch.randn(1, 10, 4)
+    for hz in (99_999.0, 0.0):  # above Nyquist / at DC: one song would get every channel
+        s = build_strategy("frequency", {"split_hz": hz}, spec=EncodingSpec(dim=10, channel_freqs=freqs))
+        with pytest.raises(ConfigError, match=r"'split_hz' \(.* Hz\) must lie within .*<= 4000 Hz"):
+            s(x, x)
+
+
 def test_frequency_split_hz_needs_frequencies():
     x = torch.randn(1, 4, 4)
     with pytest.raises(ConfigError, match="channel frequencies"):

@@ -39,7 +39,12 @@ def _low_band(D: int, split_ratio: float, freqs: tuple[float, ...] | None, split
         if len(freqs) != D:
             raise ConfigError(f"{owner}: the encoding spec gives {len(freqs)} channel frequencies "
                               f"but the input has D={D} channels")
-        cutoff = split_hz if split_hz is not None else split_ratio * max(freqs)
+        top = max(freqs)
+        if split_hz is not None and not min(freqs) < split_hz <= top:
+            raise ConfigError(f"{owner}: option 'split_hz' ({split_hz:g} Hz) must lie within the codec's "
+                              f"channel frequencies ({min(freqs):g} < split_hz <= {top:g} Hz, the top being "
+                              f"its Nyquist frequency): otherwise one song gets every channel")
+        cutoff = split_hz if split_hz is not None else split_ratio * top
         return torch.tensor([f < cutoff for f in freqs], device=device)
     if split_hz is not None:
         raise ConfigError(f"{owner}: option 'split_hz' needs a codec that gives channel frequencies")
