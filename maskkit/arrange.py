@@ -35,6 +35,7 @@ import math
 import os
 import sys
 import types
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -496,6 +497,13 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
     n = xi.shape[-1]
     if n == 0:
         raise AudioError("nothing to arrange: one of the songs is empty")
+    if (n < window and length == "shortest" and None not in durations
+            and max(durations) * sr >= window):  # type: ignore[type-var]
+        short = "input" if durations[0] < durations[1] else "target"  # type: ignore[operator]
+        warnings.warn(f"arrange: the {short} song is {n / sr:.2f} s, shorter than one window "
+                      f"({window / sr:.2f} s), so the arrangement is only {n / sr:.2f} s long "
+                      f"(--length shortest); pass --length longest to keep the other song's length",
+                      stacklevel=2)
     n_windows = len(window_offsets(n, window, hop, step))
 
     sums: dict[str, float] = {}

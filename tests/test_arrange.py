@@ -176,6 +176,21 @@ def test_mix_only_on_songs_of_different_lengths_and_rates(songs, tmp_path):
     assert res.metrics["coverage"] == pytest.approx(1.0, abs=1e-5)  # temporal is complementary
 
 
+def test_a_song_shorter_than_one_window_warns_that_the_arrangement_is_that_short(songs, tmp_path):
+    a, _ = songs
+    tiny = tmp_path / "blip.wav"
+    sf.write(tiny, song(4, 0.05, SR), SR)
+    with pytest.warns(UserWarning, match=r"the target song is 0\.05 s, shorter than one window \(0\.49 s\).*"
+                                         r"--length longest"):
+        arrange(a, tiny, tmp_path / "o.wav", strategy="temporal", mix_only=True, window_seconds=0.5)
+    assert sf.info(tmp_path / "o.wav").duration == pytest.approx(0.05, abs=0.01)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # songs longer than a window: no warning
+        arrange(a, songs[1], tmp_path / "p.wav", strategy="temporal", mix_only=True, window_seconds=0.5)
+
+
 def test_output_rate_option_and_longest_length(songs, tmp_path):
     a, b = songs
     out = tmp_path / "mix16k.flac"
