@@ -23,19 +23,28 @@ def strategies(ctx: click.Context) -> None:
     reg = get_manager().strategies()
     codec = default_codec_spec()
     table = Table(title="Mask strategies (parameters at default options)")
-    cols = ["name", "learnable", f"parameters (D={EncodingSpec().dim})"]
+    table.add_column("name", no_wrap=True)
+    table.add_column("learns", no_wrap=True)
+    table.add_column(f"params\n(D={EncodingSpec().dim})", justify="right", no_wrap=True)
     if codec is not None:
-        cols.append(f"as trained ({codec[0]}, D={codec[1].dim})")
-    for col in (*cols, "distribution", "version"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("description", overflow="fold")
+        table.add_column(f"as trained\n({codec[0]}, D={codec[1].dim})", justify="right", no_wrap=True)
+    console = _console()
+    wide = console.width >= 110  # else the descriptions go under the table, one line each
+    table.add_column("from", overflow="fold", max_width=None if wide else 16)
+    if wide:
+        table.add_column("description", overflow="fold", ratio=1)
+    summaries = []
     for name, entry in reg.items():
         cls = entry.cls
         summary = _summary(cls.description or (cls.__doc__ or ""))
+        summaries.append((name, summary))
         counts = [_parameters(cls)] + ([_parameters(cls, codec[1])] if codec is not None else [])
-        table.add_row(*map(escape, (name, "yes" if cls.learnable else "no", *counts, entry.dist,
-                                    entry.version, summary)))
-    _console().print(table)
+        table.add_row(*map(escape, (name, "yes" if cls.learnable else "no", *counts,
+                                    f"{entry.dist} {entry.version}", *([summary] if wide else []))))
+    console.print(table)
+    if not wide:
+        for name, summary in summaries:
+            console.print(f"[bold]{escape(name)}[/bold]: {escape(summary)}")
     _print_failed()
 
 

@@ -366,6 +366,15 @@ def test_cli_version_and_strategies_table():
     assert "maskkit" in r.output
 
 
+def test_cli_strategies_on_an_80_column_terminal_keeps_names_counts_and_descriptions_whole():
+    r = CliRunner().invoke(cli, ["strategies"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    assert max(len(line) for line in r.output.splitlines()) <= 80
+    assert "temporal: Alternating time segments with short crossfades" in r.output
+    line = next(ln for ln in r.output.splitlines() if "creative-agent" in ln and "│" in ln)
+    assert "1,083,904" in line and "1,776,388" in line
+
+
 def test_cli_strategies_show_and_unknown_name():
     r = CliRunner().invoke(cli, ["strategies", "show", "frequency"], terminal_width=200)
     assert r.exit_code == 0 and "split_ratio" in r.output and "0.3" in r.output
