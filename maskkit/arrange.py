@@ -286,14 +286,10 @@ def _load(source: AudioSource, sample_rate: int, label: str, max_seconds: float 
     so the blocks join exactly as a whole-file read would); only the first ``max_seconds``
     are read when given.
     """
+    from .audio import load_audio, tensor_mono
+
     if isinstance(source, Tensor):
-        x = source.detach().to("cpu", torch.float32)
-        if x.dim() == 2:  # [C, N]: average the channels
-            x = x.mean(dim=0)
-        if x.dim() != 1:
-            raise AudioError(f"{label}: expected audio of shape [N] or [C, N], got {tuple(source.shape)}")
-        return x.contiguous()
-    from .audio import load_audio
+        return tensor_mono(source, label)
 
     seconds = _duration(source)
     assert seconds is not None
@@ -411,7 +407,8 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
     or unreadable file raises :class:`~maskkit.errors.AudioError` naming it and nothing is
     written; the output is written atomically by :func:`maskkit.audio.save_audio`.
     """
-    from .plugins import build_codec, build_strategy
+    from .codec import resolve_codec
+    from .plugins import build_strategy
 
     dev = _resolve_device(device)
     out_path = _check_output_path(output) if output is not None else None
@@ -442,11 +439,7 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
     from .train import resolve_style
 
     style_index = resolve_style(style, style_names, checkpoint or "a model object (give the label index)")
-    if codec is None:
-        codec = "stft"
-    if isinstance(codec, str):
-        codec = build_codec(codec)
-    codec = codec.to(dev).eval()
+    codec = resolve_codec(codec).to(dev).eval()
     sr = int(codec.sample_rate)
 
     if isinstance(strategy, str):

@@ -458,6 +458,17 @@ def _to_frames(audio: Any) -> np.ndarray:
     return np.ascontiguousarray(a.T)
 
 
+def tensor_mono(audio: Tensor, label: str) -> Tensor:
+    """A ``[N]`` or ``[C, N]`` (channels first) tensor as ``[N]`` float32 mono on the CPU (the
+    channels averaged); any other shape is an :class:`AudioError` naming ``label``."""
+    x = audio.detach().to("cpu", torch.float32)
+    if x.dim() == 2:
+        x = x.mean(dim=0)
+    if x.dim() != 1:
+        raise AudioError(f"{label}: expected audio of shape [N] or [C, N], got {tuple(audio.shape)}")
+    return x.contiguous()
+
+
 def save_audio(path: str | os.PathLike, audio: Tensor | np.ndarray, sample_rate: int, *,
                subtype: str | None = None, peak: float = 0.999) -> Path:
     """Write ``audio`` (``[N]`` or ``[C, N]``, channels first) to ``path``; the format follows

@@ -60,6 +60,7 @@ import torch
 from torch import Tensor
 
 from ._version import __version__
+from .codec import DEFAULT_CODEC
 from .errors import ConfigError, MaskkitError
 from .metrics import METRICS, mask_metrics
 
@@ -93,7 +94,7 @@ class BenchConfig:
     skip_bad: bool = False
     #: Random ``[batch_size, dim, frames]`` tensors instead of encoded audio.
     random: bool = False
-    codec: str = "stft"
+    codec: str = DEFAULT_CODEC
     codec_options: Mapping[str, Any] = field(default_factory=dict)
     segment_seconds: float = 4.0
     batch_size: int = 4

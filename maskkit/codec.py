@@ -16,6 +16,19 @@ from torch import Tensor, nn
 from .config import build_config
 from .strategy import EncodingSpec, NoOptions
 
+#: The codec used when none is named: the built-in STFT codec (plugin ``codecs``), which needs
+#: no download and is exactly invertible.
+DEFAULT_CODEC = "stft"
+
+
+def resolve_codec(codec: str | Codec | None) -> Codec:
+    """A codec instance from a name, an instance, or None (:data:`DEFAULT_CODEC`)."""
+    if isinstance(codec, Codec):
+        return codec
+    from .plugins import build_codec
+
+    return build_codec(codec if codec is not None else DEFAULT_CODEC)
+
 
 class Codec(nn.Module):
     """Base class of codecs. Subclasses set ``name``, ``Config`` and implement the methods."""

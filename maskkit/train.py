@@ -63,6 +63,7 @@ from .checkpoint import (
     restore_rng_state,
     spec_from_dict,
 )
+from .codec import DEFAULT_CODEC
 from .config import build_config
 from .distributed import LaunchInfo
 from .errors import CheckpointError, ConfigError, MaskkitError
@@ -185,7 +186,7 @@ class TrainConfig:
 
     strategy: str = "creative-agent"
     strategy_options: dict[str, Any] = field(default_factory=dict)
-    codec: str = "stft"
+    codec: str = DEFAULT_CODEC
     codec_options: dict[str, Any] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(**_SMALL["model"]))
     loss: LossConfig = field(default_factory=lambda: LossConfig(**_SMALL.get("loss", {})))
@@ -1079,10 +1080,7 @@ class Trainer:
                 self.model.check_strategy_output = False
                 if self.critic is not None:
                     adversarial.check_critic(self.critic, e_tg, self.cfg.strategy, self.entry.origin)
-            out, reg, masks = self.model(e_in, e_tg, return_masks=True, style=style)
-            audio = self.codec.decode(out.float(), length=x_in.shape[-1])
-            bal = masks.extras.get("balance_loss") if isinstance(masks.extras, dict) else None
-            total, _ = self.loss_fn(audio, x_in, x_tg, reg_loss=reg, balance_loss=bal)
+            total = self._forward(self.model, x_in, x_tg, style)[0]  # which parameters get no gradient
             total.backward()
             self._unused = any(p.grad is None for p in self.model.parameters() if p.requires_grad)
             self.model.zero_grad(set_to_none=True)

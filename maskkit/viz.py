@@ -55,7 +55,8 @@ def _resolve(strategy: str | os.PathLike | MaskStrategy, strategy_options: Any, 
              device: torch.device) -> tuple[MaskStrategy, Any, float | None, list[str] | None]:
     """``(strategy, codec, window seconds, style names)`` from a name, an instance or a
     checkpoint path (only a checkpoint gives the last two)."""
-    from .plugins import build_codec, build_strategy
+    from .codec import resolve_codec
+    from .plugins import build_strategy
 
     seconds = None
     styles: list[str] | None = None
@@ -79,28 +80,19 @@ def _resolve(strategy: str | os.PathLike | MaskStrategy, strategy_options: Any, 
             seconds, styles = float(loaded.config.data.segment_seconds), loaded.styles
             codec = codec if codec is not None else ckpt_codec
         else:
-            if codec is None:
-                codec = "stft"
-            if isinstance(codec, str):
-                codec = build_codec(codec)
+            codec = resolve_codec(codec)
             strat = build_strategy(str(strategy), strategy_options, spec=codec.spec)
-    if codec is None:
-        codec = "stft"
-    if isinstance(codec, str):
-        codec = build_codec(codec)
+    codec = resolve_codec(codec)
     return strat.to(device).eval(), codec.to(device).eval(), seconds, styles
 
 
 def _segment(source: AudioSource, sr: int, offset: float, seconds: float, label: str) -> Tensor:
     """``[N]`` float32 mono: ``seconds`` of a song from ``offset`` (tensors: at ``sr``)."""
+    from .audio import tensor_mono
+
     if isinstance(source, Tensor):
-        x = source.detach().to("cpu", torch.float32)
-        if x.dim() == 2:
-            x = x.mean(dim=0)
-        if x.dim() != 1:
-            raise AudioError(f"{label}: expected audio of shape [N] or [C, N], got {tuple(source.shape)}")
         a = int(round(offset * sr))
-        return x[a:a + int(round(seconds * sr))].contiguous()
+        return tensor_mono(source, label)[a:a + int(round(seconds * sr))].contiguous()
     from .audio import load_audio
 
     path = Path(source)
