@@ -25,12 +25,18 @@ import traceback
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError, UnknownNameError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .codec import Codec
+    from .strategy import EncodingSpec, MaskStrategy
 
 GROUP = "maskkit"
 BUILTIN_DIST = "maskkit"
@@ -303,29 +309,36 @@ def _lookup(reg: dict[str, Registered], kind: str, name: str) -> Registered:
 
 
 def strategy_names() -> list[str]:
+    """The names of every registered strategy (built-in and installed plugins)."""
     return list(get_manager().strategies())
 
 
 def codec_names() -> list[str]:
+    """The names of every registered codec."""
     return list(get_manager().codecs())
 
 
 def get_strategy_entry(name: str) -> Registered:
+    """The registry entry (class, plugin, distribution, version) of strategy ``name``; an
+    :class:`UnknownNameError` lists the available ones (and plugins that failed or were left out)."""
     return _lookup(get_manager().strategies(), "strategy", name)
 
 
 def get_codec_entry(name: str) -> Registered:
+    """The registry entry of codec ``name`` (as :func:`get_strategy_entry`)."""
     return _lookup(get_manager().codecs(), "codec", name)
 
 
-def build_strategy(name: str, options: Any = None, spec: Any = None) -> Any:
-    """Instantiate the strategy registered as ``name`` with options and an EncodingSpec."""
+def build_strategy(name: str, options: Mapping[str, Any] | Iterable[str] | Any = None,
+                   spec: EncodingSpec | None = None) -> MaskStrategy:
+    """Instantiate the strategy registered as ``name`` with options (a mapping, ``key=value``
+    strings or its Config) and an EncodingSpec (default: the strategy's)."""
     entry = get_strategy_entry(name)
     return entry.cls(options, spec=spec)
 
 
-def build_codec(name: str, options: Any = None) -> Any:
-    """Instantiate the codec registered as ``name``."""
+def build_codec(name: str, options: Mapping[str, Any] | Iterable[str] | Any = None) -> Codec:
+    """Instantiate the codec registered as ``name`` with its options."""
     return get_codec_entry(name).cls(options)
 
 

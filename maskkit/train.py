@@ -63,12 +63,13 @@ from .checkpoint import (
     restore_rng_state,
     spec_from_dict,
 )
-from .codec import DEFAULT_CODEC
+from .codec import DEFAULT_CODEC, Codec
 from .config import build_config
 from .distributed import LaunchInfo
 from .errors import CheckpointError, ConfigError, MaskkitError
 from .loss import COMPONENTS, CombinedLoss, LossConfig
 from .model import ModelConfig, SimpleTransformer
+from .strategy import EncodingSpec
 
 #: Per-step metrics of the adversarial phase: the generator's adversarial loss, the critic's
 #: loss and its mean real-probability on real songs (both from its latest update), and its
@@ -702,7 +703,7 @@ class LoadedModel:
     """A trained model rebuilt from a checkpoint: ``model, codec = load_model(path)``."""
 
     model: SimpleTransformer
-    codec: Any
+    codec: Codec
     config: TrainConfig
     path: str
     step: int
@@ -734,7 +735,7 @@ def resolve_style(style: str | int | None, styles: list[str] | None, source: obj
     return styles.index(style)
 
 
-def default_codec_spec() -> tuple[str, Any] | None:
+def default_codec_spec() -> tuple[str, EncodingSpec] | None:
     """``(codec name, EncodingSpec)`` of the codec ``maskkit train`` encodes with unless told
     otherwise (its strategies are built on this spec), or None when that codec's plugin is not
     loaded."""

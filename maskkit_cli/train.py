@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from maskkit.train import TrainConfig
 
 _PRESETS = ("small", "base", "large")
 
@@ -117,7 +120,7 @@ def train(ctx: click.Context, **opts: Any) -> None:
         sys.exit(result.exit_code)
 
 
-def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> Any:
+def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> TrainConfig:
     """The :class:`TrainConfig` the command line describes (the CLI's whole job)."""
     from maskkit.config import parse_bool, parse_kv
     from maskkit.errors import ConfigError
@@ -210,7 +213,7 @@ def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> Any:
     return cfg
 
 
-def _config_for_resume(ctx: click.Context, resume: str, over: dict[str, Any], preset: str) -> Any:
+def _config_for_resume(ctx: click.Context, resume: str, over: dict[str, Any], preset: str) -> TrainConfig:
     """With --resume, the checkpoint's own settings are the base; options typed now override them."""
     from maskkit.train import TrainConfig
 
