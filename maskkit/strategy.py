@@ -186,9 +186,10 @@ def validate_masks(masks: Any, x_input: Tensor, strategy_name: str, origin: str 
             raise MaskValidationError(
                 f"{who}: {label} has shape {tuple(m.shape)}, not broadcastable to {shape}") from None
         if check_values:
+            m = m.detach()  # read the values only
             if not bool(torch.isfinite(m).all()):
                 raise MaskValidationError(f"{who}: {label} holds NaN or Inf values")
-            lo, hi = float(m.min()), float(m.max())
+            lo, hi = (float(v) for v in torch.aminmax(m))
             if lo < -1e-6 or hi > 1 + 1e-6:
                 raise MaskValidationError(
                     f"{who}: {label} has values in [{lo:.4g}, {hi:.4g}], outside [0, 1]")
