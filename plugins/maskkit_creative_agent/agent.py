@@ -299,16 +299,19 @@ class AttentionMaskGenerator(nn.Module):
         if self.style_film is None:
             raise ValueError("AttentionMaskGenerator: got a style label, but it was built without style "
                              "conditioning (num_styles=0)")
-        style = torch.as_tensor(style, device=self.style_film.weight.device).long().reshape(-1)
+        on_host = not isinstance(style, Tensor) or style.device.type == "cpu"
+        style = torch.as_tensor(style).long().reshape(-1)
         if style.numel() == 1 and batch > 1:
             style = style.expand(batch)
         if style.numel() != batch:
             raise ValueError(f"AttentionMaskGenerator: {style.numel()} style labels for a batch of {batch}")
-        lo, hi = int(style.min()), int(style.max())
-        if lo < 0 or hi >= self.num_styles:
-            raise ValueError(f"AttentionMaskGenerator: style labels must be in [0, {self.num_styles}), "
-                             f"got {lo}..{hi}")
-        return self.style_film(style)
+        if on_host:  # checked where it costs nothing; labels already on a GPU (the trainer's, in
+            # range by construction) are not read back, which would stall every step
+            lo, hi = int(style.min()), int(style.max())
+            if lo < 0 or hi >= self.num_styles:
+                raise ValueError(f"AttentionMaskGenerator: style labels must be in [0, {self.num_styles}), "
+                                 f"got {lo}..{hi}")
+        return self.style_film(style.to(self.style_film.weight.device, non_blocking=True))
 
     def _check(self, x_input: Tensor, x_target: Tensor) -> tuple[Tensor, Tensor]:
         """Both encodings in the weights' dtype, after checking their shapes."""
