@@ -17,6 +17,7 @@ timeout 150 python3 benchmarks/bench_creative_agent.py --device cuda --dtype bf1
 timeout 40 python3 benchmarks/bench_creative_agent.py --device cuda --dtype fp32 --batch-size 64,256 --iters 10 --repeats 5 --json "$OUT/agent_fp32.json"
 # CUDA graphs (torch.compile mode reduce-overhead) for the launch-bound B=64 (issue 3's 5x goal)
 timeout 150 python3 benchmarks/bench_creative_agent.py --device cuda --dtype bf16 --batch-size 64,256 --iters 10 --repeats 5 --compile --compile-mode reduce-overhead --json "$OUT/agent_bf16_graphs.json"
-# cuDNN's autotuned convolution algorithms, for the reference and ours alike
-timeout 100 python3 benchmarks/bench_creative_agent.py --device cuda --dtype bf16 --batch-size 256 --iters 10 --repeats 5 --compile --cudnn-benchmark --json "$OUT/agent_bf16_cudnn_bench.json"
+# cuDNN's autotuned convolution algorithms (reference and ours alike), and ours with every
+# convolution as a GEMM instead of a cuDNN kernel, side by side at B=256
+timeout 150 python3 benchmarks/bench_creative_agent.py --device cuda --dtype bf16 --batch-size 256 --iters 10 --repeats 5 --compile --cudnn-benchmark --gemm-convs --json "$OUT/agent_bf16_cudnn_gemm.json"
 timeout 70 python3 benchmarks/bench_train.py --device cuda --bf16 --e2e-steps 10 --repeats 5 --json "$OUT/train.json"
