@@ -92,6 +92,18 @@ def parse_kv(pairs: Iterable[str], owner: str = "option") -> dict[str, str]:
     return out
 
 
+def parse_named_kv(items: Iterable[str], owner: str = "option") -> dict[str, dict[str, str]]:
+    """``["temporal:segment=100", "temporal:fade=5"]`` -> ``{"temporal": {"segment": "100", "fade":
+    "5"}}`` (options of several named things on one command line)."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        name, sep, kv = item.partition(":")
+        if not sep or not name.strip():
+            raise ConfigError(f"{owner}: expected NAME:key=value, got {item!r}")
+        out.setdefault(name.strip(), {}).update(parse_kv([kv], owner=f"{owner} {name.strip()}"))
+    return out
+
+
 def build_config(cls: type[C], options: Mapping[str, Any] | Iterable[str] | None = None,
                  owner: str | None = None) -> C:
     """Build dataclass ``cls`` from a mapping or ``key=value`` strings, converting and checking.

@@ -8,20 +8,6 @@ from typing import Any
 import click
 
 
-def _strategy_options(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    """``("temporal:segment=100", ...)`` -> ``{"temporal": {"segment": "100"}}``."""
-    from maskkit.config import parse_kv
-    from maskkit.errors import ConfigError
-
-    out: dict[str, dict[str, str]] = {}
-    for p in pairs:
-        name, sep, kv = p.partition(":")
-        if not sep or not name.strip():
-            raise ConfigError(f"--strategy-opt: expected NAME:key=value, got {p!r}")
-        out.setdefault(name.strip(), {}).update(parse_kv([kv], owner=f"--strategy-opt {name.strip()}"))
-    return out
-
-
 @click.command("bench")
 @click.option("--strategies", "strategies", default="all", show_default=True, metavar="all|NAME,NAME",
               help="Strategies to compare: 'all' registered ones, or a comma-separated list "
@@ -96,7 +82,7 @@ def bench(strategy_opts: tuple[str, ...], codec_opts: tuple[str, ...], random_: 
     from rich.console import Console
 
     from maskkit.bench import BenchConfig
-    from maskkit.config import parse_kv
+    from maskkit.config import parse_kv, parse_named_kv
 
     from ._output import escape
 
@@ -104,7 +90,7 @@ def bench(strategy_opts: tuple[str, ...], codec_opts: tuple[str, ...], random_: 
         from maskkit.plotting import require_matplotlib
 
         require_matplotlib()
-    cfg = BenchConfig(**options, strategy_options=_strategy_options(strategy_opts),
+    cfg = BenchConfig(**options, strategy_options=parse_named_kv(strategy_opts, "--strategy-opt"),
                       codec_options=parse_kv(codec_opts, owner="--codec-opt"), random=random_,
                       compile=compile_, checkpoints=list(checkpoints),
                       train_options=parse_kv(train_opts, owner="--train-opt"), variants=list(variants))

@@ -416,3 +416,14 @@ def test_cli_a_broken_builtin_command_says_so_instead_of_no_such_command(monkeyp
 def test_cli_plugins_lists_the_builtin_plugin():
     r = CliRunner().invoke(cli, ["plugins"], terminal_width=200)
     assert r.exit_code == 0 and "fixed" in r.output and "temporal" in r.output
+
+
+def test_named_options_group_by_name_and_bad_items_are_named():
+    from maskkit.config import parse_named_kv
+
+    items = ["temporal:segment=100", "temporal:fade=5", "energy:quantile=0.5"]
+    assert parse_named_kv(items, "--strategy-opt") == {"temporal": {"segment": "100", "fade": "5"},
+                                                       "energy": {"quantile": "0.5"}}
+    for bad in ("segment=100", ":segment=1", "temporal:segment"):
+        with pytest.raises(ConfigError, match="--strategy-opt"):
+            parse_named_kv([bad], "--strategy-opt")
