@@ -675,6 +675,22 @@ def _ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def _step_unless(optimizer: torch.optim.Optimizer, bad: Tensor) -> None:
+    """``optimizer.step()`` unless ``bad`` (a bool tensor on the device). A fused Adam/AdamW (the
+    trainer's on CUDA) takes the flag into its kernel as GradScaler passes ``found_inf``: the
+    update and the step count are left as they were, with no host-device sync. Otherwise the
+    flag is read on the host (free on a CPU)."""
+    if optimizer.defaults.get("fused") and getattr(optimizer, "_step_supports_amp_scaling", False):
+        optimizer.found_inf = bad.float().reshape(())  # type: ignore[attr-defined]
+        optimizer.grad_scale = None  # type: ignore[attr-defined]
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf, optimizer.grad_scale  # type: ignore[attr-defined]
+    elif not bool(bad):
+        optimizer.step()
+
+
 def _check_writable(run_dir: Path) -> bool:
     """Create ``run_dir`` if needed and check that files can be written there; True when it
     was created now (so that a run that fails before writing anything can take it away)."""
@@ -1262,8 +1278,7 @@ class Trainer:
         d_loss.backward()
         norm = self._clip_gradients(self.critic)
         bad = ~torch.isfinite(norm) | ~torch.isfinite(d_loss.detach())
-        if not bool(bad):
-            self.disc_optimizer.step()
+        _step_unless(self.disc_optimizer, bad)
         self.disc_optimizer.zero_grad(set_to_none=True)
         self._d_last = (d_loss.detach(), torch.sigmoid(logits[:n_real].detach()).mean())
         return bad

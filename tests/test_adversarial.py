@@ -125,3 +125,28 @@ def test_cli_flags_fill_the_config(tmp_path):
     assert not cli_config(*AGENT).adversarial.enabled
     with pytest.raises(ConfigError, match="disc_update_freq"):
         cli_config(*AGENT, "--disc-update-freq", "0")
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_flagged_critic_update_is_skipped_exactly(fused):
+    """The critic's non-finite update is skipped from a device flag: a fused AdamW (the trainer's on
+    CUDA) takes it into its kernel without a host sync; parameters, moments and step count stay."""
+    from maskkit.train import _step_unless
+
+    g = torch.Generator().manual_seed(0)
+    start, grads = torch.randn(5, generator=g), [torch.randn(5, generator=g) for _ in range(3)]
+
+    def run(steps):
+        p = torch.nn.Parameter(start.clone())
+        opt = torch.optim.AdamW([p], lr=0.1, fused=fused)
+        for grad, flag in steps:
+            p.grad = grad.clone()
+            _step_unless(opt, torch.tensor(flag))
+        st = opt.state[p]
+        return [p.detach(), st["step"], st["exp_avg"], st["exp_avg_sq"]], opt
+
+    with_skip, opt = run([(grads[0], False), (grads[1], True), (grads[2], False)])
+    without, _ = run([(grads[0], False), (grads[2], False)])
+    for a, b in zip(with_skip, without, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert float(with_skip[1]) == 2.0 and not hasattr(opt, "found_inf")
