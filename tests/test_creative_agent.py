@@ -360,6 +360,19 @@ def test_channels_last_conv_gradients(T):
     torch.testing.assert_close(_ConvCL.apply(x, w, b, 1).squeeze(-1), expected)
 
 
+@pytest.mark.parametrize("scales", [(), (1, 4)])
+def test_training_under_cpu_bf16_autocast_reaches_every_parameter(scales):
+    """maskkit train --bf16 --device cpu / bench --dtype bfloat16: the CPU kernels step aside.
+    (Seeded: at some inits the two scale logits' bf16 gradients cancel to exactly 0.)"""
+    torch.manual_seed(0)
+    gen = AttentionMaskGenerator(16, 32, 4, scales=scales).train()
+    xi, xt = pair(B=2, D=16, T=20, seed=9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b, r = gen(xi, xt)
+    (a.float().sum() + b.float().sum() + r.float()).backward()
+    assert grads_missing(gen) == []
+
+
 @pytest.mark.parametrize("k, pad, T", [(3, 1, 1), (3, 1, 7), (1, 0, 5), (5, 2, 6)])
 def test_gemm_convolution_is_the_convolution(k, pad, T):
     """The matrix-product form of the (k, 1) convolutions (for GPU measurement) computes Conv1d."""

@@ -148,7 +148,8 @@ def _conv_w(x: Tensor, weight: Tensor, bias: Tensor | None, pad: int, gemm: bool
     if gemm:
         return _conv_gemm(x, weight, bias, pad)
     if (weight.shape[-1] > 1 and x.device.type == "cpu" and torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()):
+            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")):
+        # (under CPU autocast the plain convolution casts and differentiates in bf16 itself)
         return _ConvCL.apply(x, weight, bias, pad)
     return F.conv2d(x, weight.unsqueeze(-1), bias, padding=(pad, 0))
 
