@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
+import re
 import sys
 import threading
 import traceback
@@ -74,6 +75,10 @@ class Registered:
     @property
     def origin(self) -> str:
         return f"plugin '{self.plugin}' from {self.dist} {self.version}"
+
+
+#: What a strategy or codec name may look like: what users type after --strategy.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def _env_list(var: str) -> set[str] | None:
@@ -215,6 +220,10 @@ class PluginManager:
                     name = getattr(cls, "name", "")
                     if not name or not isinstance(name, str):
                         raise PluginError(f"{_info.origin} registered {cls.__name__} without a name")
+                    if not _NAME_RE.match(name) or name == "all":
+                        # a plugin fault like a failing import: this plugin is skipped, not maskkit
+                        raise ValueError(f"{cls.__name__} has the {kind} name {name!r}; a name is one word "
+                                         f"of letters, digits, '-', '_', '.', and not 'all'")
                     if name in reg:
                         other = reg[name]
                         # suggest disabling the third-party one, never maskkit's own plugin
@@ -231,6 +240,8 @@ class PluginManager:
                 except PluginError:
                     raise
                 except Exception as e:
+                    for n in info.registers.pop(kind, []):  # none of a failed plugin's names stay
+                        reg.pop(n, None)
                     info.status, info.error = "failed", f"{type(e).__name__} in {hook}: {e}"
                     info.traceback = traceback.format_exc()
                     if _truthy("MASKKIT_STRICT_PLUGINS"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -337,6 +338,31 @@ def test_a_register_hook_that_raises_is_skipped(fresh_plugins):
     assert "temporal" in names
     info = fresh_plugins.get_manager().plugins["broken-plugin"]
     assert info.status == "failed" and "boom" in info.error
+
+
+@pytest.mark.parametrize("bad", ["all", "bad name", "-dash", "a,b", ""])
+def test_a_strategy_name_users_cannot_type_fails_its_plugin_not_maskkit(fresh_plugins, bad):
+    class Good(Halves):
+        name = "good-one.v2"
+
+    class Bad(Halves):
+        name = bad
+
+    class Plugin:
+        @hookimpl
+        def register_strategies(self, register):
+            register(Good)
+            register(Bad)
+
+    fresh_plugins.register_plugin(Plugin(), "badname-plugin")
+    if bad == "":
+        with pytest.raises(PluginError, match="without a name"):
+            strategy_names()
+        return
+    with pytest.warns(UserWarning, match=rf"badname-plugin.*failed .*{re.escape(repr(bad))}.*one word"):
+        names = strategy_names()
+    assert "temporal" in names and "good-one.v2" not in names and bad not in names
+    assert fresh_plugins.get_manager().plugins["badname-plugin"].status == "failed"
 
 
 def test_allow_list_env_loads_nothing_else(fresh_plugins, monkeypatch):
