@@ -137,7 +137,7 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     Raises :class:`AudioError` naming the file when it is missing, unreadable, empty, of an
     unsupported format, not audio, without frames, or a WAV whose data chunk was cut short.
     """
-    p = os.fspath(path)
+    p = os.path.expanduser(os.fspath(path))  # "~/music/a.wav" as a shell would read it
     _check_readable(p)
     _check_extension(p)
     try:
@@ -273,7 +273,7 @@ def find_audio_files(root: str | os.PathLike, *, recursive: bool = True
     else (cover art, text, hidden files). Folders holding a :data:`IGNORE_MARKER` file, and
     hidden folders, are skipped. The order is by path, independent of the filesystem.
     """
-    base = Path(root)
+    base = Path(root).expanduser()
     if not base.is_dir():
         raise AudioError(f"{base}: not a directory")
     audio: list[Path] = []
@@ -480,7 +480,7 @@ def save_audio(path: str | os.PathLike, audio: Tensor | np.ndarray, sample_rate:
     folders are created. ``subtype`` defaults to PCM_16 for WAV/AIFF/FLAC and the codec's
     own for OGG/MP3. Returns the path.
     """
-    out = Path(path)
+    out = Path(path).expanduser()
     ext = out.suffix.lower()
     if ext not in _FORMATS_BY_EXT:
         raise AudioError(f"{out}: cannot write '{ext}' files; use one of "

@@ -514,6 +514,8 @@ def make_datasets(source: str | None = None, *, sample_rate: int = 24000, segmen
     (``DIR/jazz/a.wav`` -> ``jazz``; every song must be in one), for synthetic music its drum
     groove. The WAV-pairs layout has no labels.
     """
+    if source is not None and str(source) != "synthetic":
+        source = os.path.expanduser(str(source))  # "~/music" as a shell would read it
     layout = detect_layout(source)
     common = dict(sample_rate=sample_rate, segment_seconds=segment_seconds, seed=seed)
     if layout == "synthetic":
@@ -590,7 +592,7 @@ def write_synthetic_songs(out: str | os.PathLike, num_songs: int, *, seconds: fl
     """
     from .synth import STEMS, describe_song, generate_song
 
-    out_p = Path(out)
+    out_p = Path(out).expanduser()
     existing = [*out_p.glob("song_*.wav"), *out_p.glob("stems/song_*/*.wav"), *out_p.glob("songs.json")]
     if existing and not overwrite:
         raise AudioError(f"{out_p}: already holds songs ({len(existing)} files); pass --overwrite "
@@ -638,7 +640,7 @@ def build_pairs_folder(src: str | os.PathLike, out: str | os.PathLike, *, segmen
     """
     if pairs_per_song < 1:
         raise ConfigError(f"pairs_per_song must be >= 1, got {pairs_per_song}")
-    src_p, out_p = Path(src), Path(out)
+    src_p, out_p = Path(src).expanduser(), Path(out).expanduser()
     if not src_p.is_dir():
         raise AudioError(f"{src_p}: not a directory")
     try:

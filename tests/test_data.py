@@ -489,3 +489,18 @@ def test_check_and_pairs_on_long_ogg_mp3_stereo(real_songs, tmp_path):
         warnings.simplefilter("error")
         _check_item(tr[1], 96000)
         _check_item(va[0], 96000)
+
+
+def test_paths_starting_with_a_tilde_are_the_home_folder(tmp_path, monkeypatch):
+    """make_datasets("~/music") as docs/data.md shows it (a Python string, no shell to expand it)."""
+    from maskkit.audio import audio_info
+    from maskkit.data import write_synthetic_songs
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "..")  # a literal "~" folder would land here
+    write_synthetic_songs("~/music", 4, seconds=1.0, sample_rate=SR, stems=False)
+    assert not Path("~").exists()
+    assert (tmp_path / "music" / "song_0000.wav").is_file()
+    train, val = make_datasets("~/music", sample_rate=SR, segment_seconds=0.5, train_pairs=2, val_pairs=2)
+    assert len(train) == 2 and len(val) == 2
+    assert audio_info("~/music/song_0001.wav").path == str(tmp_path / "music" / "song_0001.wav")
