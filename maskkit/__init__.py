@@ -68,12 +68,22 @@ __all__ = [
 ]
 
 
+#: Submodules reachable as attributes after a plain ``import maskkit`` (``maskkit.train.train``,
+#: ``maskkit.plugins.reset_manager()``), imported on first use.
+_SUBMODULES = frozenset({"adversarial", "arrange", "audio", "bench", "checkpoint", "codec", "config",
+                         "curves", "data", "distributed", "errors", "hookspecs", "logging_utils", "loss",
+                         "metrics", "model", "plotting", "plugins", "reference", "snapshots", "strategy",
+                         "synth", "testing", "train", "viz"})
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         mod = _LAZY[name]
         if mod is None:
             return importlib.import_module(f".{name}", __name__)
         return getattr(importlib.import_module(f".{mod}", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'maskkit' has no attribute {name!r}")
 
 

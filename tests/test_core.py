@@ -453,3 +453,14 @@ def test_named_options_group_by_name_and_bad_items_are_named():
     for bad in ("segment=100", ":segment=1", "temporal:segment"):
         with pytest.raises(ConfigError, match="--strategy-opt"):
             parse_named_kv([bad], "--strategy-opt")
+
+
+def test_submodules_are_reachable_after_a_plain_import_maskkit():
+    """docs/plugins.md: ``maskkit.plugins.reset_manager()`` after ``import maskkit``."""
+    import subprocess
+
+    code = ("import maskkit, sys; assert 'torch' not in sys.modules; "
+            "print(maskkit.plugins.reset_manager.__name__, maskkit.train.train.__name__, "
+            "maskkit.testing.__name__, maskkit.data.make_datasets.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["reset_manager", "train", "maskkit.testing", "make_datasets"]
