@@ -102,9 +102,9 @@ class MetricsLogger:
 
     def truncate_after(self, step: int) -> None:
         """Drop the rows logged after optimizer step ``step`` (resume), in both files."""
-        rows = self.read_rows()
+        rows, bad = _read_jsonl(self.jsonl_path)
         keep = [r for r in rows if int(r.get("step", 0)) <= step]
-        if len(keep) == len(rows):
+        if len(keep) == len(rows) and not bad:  # else rewrite: a half line must not join the next row
             return
         tmp = self.jsonl_path.with_name(f".{JSONL_NAME}.tmp")
         with open(tmp, "w") as f:
@@ -120,10 +120,29 @@ class MetricsLogger:
 
 
 def read_metrics(run_dir: str | os.PathLike[str], kind: str | None = None) -> list[dict[str, Any]]:
-    """The rows of a run's ``metrics.jsonl`` (only ``kind`` rows when given)."""
-    path = Path(run_dir) / JSONL_NAME
-    if not path.is_file():
-        return []
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    """The rows of a run's ``metrics.jsonl`` (only ``kind`` rows when given). A line that is not
+    JSON (half written when the process was killed or the disk filled) is left out, with a
+    warning."""
+    rows, _ = _read_jsonl(Path(run_dir) / JSONL_NAME)
     return [r for r in rows if kind is None or r.get("kind") == kind]
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """``(rows, number of lines that did not parse)`` of a JSONL file (``([], 0)`` if missing)."""
+    if not path.is_file():
+        return [], 0
+    rows, bad = [], 0
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                bad += 1
+    if bad:
+        import warnings
+
+        warnings.warn(f"{path}: left out {bad} line(s) that are not JSON (half written when the run was "
+                      f"killed?)", stacklevel=3)
+    return rows, bad

@@ -338,3 +338,20 @@ def test_atomically_written_files_get_the_umasks_mode_not_mkstemps(tmp_path, uma
     want = 0o666 & ~umask
     for name in ("c.pt", "a.wav", "plain.txt"):
         assert (tmp_path / name).stat().st_mode & 0o777 == want, name
+
+
+def test_a_half_written_metrics_line_does_not_block_resume(tiny_run, tmp_path):
+    """A kill (or a full disk) during the metrics append leaves half a line; --resume auto must
+    still work, and the rewritten file must not glue that half line to the next row."""
+    import json
+
+    run = _copy_run(tiny_run, tmp_path / "run")
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "step", "epoch": 3, "ste')  # no newline: cut mid-row
+    with pytest.warns(UserWarning, match=r"metrics\.jsonl: left out 1 line"):
+        r = train(tiny(run, "--train-pairs", "8", "--batch-size", "4", "--epochs", "3", "--resume", "auto"))
+    assert r.stopped == "completed"
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]  # every line is JSON again
+    steps = [x["step"] for x in rows if x["kind"] == "step"]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))
