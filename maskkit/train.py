@@ -239,9 +239,12 @@ class TrainConfig:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
-        """The config stored in a checkpoint (with ``resume`` set to it), plus ``overrides``."""
+        """The config stored in a checkpoint (with ``resume`` set to it), plus ``overrides``. How
+        the run is launched (``world_size``, ``device``) is not taken from the checkpoint: a run
+        of 2 local processes resumes under srun with 4 tasks, a GPU run on a CPU node."""
         ck = load_checkpoint(path, require=("config",))
-        d = _deep_merge(dict(ck["config"]), _plain(overrides))
+        saved = {k: v for k, v in ck["config"].items() if k not in _LAUNCH_FIELDS}
+        d = _deep_merge(saved, _plain(overrides))
         if "resume" not in overrides:
             d["resume"] = str(path)
         return cls.from_dict(d)
@@ -329,6 +332,11 @@ class TrainConfig:
         entry = get_strategy_entry(self.strategy)
         build_config(entry.cls.Config, dict(self.strategy_options), owner=f"strategy '{entry.name}'")
         build_codec(self.codec, dict(self.codec_options))  # checks the codec's options
+
+
+#: TrainConfig fields that describe how a run is launched, not what it trains: a resumed run
+#: takes them from its own launch (the launcher, the command line), never from the checkpoint.
+_LAUNCH_FIELDS = ("world_size", "device")
 
 
 def preset_dict(name: str) -> dict[str, Any]:

@@ -611,3 +611,15 @@ def test_a_run_that_fails_before_writing_leaves_no_empty_run_folder(tmp_path):
     with pytest.raises(AudioError, match="nosuch"):
         train(tiny(run, "--data", str(tmp_path / "nosuch"), "--max-steps", "1"))
     assert run.is_dir()
+
+
+def test_resume_takes_world_size_and_device_from_this_launch_not_the_checkpoint(tmp_path):
+    from maskkit.train import TrainConfig
+
+    r = train(tiny(tmp_path / "run", "--train-pairs", "4", "--batch-size", "4", "--max-steps", "1"),
+              world_size=1, device="cpu")
+    saved = load_checkpoint(r.last_checkpoint)["config"]
+    assert (saved["world_size"], saved["device"]) == (1, "cpu")
+    cfg = TrainConfig.for_resume(r.last_checkpoint)
+    assert cfg.world_size is None and cfg.device == TrainConfig().device  # as a new launch would be
+    assert TrainConfig.for_resume(r.last_checkpoint, world_size=2).world_size == 2
