@@ -180,10 +180,18 @@ def resolve_launch(env: Mapping[str, str] | None = None, world_size: int | None 
             if missing:
                 raise ConfigError(f"RANK/WORLD_SIZE are set (torchrun?) but {', '.join(missing)} is not")
             info = LaunchInfo("torchrun", rank, local, ws, env["MASTER_ADDR"], _int(env, "MASTER_PORT"))
-    elif "SLURM_PROCID" in env and env.get("SLURM_JOB_NAME", "") not in _INTERACTIVE_JOB_NAMES:
-        ntasks_var = next((v for v in ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_NPROCS") if v in env),
-                          None)
-        ws = _int(env, ntasks_var) if ntasks_var else 1
+    elif "SLURM_PROCID" in env:
+        # The step's size says how many processes srun started with this command (also inside an
+        # interactive allocation, whose job name is "bash": `srun -n 4 maskkit train` there is a
+        # world of 4). Without step variables, the allocation's size counts only outside an
+        # interactive shell, which is not a task of a training step whatever SLURM_NTASKS says.
+        if "SLURM_STEP_NUM_TASKS" in env:
+            ws = _int(env, "SLURM_STEP_NUM_TASKS")
+        elif env.get("SLURM_JOB_NAME", "") in _INTERACTIVE_JOB_NAMES:
+            ws = 1
+        else:
+            ntasks_var = next((v for v in ("SLURM_NTASKS", "SLURM_NPROCS") if v in env), None)
+            ws = _int(env, ntasks_var) if ntasks_var else 1
         if ws > 1:
             rank = _int(env, "SLURM_PROCID")
             local = _int(env, "SLURM_LOCALID") if "SLURM_LOCALID" in env else 0

@@ -102,9 +102,15 @@ def test_slurm_environment_details():
     one = {"SLURM_JOB_ID": "5", "SLURM_NTASKS": "1", "SLURM_PROCID": "0", "SLURM_NODELIST": "n1"}
     assert resolve_launch(one).launcher == "single"
     assert resolve_launch(one, world_size=2).launcher == "spawn"
-    # An interactive shell inside an allocation is not a task of a training step.
-    shell = {**env, "SLURM_JOB_NAME": "bash"}
+    # An interactive shell inside an allocation (srun --pty bash: a step of 1 task, or no step
+    # variables at all) is not a task of a training step, whatever the allocation's size ...
+    shell = {**env, "SLURM_JOB_NAME": "bash", "SLURM_STEP_NUM_TASKS": "1"}
     assert resolve_launch(shell).launcher == "single"
+    no_step = {k: v for k, v in shell.items() if not k.startswith("SLURM_STEP")}
+    assert resolve_launch(no_step).launcher == "single"
+    # ... but `srun -n 2 maskkit train` from that shell is one world of 2 (job name still "bash").
+    in_alloc = resolve_launch({**env, "SLURM_JOB_NAME": "interactive"})
+    assert (in_alloc.launcher, in_alloc.world_size, in_alloc.rank) == ("slurm", 2, 1)
     with pytest.raises(ConfigError, match="disagrees"):
         resolve_launch(env, world_size=4)
     with pytest.raises(ConfigError, match="SLURM_PROCID"):
