@@ -1548,16 +1548,20 @@ class Trainer:
                        "pairs_per_s": (self.epoch_count * gb / epoch_time) if epoch_time > 0 else None}
                 self.history.append(row)
                 self.last_metrics = row
-                self.epoch += 1
-                self.epochs_completed = self.epoch
-                self.batch_in_epoch = 0
-                self.epoch_sums, self.epoch_count = {}, 0
+                # --max-steps can end a run inside an epoch: its validation runs, but the checkpoint
+                # keeps the position, so a resume with more steps trains the rest of that epoch.
+                partial = done and self.batch_in_epoch < self.steps_per_epoch
+                if not partial:
+                    self.epoch += 1
+                    self.epochs_completed = self.epoch
+                    self.batch_in_epoch = 0
+                    self.epoch_sums, self.epoch_count = {}, 0
                 if self.main:
                     self.logger.log(row)
                 self._epoch_lines(row, train_means)
                 stop_early = cfg.patience is not None and self.bad_epochs >= cfg.patience
                 last_epoch = self.epoch >= cfg.epochs or done or stop_early or stop_now
-                periodic = self.epoch % cfg.save_every == 0 or last_epoch
+                periodic = (self.epoch % cfg.save_every == 0 or last_epoch) and not partial
                 reason = "interrupted" if stop_now else "final" if last_epoch else "epoch"
                 self.save(reason, best=improved, periodic=periodic)
                 if stop_now:

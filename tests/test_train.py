@@ -623,3 +623,16 @@ def test_resume_takes_world_size_and_device_from_this_launch_not_the_checkpoint(
     cfg = TrainConfig.for_resume(r.last_checkpoint)
     assert cfg.world_size is None and cfg.device == TrainConfig().device  # as a new launch would be
     assert TrainConfig.for_resume(r.last_checkpoint, world_size=2).world_size == 2
+
+
+def test_max_steps_inside_an_epoch_keeps_the_position_for_a_resume(tmp_path):
+    """--max-steps 3 of a 4-step epoch: validated and saved, but a resume with more steps trains
+    the epoch's last batch instead of skipping to the next epoch."""
+    args = ("--train-pairs", "16", "--batch-size", "4", "--epochs", "2")
+    cut = train(tiny(tmp_path / "run", *args, "--max-steps", "3"))
+    assert cut.stopped == "max_steps" and cut.steps == 3 and cut.best_val_loss is not None
+    ck = load_checkpoint(cut.last_checkpoint)
+    assert (ck["epoch"], ck["batch_in_epoch"], ck["step"]) == (0, 3, 3)
+    assert not (tmp_path / "run" / "epoch_0001.pt").exists()  # not a completed epoch
+    full = train(tiny(tmp_path / "run", *args, "--max-steps", "20", "--resume", "auto"))
+    assert full.stopped == "completed" and full.steps == 8 and full.epochs_completed == 2
