@@ -632,6 +632,7 @@ def _run(cfg: TrainConfig, info: LaunchInfo) -> TrainResult:
         return trainer.fit()
     except BaseException as e:
         if trainer.made_run_dir:
+            trainer._unlock(remove=True)
             _remove_if_empty(trainer.run_dir)
         if isinstance(e, RuntimeError):
             _raise_peer_failure(e, cfg, info)
@@ -712,6 +713,33 @@ def _check_writable(run_dir: Path) -> bool:
         raise ConfigError(f"cannot write checkpoints to {run_dir}: {e.strerror or e} "
                           f"(choose another --checkpoint-dir)") from None
     return created
+
+
+RUN_LOCK = ".lock"
+
+
+def _lock_run_dir(run_dir: Path) -> Any:
+    """An exclusive advisory lock of ``run_dir/.lock`` for this run (kept open until it ends;
+    the OS drops it when the process dies, so a killed run never leaves it held). A second run
+    writing into the same folder would interleave metrics and overwrite checkpoints: it is
+    refused, naming the run that holds the folder."""
+    import fcntl
+    import socket
+
+    f = open(run_dir / RUN_LOCK, "a+")  # noqa: SIM115 (held for the whole run)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise ConfigError(f"{run_dir} is in use by another training run ({holder}); wait for it, stop it, "
+                          f"or choose another --checkpoint-dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    f.flush()
+    return f
 
 
 def _remove_if_empty(run_dir: Path) -> None:
@@ -830,15 +858,27 @@ class Trainer:
         self.run_dir = cfg.run_dir
         self.stop = StopFlag()
         self.made_run_dir = False  # created by this run (rank 0): taken away if it fails before writing
+        self._lock: Any = None  # rank 0's lock of the run folder (one run writes it at a time)
         self.console: Any = None
         self.logger: Any = None
 
     def release(self) -> None:
-        """Drop the DDP wrapper, model, optimizer and data loaders (before leaving the group)."""
+        """Drop the DDP wrapper, model, optimizer and data loaders (before leaving the group), and
+        the run folder's lock."""
         for name in ("fwd_model", "model", "optimizer", "scheduler", "loader", "val_loader", "codec",
                      "loss_fn", "ckpt", "critic", "fwd_critic", "disc_optimizer"):
             if hasattr(self, name):
                 setattr(self, name, None)
+        self._unlock()
+
+    def _unlock(self, remove: bool = False) -> None:
+        """Give up the run folder's lock (``remove``: and its file, when this run made the folder
+        and takes it away again)."""
+        if self._lock is not None:
+            if remove:
+                Path(self._lock.name).unlink(missing_ok=True)
+            self._lock.close()  # the OS drops the lock
+            self._lock = None
 
     # -- output ---------------------------------------------------------------------------------
     def print(self, *args: Any, **kwargs: Any) -> None:
@@ -884,6 +924,7 @@ class Trainer:
             # no markup: messages hold paths and file names, where "[Live]" is text, not a style
             self.console = Console(highlight=False, soft_wrap=True, markup=False)
             self.made_run_dir = _check_writable(self.run_dir)
+            self._lock = _lock_run_dir(self.run_dir)
 
         # Resume: which checkpoint (rank 0 decides for "auto", everyone loads the same file).
         self.ckpt: dict[str, Any] | None = None

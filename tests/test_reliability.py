@@ -355,3 +355,21 @@ def test_a_half_written_metrics_line_does_not_block_resume(tiny_run, tmp_path):
     rows = [json.loads(line) for line in lines]  # every line is JSON again
     steps = [x["step"] for x in rows if x["kind"] == "step"]
     assert steps == sorted(steps) and len(steps) == len(set(steps))
+
+
+def test_two_runs_in_one_run_folder_are_refused_while_the_first_holds_it(tmp_path):
+    """The second run would interleave metric rows and overwrite the first one's checkpoints."""
+    import fcntl
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / ".lock", "a+") as held:  # as a running trainer holds it
+        held.write("pid 4242 on node7, since 2026-11-26 08:00:00\n")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match=r"run is in use by another training run \(pid 4242 on node7"):
+            train(tiny(run, "--train-pairs", "4", "--batch-size", "4", "--max-steps", "1"))
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing written
+    # once the first run is gone (or killed: the OS drops its lock) the folder is free again
+    r = train(tiny(run, "--train-pairs", "4", "--batch-size", "4", "--max-steps", "1"))
+    assert r.steps == 1 and "pid" in (run / ".lock").read_text()
