@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -907,16 +907,28 @@ class Trainer:
             raise PeerFailedError(f"rank {r} failed during set-up: {m}")
 
     def setup(self) -> None:
+        """Set-up in phases that use no collective, each followed by an agreement of the ranks
+        (every rank raises if any failed, naming it): a rank that fails early (an unwritable run
+        folder, a bad file only it reads) never leaves the others waiting in another collective
+        (the checkpoint broadcast, DDP's parameter broadcast) until the timeout."""
+        resume_path = dist_utils.broadcast_object(self._phase(self._setup_run_dir))
+        self._phase(lambda: self._setup_local(resume_path))
+        self._setup_collective()
+
+    def _phase(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` on every rank, then :meth:`_agree`; returns this rank's value."""
         err: BaseException | None = None
+        value = None
         try:
-            self._setup_local()
+            value = fn()
         except Exception as e:  # noqa: BLE001 - re-raised by _agree on every rank
             err = e
         self._agree(err)
+        return value
 
-    def _setup_local(self) -> None:
-        from .plugins import build_codec, build_strategy, get_strategy_entry
-
+    def _setup_run_dir(self) -> str | None:
+        """Rank 0: the run folder (writable, locked) and the checkpoint to resume (it decides for
+        "auto"; every rank then loads the file it names)."""
         cfg = self.cfg
         if self.main:
             from rich.console import Console
@@ -925,17 +937,16 @@ class Trainer:
             self.console = Console(highlight=False, soft_wrap=True, markup=False)
             self.made_run_dir = _check_writable(self.run_dir)
             self._lock = _lock_run_dir(self.run_dir)
+        if cfg.resume == "auto":
+            found = find_resume_checkpoint(self.run_dir) if self.main else None
+            return str(found) if found else None
+        return cfg.resume or None
 
-        # Resume: which checkpoint (rank 0 decides for "auto", everyone loads the same file).
+    def _setup_local(self, resume_path: str | None) -> None:
+        from .plugins import build_codec, build_strategy, get_strategy_entry
+
+        cfg = self.cfg
         self.ckpt: dict[str, Any] | None = None
-        resume_path: str | None = None
-        if cfg.resume:
-            if cfg.resume == "auto":
-                found = find_resume_checkpoint(self.run_dir) if self.main else None
-                resume_path = str(found) if found else None
-            else:
-                resume_path = cfg.resume
-        resume_path = dist_utils.broadcast_object(resume_path)
         if resume_path:
             self.ckpt = load_checkpoint(resume_path, map_location="cpu", require=("config", "strategy"))
         elif cfg.resume == "auto":
@@ -1046,8 +1057,10 @@ class Trainer:
         # Check the strategy once, eagerly, on two real pairs (clear error naming the plugin).
         self._check_strategy()
 
-        # The forward modules: DDP over the model and the critic (gradients averaged); the
-        # model optionally compiled.
+    def _setup_collective(self) -> None:
+        """DDP over the model and the critic (gradients averaged; its construction broadcasts
+        rank 0's parameters), the model optionally compiled; rank 0's metric files."""
+        cfg = self.cfg
         self.fwd_model: Any = self._ddp(self.model, find_unused=self._has_unused_parameters())
         if cfg.compile:
             self.fwd_model = torch.compile(self.fwd_model)

@@ -188,6 +188,35 @@ def test_a_rank_that_dies_mid_training_stops_the_survivor_with_its_name(tmp_path
     assert "--resume auto" in out0 and "Traceback" not in out0
 
 
+@pytest.mark.slow
+def test_a_set_up_error_on_one_rank_stops_every_rank_at_once_with_its_message(tmp_path):
+    """torchrun/srun start every rank; only rank 0 checks the run folder. When that fails, rank
+    1 must not wait in the checkpoint broadcast until the collective timeout: both stop within
+    seconds, and rank 1 names rank 0's error."""
+    (tmp_path / "afile").write_text("a plain file, not a folder")
+    args = ["-m", "maskkit_cli.main", "train", *TINY_ARGS, "--train-pairs", "8", "--batch-size", "2",
+            "--checkpoint-dir", str(tmp_path / "afile" / "run"), "--dist-timeout", "120"]
+    port = free_port()
+    procs = []
+    t0 = time.monotonic()
+    for rank in range(2):
+        env = {**SUBPROCESS_ENV, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen([sys.executable, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    try:
+        outs = [p.communicate(timeout=90)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert time.monotonic() - t0 < 60  # far below the 120 s collective timeout
+    assert [p.returncode for p in procs] == [2, 2], outs
+    assert "cannot write checkpoints to" in outs[0] and "afile" in outs[0]
+    assert "rank 0 failed during set-up: ConfigError: cannot write checkpoints to" in outs[1], outs[1]
+    assert all("Traceback" not in o for o in outs)
+
+
 # -- tampered, newer and foreign checkpoints --------------------------------------------------------
 class _RunsCode:
     """Unpickling this calls ``open(marker, "w")``: a stand-in for any code a tampered file runs."""
