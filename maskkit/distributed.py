@@ -23,12 +23,16 @@ backend on CPU and nccl on GPU; ``LOCAL_RANK`` picks the GPU.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import itertools
 import os
 import re
+import signal
 import socket
-from collections.abc import Callable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -394,7 +398,7 @@ def barrier() -> None:
 # Local spawn
 # --------------------------------------------------------------------------------------------
 def spawn(worker: Callable[..., Any], nprocs: int, args: tuple[Any, ...] = (),
-          on_signal: Callable[[int], None] | None = None) -> None:
+          on_signal: Callable[[int], None] | None = None, block_stop_signals: bool = False) -> None:
     """Start ``worker(rank, *args)`` in ``nprocs`` processes and wait for them.
 
     ``worker`` must be a picklable top-level function. Returns when every process exited
@@ -402,19 +406,22 @@ def spawn(worker: Callable[..., Any], nprocs: int, args: tuple[Any, ...] = (),
     ``ProcessExitedException``) as soon as one fails, after terminating the others, so a dead
     rank never leaves the rest hanging. SIGINT/SIGTERM received by this (parent) process are
     forwarded to the children, which stop cleanly; ``on_signal(signum)`` is told about them.
+    ``block_stop_signals``: the children start with SIGINT/SIGTERM blocked (the mask survives
+    the exec) and must unblock them once their handler is in place (:func:`hold_stop_signals`
+    does): a signal during their start-up is then a stop request, not the death of a rank.
     """
     import signal
 
     import torch.multiprocessing as mp
 
-    ctx = mp.start_processes(worker, args=args, nprocs=nprocs, join=False, start_method="spawn")
     forwarded: dict[int, int] = {}
+    ctx: Any = None
 
     def forward(signum: int, frame: Any) -> None:
         forwarded[signum] = forwarded.get(signum, 0) + 1
         if on_signal is not None:
             on_signal(signum)
-        for p in ctx.processes:
+        for p in ctx.processes if ctx is not None else ():
             if p.is_alive() and p.pid is not None:
                 try:
                     os.kill(p.pid, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
@@ -428,8 +435,85 @@ def spawn(worker: Callable[..., Any], nprocs: int, args: tuple[Any, ...] = (),
                 old[sig] = signal.signal(sig, forward)
             except ValueError:  # not the main thread: leave signals alone
                 pass
+        # A signal that reaches this process while the children start is forwarded as soon as
+        # the block ends here.
+        with _stop_signals_blocked() if block_stop_signals else contextlib.nullcontext():
+            ctx = mp.start_processes(worker, args=args, nprocs=nprocs, join=False, start_method="spawn")
         while not ctx.join():
             pass
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+# --------------------------------------------------------------------------------------------
+# Signals: the handler only sets a flag
+# --------------------------------------------------------------------------------------------
+class StopFlag:
+    """Set by SIGTERM / SIGINT; read once per step and combined over the ranks.
+
+    A second Ctrl-C more than 3 s after the first aborts without saving (KeyboardInterrupt).
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._first = 0.0
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if self.signum is not None and signum == signal.SIGINT and now - self._first > 3.0:
+            raise KeyboardInterrupt
+        if self.signum is None:
+            self.signum, self._first = signum, now
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+            signal.siginterrupt(sig, False)  # restart interrupted system calls (SA_RESTART)
+
+    def uninstall(self) -> None:
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+        self._old.clear()
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+_HELD: StopFlag | None = None
+
+
+def held_stop_flag() -> StopFlag | None:
+    """The flag of the enclosing :func:`hold_stop_signals`, or None."""
+    return _HELD
+
+
+@contextlib.contextmanager
+def hold_stop_signals() -> Iterator[StopFlag]:
+    """Catch SIGINT / SIGTERM as stop requests for the whole ``with`` block.
+
+    For a process that exits when training ends (``maskkit train``, the processes it spawns): a
+    signal during start-up is a stop request the trainer honours at its first step, and one that
+    arrives while the run shuts down (a second SIGTERM from the scheduler, a second Ctrl-C) no
+    longer kills the process before it exits with 143 / 130. A trainer inside uses this flag
+    instead of installing its own. Signals blocked by a spawning parent are unblocked once the
+    handler is in place. The previous handlers are back when the block ends.
+    """
+    global _HELD
+    if _HELD is not None:  # nested: the outer block holds them
+        yield _HELD
+        return
+    flag = StopFlag()
+    flag.install()
+    _HELD = flag
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield flag
+    finally:
+        _HELD = None
+        flag.uninstall()

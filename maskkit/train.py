@@ -36,7 +36,6 @@ import os
 import random
 import signal
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -65,7 +64,7 @@ from .checkpoint import (
 )
 from .codec import DEFAULT_CODEC, Codec
 from .config import build_config
-from .distributed import LaunchInfo
+from .distributed import LaunchInfo, StopFlag
 from .errors import CheckpointError, ConfigError, MaskkitError
 from .loss import COMPONENTS, CombinedLoss, LossConfig
 from .model import ModelConfig, SimpleTransformer
@@ -498,44 +497,6 @@ class _ShardSampler(torch.utils.data.Sampler[int]):
 
 
 # --------------------------------------------------------------------------------------------
-# Signals: the handler only sets a flag
-# --------------------------------------------------------------------------------------------
-class StopFlag:
-    """Set by SIGTERM / SIGINT; read once per step and combined over the ranks.
-
-    A second Ctrl-C more than 3 s after the first aborts without saving (KeyboardInterrupt).
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._first = 0.0
-        self._old: dict[int, Any] = {}
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        now = time.monotonic()
-        if self.signum is not None and signum == signal.SIGINT and now - self._first > 3.0:
-            raise KeyboardInterrupt
-        if self.signum is None:
-            self.signum, self._first = signum, now
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handler)
-            signal.siginterrupt(sig, False)  # restart interrupted system calls (SA_RESTART)
-
-    def uninstall(self) -> None:
-        for sig, h in self._old.items():
-            signal.signal(sig, h)
-        self._old.clear()
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-
-# --------------------------------------------------------------------------------------------
 # Public entry points
 # --------------------------------------------------------------------------------------------
 def _absolute_data_path(cfg: TrainConfig) -> TrainConfig:
@@ -581,7 +542,8 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     queue = mp.get_context("spawn").SimpleQueue()
     failure: BaseException | None = None
     try:
-        dist_utils.spawn(_spawn_worker, info.world_size, args=(cfg, info.world_size, port, queue))
+        dist_utils.spawn(_spawn_worker, info.world_size, args=(cfg, info.world_size, port, queue),
+                         block_stop_signals=True)
     except Exception as e:  # a rank failed; the others were terminated
         failure = e
         if made_run_dir:
@@ -615,13 +577,15 @@ def _spawn_worker(rank: int, cfg: TrainConfig, world_size: int, port: int, queue
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     info = LaunchInfo("spawn", rank, rank, world_size, "127.0.0.1", port)
-    try:
-        result = _run(cfg, info)
-    except MaskkitError as e:
-        queue.put(("error", rank, e))
-        raise
-    if rank == 0:
-        queue.put(("result", rank, result))
+    # This process exits after training; it started with the stop signals blocked (spawn).
+    with dist_utils.hold_stop_signals():
+        try:
+            result = _run(cfg, info)
+        except MaskkitError as e:
+            queue.put(("error", rank, e))
+            raise
+        if rank == 0:
+            queue.put(("result", rank, result))
 
 
 def _run(cfg: TrainConfig, info: LaunchInfo) -> TrainResult:
@@ -856,7 +820,8 @@ class Trainer:
         self.device = device
         self.bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
         self.run_dir = cfg.run_dir
-        self.stop = StopFlag()
+        held = dist_utils.held_stop_flag()
+        self.stop = held if held is not None else StopFlag()  # the process's, when it holds one
         self.made_run_dir = False  # created by this run (rank 0): taken away if it fails before writing
         self._lock: Any = None  # rank 0's lock of the run folder (one run writes it at a time)
         self.console: Any = None
@@ -1459,12 +1424,15 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         t_start = time.perf_counter()
-        self.stop.install()
+        own = self.stop is not dist_utils.held_stop_flag()  # a held flag stays installed until exit
+        if own:
+            self.stop.install()
         try:
             self.setup()
             return self._fit(t_start)
         finally:
-            self.stop.uninstall()
+            if own:
+                self.stop.uninstall()
             if self.logger is not None:
                 self.logger.close()
 

@@ -112,10 +112,13 @@ def train(ctx: click.Context, **opts: Any) -> None:
     On SIGTERM / Ctrl-C every process stops after the same step, a checkpoint is saved, and the
     command exits with 143 (SIGTERM) or 130 (SIGINT). See docs/training.md.
     """
-    cfg = build_config_from_cli(ctx, opts)
-    from maskkit.train import train as run_training
+    from maskkit.distributed import hold_stop_signals
 
-    result = run_training(cfg)
+    with hold_stop_signals():  # to the end of the command a signal is a stop request
+        cfg = build_config_from_cli(ctx, opts)
+        from maskkit.train import train as run_training
+
+        result = run_training(cfg)
     if result.exit_code:
         sys.exit(result.exit_code)
 

@@ -402,3 +402,53 @@ def test_two_runs_in_one_run_folder_are_refused_while_the_first_holds_it(tmp_pat
     # once the first run is gone (or killed: the OS drops its lock) the folder is free again
     r = train(tiny(run, "--train-pairs", "4", "--batch-size", "4", "--max-steps", "1"))
     assert r.steps == 1 and "pid" in (run / ".lock").read_text()
+
+
+def _start_and_signal(tmp_path: Path, extra: list[str], signals: list[tuple[float, int]],
+                      when: str = "first step") -> tuple[subprocess.Popen, str, Path]:
+    """Start ``maskkit train`` (tiny, many steps), wait for ``when`` ("first step" or "start"),
+    send ``signals`` ((delay before, signal) pairs) to its process group; return the finished
+    process, its output and the run folder."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "maskkit_cli.main", "train", *TINY_ARGS, "--train-pairs", "400",
+           "--batch-size", "2", "--epochs", "3", "--checkpoint-dir", str(run), *extra]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=SUBPROCESS_ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while when == "first step" and time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and '"kind": "step"' in metrics.read_text():
+            break
+        time.sleep(0.01)
+    for delay, sig in signals:
+        time.sleep(delay)
+        os.killpg(proc.pid, sig)
+    try:
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc, out, run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra, sig, code", [([], signal.SIGINT, 130),
+                                              (["--world-size", "2"], signal.SIGTERM, 143)])
+def test_a_second_signal_while_stopping_still_exits_with_the_stop_status(tmp_path, extra, sig, code):
+    """Schedulers signal every process of a job, and a parent forwards its own signal too: two
+    signals 0.2 s apart must still give one clean stop, a checkpoint and 130/143 (the example
+    sbatch script requeues on those), not 'Aborted!' or a killed rank."""
+    proc, out, run = _start_and_signal(tmp_path, extra, [(0.0, sig), (0.2, sig)])
+    assert proc.returncode == code, out[-3000:]
+    ck = load_checkpoint(run / "last.pt")
+    assert ck["interrupted"] and ck["step"] >= 1
+    assert "Traceback" not in out and "Aborted" not in out
+
+
+@pytest.mark.slow
+def test_sigterm_during_start_up_is_a_stop_request(tmp_path):
+    """A signal before the first step (imports, data, process group) is honoured at the first
+    step: a checkpoint, then 143, not a process killed half-way through its start-up."""
+    proc, out, run = _start_and_signal(tmp_path, ["--world-size", "2"], [(1.5, signal.SIGTERM)], when="start")
+    assert proc.returncode == 143, out[-3000:]
+    assert load_checkpoint(run / "last.pt")["interrupted"]
