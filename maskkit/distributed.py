@@ -303,7 +303,10 @@ def init_process_group(info: LaunchInfo, device: Any, timeout_s: float = 600.0) 
                 **kwargs)
     except Exception as e:
         hint = ""
-        if info.launcher == "slurm":
+        if "address already in use" in str(e).lower() or "eaddrinuse" in str(e).lower():
+            hint = (f" Port {info.master_port} is taken (another job on this node?): set MASTER_PORT to a "
+                    f"free port for every rank.")
+        elif info.launcher == "slurm":
             hint = " Under SLURM, start one task per GPU with `srun maskkit train ...` (not plain `maskkit`)."
         raise RuntimeError(
             f"rank {info.rank} of {info.world_size} ({info.launcher}) could not join the process group at "

@@ -621,10 +621,12 @@ def _raise_peer_failure(e: RuntimeError, cfg: TrainConfig, info: LaunchInfo) -> 
     others = [r for r in range(info.world_size) if r != info.rank]
     who = f"rank {others[0]}" if len(others) == 1 else "one of ranks " + ", ".join(map(str, others))
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    how = (f"Resume with --resume auto from {cfg.run_dir}" if (cfg.run_dir / "last.pt").is_file()
+           else "No checkpoint was written yet: start the run again")
     raise PeerFailedError(
         f"rank {info.rank} of {info.world_size} ({info.launcher}): {who} stopped responding during "
         f"training (it died or hung; see its log), so this rank stops too. Backend error: {first}. "
-        f"Resume with --resume auto from {cfg.run_dir}") from e
+        f"{how}") from e
 
 
 _PEER_FAILURE_MARKERS = ("connection reset", "connection closed", "connection refused", "broken pipe",
