@@ -320,15 +320,11 @@ class _stop_signals_blocked:
     _SIGNALS = ("SIGINT", "SIGTERM")
 
     def __enter__(self) -> None:
-        import signal
-
         self._old = None
         if hasattr(signal, "pthread_sigmask"):
             self._old = signal.pthread_sigmask(signal.SIG_BLOCK, {getattr(signal, n) for n in self._SIGNALS})
 
     def __exit__(self, *exc: Any) -> None:
-        import signal
-
         if self._old is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, self._old)
 
@@ -413,8 +409,6 @@ def spawn(worker: Callable[..., Any], nprocs: int, args: tuple[Any, ...] = (),
     the exec) and must unblock them once their handler is in place (:func:`hold_stop_signals`
     does): a signal during their start-up is then a stop request, not the death of a rank.
     """
-    import signal
-
     import torch.multiprocessing as mp
 
     forwarded: dict[int, int] = {}
