@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # One short GPU check for docs/performance.md, run from the repo root on a CUDA machine that has
 # torch/torchaudio but not soundfile (carry its wheels in .whl/lead/). Writes figures under $OUT.
+#
+#   bash benchmarks/gpu_check.sh          # issue 3 (CreativeAgent vs the seed design): ~6 min
+#   bash benchmarks/gpu_check.sh all      # also the temporal mask and training-step benches: ~8 min
+#
+# Every CreativeAgent run times the fp32 reference, ours eager (fp32 and bf16) and compiled side by
+# side in one process, so each JSON is self-contained.
 set -x
 OUT=${OUT:-/tmp/maskkit-gpu}; mkdir -p "$OUT"
 if ! python3 -c "import soundfile" 2>/dev/null; then
@@ -10,14 +16,14 @@ fi
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . 2>&1 | tail -3
 nvidia-smi --query-gpu=name,memory.total --format=csv
-timeout 30 python3 benchmarks/bench_temporal.py --device cuda --batch-size 64 --json "$OUT/temporal_b64.json"
-# eager bf16 and compiled bf16, with a profile of the heaviest kernels of every variant (issue 3: where
-# the time goes at B=256 before anything else is tried)
-timeout 150 python3 benchmarks/bench_creative_agent.py --device cuda --dtype bf16 --batch-size 64,256 --iters 10 --repeats 5 --compile --profile "$OUT/agent_profile.txt" --json "$OUT/agent_bf16.json"
-timeout 40 python3 benchmarks/bench_creative_agent.py --device cuda --dtype fp32 --batch-size 64,256 --iters 10 --repeats 5 --json "$OUT/agent_fp32.json"
-# CUDA graphs (torch.compile mode reduce-overhead) for the launch-bound B=64 (issue 3's 5x goal)
-timeout 150 python3 benchmarks/bench_creative_agent.py --device cuda --dtype bf16 --batch-size 64,256 --iters 10 --repeats 5 --compile --compile-mode reduce-overhead --json "$OUT/agent_bf16_graphs.json"
-# cuDNN's autotuned convolution algorithms (reference and ours alike), and ours with every
-# convolution as a GEMM instead of a cuDNN kernel, side by side at B=256
-timeout 150 python3 benchmarks/bench_creative_agent.py --device cuda --dtype bf16 --batch-size 256 --iters 10 --repeats 5 --compile --cudnn-benchmark --gemm-convs --json "$OUT/agent_bf16_cudnn_gemm.json"
-timeout 70 python3 benchmarks/bench_train.py --device cuda --bf16 --e2e-steps 10 --repeats 5 --json "$OUT/train.json"
+AGENT="python3 benchmarks/bench_creative_agent.py --device cuda --dtype bf16 --iters 10 --repeats 5 --compile"
+# 1. compiled bf16 as measured before, with the heaviest kernels of every variant (where the time goes)
+timeout 150 $AGENT --batch-size 64,256 --profile "$OUT/agent_profile.txt" --json "$OUT/agent_bf16.json"
+# 2. CUDA graphs (torch.compile mode reduce-overhead) for the launch-bound B=64
+timeout 120 $AGENT --batch-size 64,256 --compile-mode reduce-overhead --json "$OUT/agent_bf16_graphs.json"
+# 3. cuDNN's autotuned convolutions (reference and ours alike), and every convolution of ours as a GEMM
+timeout 120 $AGENT --batch-size 256 --cudnn-benchmark --gemm-convs --json "$OUT/agent_bf16_cudnn_gemm.json"
+if [ "$1" = "all" ]; then
+  timeout 30 python3 benchmarks/bench_temporal.py --device cuda --batch-size 64 --json "$OUT/temporal_b64.json"
+  timeout 70 python3 benchmarks/bench_train.py --device cuda --bf16 --e2e-steps 10 --repeats 5 --json "$OUT/train.json"
+fi
