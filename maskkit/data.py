@@ -593,11 +593,17 @@ def write_synthetic_songs(out: str | os.PathLike, num_songs: int, *, seconds: fl
     from .synth import STEMS, describe_song, generate_song
 
     out_p = Path(out).expanduser()
-    existing = [*out_p.glob("song_*.wav"), *out_p.glob("stems/song_*/*.wav"), *out_p.glob("songs.json")]
-    if existing and not overwrite:
-        raise AudioError(f"{out_p}: already holds songs ({len(existing)} files); pass --overwrite "
+    ours = [*out_p.glob("song_*.wav"), *out_p.glob("stems/song_*/*.wav"), *out_p.glob("songs.json")]
+    audio, unsupported, _ = find_audio_files(out_p) if out_p.is_dir() else ([], [], [])
+    songs = [*audio, *unsupported]
+    others = [f for f in songs if not (f.name.startswith("song_") and f.parent == out_p)]
+    if others:  # never mix synthetic songs into a folder of someone's music, --overwrite or not
+        raise AudioError(f"{out_p}: holds {len(others)} audio file(s) of its own (e.g. {others[0]}); write "
+                         f"the synthetic songs to another folder")
+    if songs and not overwrite:
+        raise AudioError(f"{out_p}: already holds {len(songs)} synthetic song(s); pass --overwrite "
                          f"(overwrite=True) to replace them, or choose another folder")
-    for f in existing:
+    for f in ours:
         f.unlink()
     for d in out_p.glob("stems/song_*"):
         if d.is_dir() and not any(d.iterdir()):

@@ -301,7 +301,8 @@ def test_synth_command_writes_songs_and_stems(tmp_path):
     from maskkit_cli.main import cli
 
     res = CliRunner().invoke(cli, ["data", *args])
-    assert res.exit_code == 2 and "already holds songs" in res.output and "--overwrite" in res.output
+    assert res.exit_code == 2 and "already holds 4 synthetic song(s)" in res.output
+    assert "--overwrite" in res.output
     assert (out / "song_0003.wav").read_bytes() == before
     res = CliRunner().invoke(data_cli, [*args, "--overwrite"])
     assert res.exit_code == 0, res.output
@@ -309,6 +310,14 @@ def test_synth_command_writes_songs_and_stems(tmp_path):
     assert sorted(p.name for p in (out / "stems").iterdir() if p.is_dir()) == ["song_0000", "song_0001"]
     assert [r["file"] for r in json.loads((out / "songs.json").read_text())["songs"]] == \
         ["song_0000.wav", "song_0001.wav"]
+    # A folder of someone's own music is never written into, --overwrite or not.
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "my song.wav").write_bytes((out / "song_0000.wav").read_bytes())
+    for extra in ([], ["--overwrite"]):
+        res = CliRunner().invoke(cli, ["data", "synth", str(own), "--songs", "1", "--seconds", "1.0", *extra])
+        assert res.exit_code == 2 and "holds 1 audio file(s) of its own" in res.output, res.output
+    assert sorted(p.name for p in own.iterdir()) == ["my song.wav"]
 
 
 # -- bad files -------------------------------------------------------------------------------
