@@ -446,9 +446,11 @@ def test_a_second_signal_while_stopping_still_exits_with_the_stop_status(tmp_pat
 
 
 @pytest.mark.slow
-def test_sigterm_during_start_up_is_a_stop_request(tmp_path):
+@pytest.mark.parametrize("delay", [0.5, 1.5])  # before the children exist / while they start
+def test_sigterm_during_start_up_is_a_stop_request(tmp_path, delay):
     """A signal before the first step (imports, data, process group) is honoured at the first
     step: a checkpoint, then 143, not a process killed half-way through its start-up."""
-    proc, out, run = _start_and_signal(tmp_path, ["--world-size", "2"], [(1.5, signal.SIGTERM)], when="start")
+    proc, out, run = _start_and_signal(tmp_path, ["--world-size", "2"], [(delay, signal.SIGTERM)],
+                                       when="start")
     assert proc.returncode == 143, out[-3000:]
     assert load_checkpoint(run / "last.pt")["interrupted"]
