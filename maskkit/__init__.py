@@ -87,6 +87,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'maskkit' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The public names and the submodules (what tab completion should offer)."""
+    return sorted({*__all__, *_SUBMODULES})
+
+
 if TYPE_CHECKING:  # pragma: no cover
     from .arrange import arrange
     from .codec import Codec

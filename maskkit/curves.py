@@ -24,6 +24,8 @@ __all__ = ["DEFAULT_METRICS", "Curve", "RunCurves", "load_runs", "plot_curves", 
 
 #: What ``maskkit curves`` draws unless told otherwise.
 DEFAULT_METRICS = ("loss", "complementarity")
+#: Values set by the run, not measured (the learning rate): drawn as they are, never smoothed.
+UNSMOOTHED = frozenset({"lr"})
 
 
 def smooth(values: Sequence[float], weight: float) -> list[float]:
@@ -62,7 +64,7 @@ class RunCurves:
         """Every metric name this run logged (training names; ``val_M`` listed as ``M``)."""
         names = {k for r in self.step_rows for k, v in r.items() if _number(v) is not None}
         names |= {k[4:] for r in self.epoch_rows for k in r if k.startswith("val_")}
-        return sorted(names - {"step", "epoch", "time_s", "lr", "pairs_per_s"})
+        return sorted(names - {"step", "epoch", "time_s", "pairs_per_s"})
 
     def curves(self, metric: str) -> list[Curve]:
         """The training curve (step rows' ``metric``) and the validation curve (epoch rows'
@@ -120,7 +122,8 @@ def run_summary(run: RunCurves) -> dict[str, Any]:
     val = [v for r in run.epoch_rows if (v := _number(r.get("val_loss"))) is not None]
     finite = [v for v in val if math.isfinite(v)]
     compl = [v for r in run.epoch_rows if (v := _number(r.get("val_complementarity"))) is not None]
-    return {"run": run.label, "steps": last_step, "epochs": len(run.epoch_rows),
+    epochs = len({r.get("epoch") for r in run.epoch_rows})  # a --max-steps stop mid-epoch logs one too
+    return {"run": run.label, "steps": last_step, "epochs": epochs,
             "best_val_loss": min(finite) if finite else None, "last_val_loss": val[-1] if val else None,
             "last_val_complementarity": compl[-1] if compl else None}
 
@@ -143,7 +146,9 @@ def plot_curves(runs: Sequence[RunCurves], path: str | os.PathLike[str], *,
         lines = []
         for i, run in enumerate(runs):
             for curve in run.curves(metric):
-                if curve.kind == "train":
+                if curve.kind == "train" and metric in UNSMOOTHED:
+                    lines.append(Line(curve.steps, curve.values, f"{run.label} train", i))
+                elif curve.kind == "train":
                     lines.append(Line(curve.steps, curve.values, "", i, "faint"))
                     lines.append(Line(curve.steps, smooth(curve.values, smoothing), f"{run.label} train", i))
                 else:

@@ -289,7 +289,7 @@ class TrainConfig:
     @property
     def run_dir(self) -> Path:
         """Where checkpoints and metrics go: ``checkpoint_dir`` or ``runs/<strategy>``."""
-        return Path(self.checkpoint_dir) if self.checkpoint_dir else Path("runs") / self.strategy
+        return Path(self.checkpoint_dir).expanduser() if self.checkpoint_dir else Path("runs") / self.strategy
 
     def validate(self) -> None:
         """Check the values that the sections do not check themselves."""
@@ -1491,11 +1491,14 @@ class Trainer:
     def _fit(self, t_start: float) -> TrainResult:
         cfg = self.cfg
         self._announce()
-        stopped = "completed"
         train_time, train_pairs = 0.0, 0
         consecutive_bad = 0
         gb = cfg.batch_size * self.world
         done = self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
+        stopped = "max_steps" if done and self.epoch < cfg.epochs else "completed"
+        if stopped == "max_steps":
+            self.print(f"--max-steps {cfg.max_steps} was reached before this run started (step {self.step}): "
+                       f"nothing to train; pass a larger --max-steps, or 0 for no cap")
         with self._progress() as progress:
             while self.epoch < cfg.epochs and not done:
                 epoch = self.epoch

@@ -18,7 +18,7 @@ import click
               help="A named row: STRATEGY with these options, labelled LABEL, after the --strategies "
                    "rows; 'train.a.b=V' tokens override TrainConfig for its --train-steps run only "
                    "(repeatable).")
-@click.option("--data", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--data", type=click.Path(file_okay=False), default=None,
               help="A folder of your own music instead of the built-in synthetic music.")
 @click.option("--skip-bad", is_flag=True,
               help="Skip unreadable audio files of --data with a warning (default: stop, naming the file).")

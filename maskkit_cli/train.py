@@ -33,7 +33,9 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--preset", type=click.Choice(_PRESETS), default="small", show_default=True,
               help="small: minutes on a laptop CPU with synthetic data; base / large: real data on GPUs.")
 @click.option("--epochs", "--num-epochs", "--num_epochs", "epochs", type=int, help="Epochs to train.")
-@click.option("--max-steps", type=int, help="Stop after this many optimizer steps (caps the schedule).")
+@click.option("--max-steps", type=click.IntRange(min=0),
+              help="Stop after this many optimizer steps (caps the schedule); 0: no cap (lifts a "
+                   "checkpoint's cap on --resume).")
 @click.option("--batch-size", "--batch_size", "batch_size", type=int,
               help="Pairs per step PER PROCESS (global batch = batch size x world size).")
 @click.option("--lr", type=float, help="Peak learning rate (AdamW, cosine schedule with warm-up).")
@@ -169,6 +171,8 @@ def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> TrainConf
                       ("simulate_preemption_at_step", "simulate_preemption_at_step")):
         if given(name):
             over[key] = opts[name]
+    if given("max_steps") and opts["max_steps"] == 0:
+        over["max_steps"] = None  # --max-steps 0: no cap (None overrides a checkpoint's)
     if opts["model_opts"]:
         model.update(parse_kv(opts["model_opts"], "--model-opt"))
     for name in ("d_model", "nhead", "num_layers", "num_transformer_layers", "dropout"):

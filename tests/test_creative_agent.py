@@ -571,6 +571,7 @@ def test_inspect_encodes_the_validation_music_with_the_checkpoint_codec(tmp_path
     rep = inspect_checkpoint(path, pairs=3, batch_size=2)
     assert rep.shape == (3, codec.spec.dim, codec.num_frames(800))
     assert "validation" in rep.data and "stft" in rep.data
+    assert "records no training config" not in rep.data
     assert set(rep.metrics) >= {"complementarity", "coverage", "balance"}
     assert 0.0 <= rep.metrics["balance"] <= 1.0
 

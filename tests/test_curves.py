@@ -50,7 +50,8 @@ def test_curves_and_summary_of_a_run(tmp_path):
     assert (train_c.kind, train_c.steps, train_c.values[:2]) == ("train", list(range(1, 9)), [4.0, 3.0])
     assert (val_c.kind, val_c.steps, val_c.values) == ("val", [4, 8], [3.0, 1.9])
     assert [c.kind for c in r.curves("coverage_error")] == ["val"]  # logged at validation only
-    assert "coverage_error" in r.metrics() and "loss" in r.metrics() and "lr" not in r.metrics()
+    assert "coverage_error" in r.metrics() and "loss" in r.metrics() and "lr" in r.metrics()
+    assert "time_s" not in r.metrics() and "step" not in r.metrics()
     assert run_summary(r) == {"run": "a", "steps": 8, "epochs": 2, "best_val_loss": 1.9, "last_val_loss": 1.9,
                               "last_val_complementarity": 88.0}
 
@@ -110,3 +111,18 @@ def test_without_matplotlib_the_error_says_how_to_install(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     res = CliRunner().invoke(cli, ["curves", str(run)])
     assert res.exit_code != 0 and 'pip install "maskkit[plots]"' in res.output
+
+
+def test_a_partial_epoch_row_is_not_counted_twice_and_lr_is_drawn_unsmoothed(tmp_path, monkeypatch):
+    from maskkit import curves
+
+    run = fake_run(tmp_path / "a", [1.0] * 8, [2.0, 1.5])
+    with open(run / "metrics.jsonl", "a") as f:  # a --max-steps stop inside epoch 2, then its end
+        f.write('{"kind": "epoch", "epoch": 2, "step": 6, "val_loss": 1.7}\n')
+    (r,) = load_runs([run])
+    assert run_summary(r)["epochs"] == 2
+    drawn = []
+    monkeypatch.setattr(curves, "line_panels", lambda panels, path, **kw: drawn.extend(panels) or path)
+    plot_curves([r], tmp_path / "x.png", metrics=["lr"], smoothing=0.9)
+    (label, lines), = drawn
+    assert label == "lr" and [ln.style for ln in lines] == ["line"] and list(lines[0].y) == [1e-3] * 8

@@ -636,3 +636,21 @@ def test_max_steps_inside_an_epoch_keeps_the_position_for_a_resume(tmp_path):
     assert not (tmp_path / "run" / "epoch_0001.pt").exists()  # not a completed epoch
     full = train(tiny(tmp_path / "run", *args, "--max-steps", "20", "--resume", "auto"))
     assert full.stopped == "completed" and full.steps == 8 and full.epochs_completed == 2
+
+
+def test_a_resume_past_its_max_steps_says_so_and_max_steps_0_lifts_the_cap(tmp_path, capsys):
+    args = ("--train-pairs", "8", "--batch-size", "4", "--epochs", "2")
+    train(tiny(tmp_path / "run", *args, "--max-steps", "1"))
+    again = train(tiny(tmp_path / "run", *args, "--resume", "auto", quiet=False))
+    assert again.stopped == "max_steps" and again.steps == 1
+    assert "--max-steps 1 was reached before this run started" in capsys.readouterr().out
+    lifted = train(tiny(tmp_path / "run", *args, "--resume", "auto", "--max-steps", "0"))
+    assert lifted.stopped == "completed" and lifted.steps == 4
+
+
+def test_a_checkpoint_dir_under_home_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    r = train(tiny(Path("~/runs/x"), "--train-pairs", "4", "--batch-size", "4", "--max-steps", "1"))
+    assert Path(r.run_dir) == tmp_path / "runs" / "x" and (tmp_path / "runs" / "x" / "last.pt").is_file()
+    assert not (tmp_path / "~").exists()

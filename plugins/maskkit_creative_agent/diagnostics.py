@@ -168,7 +168,8 @@ def _held_out_encodings(ckpt: dict[str, Any], pairs: int, batch_size: int, secon
     if not info:
         raise CheckpointError("the checkpoint names no codec: use --random to inspect on random encodings")
     codec = build_codec(info["name"], info.get("options") or {}).to(device).eval()
-    cfg = TrainConfig.from_dict(ckpt["config"]) if ckpt.get("config") else TrainConfig()
+    recorded = bool(ckpt.get("config"))
+    cfg = TrainConfig.from_dict(ckpt["config"]) if recorded else TrainConfig()
     data: DataConfig = dataclasses.replace(
         cfg.data, val_pairs=pairs, style_labels=False,
         segment_seconds=float(seconds if seconds is not None else cfg.data.segment_seconds))
@@ -183,8 +184,9 @@ def _held_out_encodings(ckpt: dict[str, Any], pairs: int, batch_size: int, secon
             b = torch.stack([_mono(y) for _, y, *_ in items]).to(device)
             batches.append(torch.stack([codec.encode(a), codec.encode(b)]))
     where = "synthetic" if data.source in (None, "synthetic") else f"{data.source}:"
+    note = "" if recorded else "; the checkpoint records no training config: defaults, or --seconds/--seed"
     return batches, (f"{where} validation split ({n} pairs, seed {seed}, {data.segment_seconds:g} s, "
-                     f"codec '{info['name']}', {codec.sample_rate} Hz)")
+                     f"codec '{info['name']}', {codec.sample_rate} Hz{note})")
 
 
 def _mono(audio: Tensor) -> Tensor:
