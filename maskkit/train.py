@@ -1587,6 +1587,11 @@ class Trainer:
                     self.logger.log(row)
                 self._epoch_lines(row, train_means)
                 stop_early = cfg.patience is not None and self.bad_epochs >= cfg.patience
+                if stop_now and (self.epoch >= cfg.epochs or done):
+                    # the request came during the last validation: the run is complete, and a job
+                    # script must not requeue it (exit 0, not 130/143)
+                    self.print("A stop request arrived during the last validation: the run is complete")
+                    stop_now = False
                 last_epoch = self.epoch >= cfg.epochs or done or stop_early or stop_now
                 periodic = (self.epoch % cfg.save_every == 0 or last_epoch) and not partial
                 reason = "interrupted" if stop_now else "final" if last_epoch else "epoch"

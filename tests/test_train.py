@@ -654,3 +654,26 @@ def test_a_checkpoint_dir_under_home_is_expanded(tmp_path, monkeypatch):
     r = train(tiny(Path("~/runs/x"), "--train-pairs", "4", "--batch-size", "4", "--max-steps", "1"))
     assert Path(r.run_dir) == tmp_path / "runs" / "x" and (tmp_path / "runs" / "x" / "last.pt").is_file()
     assert not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("at_epoch, stopped", [(2, "completed"), (1, "interrupted")])
+def test_a_stop_during_the_last_validation_completes_the_run(tmp_path, monkeypatch, at_epoch, stopped):
+    """SIGTERM while the final epoch validates: the training is done, so the job must not be
+    requeued (exit 0); during an earlier validation it is a stop (143)."""
+    import signal as _signal
+
+    from maskkit.train import Trainer
+
+    real = Trainer.validate
+
+    def validate(self, *a, **k):
+        out = real(self, *a, **k)
+        if self.epoch + 1 == at_epoch:
+            self.stop.signum = _signal.SIGTERM
+        return out
+
+    monkeypatch.setattr(Trainer, "validate", validate)
+    r = train(tiny(tmp_path / "run", "--train-pairs", "8", "--batch-size", "4", "--epochs", "2"))
+    assert r.stopped == stopped
+    assert r.exit_code == (0 if stopped == "completed" else 143)
+    assert r.epochs_completed == at_epoch
