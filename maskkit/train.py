@@ -1008,7 +1008,6 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.step = 0
-        self.step_lr = float(self.optimizer.param_groups[0]["lr"])  # the LR of the last step taken
         self.epochs_completed = 0
         self.best_val: float | None = None
         self.bad_epochs = 0
@@ -1065,6 +1064,12 @@ class Trainer:
             raise ConfigError(f"strategy option num_styles={given}, but the data has {len(styles)} style "
                               f"labels ({', '.join(styles)}): drop the option, the trainer sets it")
         cfg.strategy_options = {**cfg.strategy_options, "num_styles": len(styles)}
+
+    @property
+    def step_lr(self) -> float:
+        """The learning rate the last optimizer step used (logged with it): the schedule's value
+        before that step, as LambdaLR set it (the peak LR before the first step)."""
+        return self.cfg.optim.lr * self.schedule(max(self.step - 1, 0))
 
     def _resume_schedule(self, saved: dict[str, Any]) -> None:
         """Continue the LR schedule of a checkpoint under this run's settings.
@@ -1179,7 +1184,6 @@ class Trainer:
                       f"{self.batch_in_epoch * global_batch}")
         for g in self.optimizer.param_groups:
             g["lr"] = self.cfg.optim.lr * self.schedule(self.step)
-        self.step_lr = self.optimizer.param_groups[0]["lr"]
         rng = ck.get("rng") or []
         if old_world == self.world and len(rng) == self.world:
             restore_rng_state(rng[self.rank])
@@ -1355,7 +1359,6 @@ class Trainer:
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)
         else:
-            self.step_lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used (logged)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
@@ -1616,7 +1619,7 @@ class Trainer:
         else:
             best = f"{self.best_val:.4f}" if self.best_val is not None else "-"
             n = self.epochs_completed
-            self.print(f"Done ({stopped}): {n} epoch{'' if n == 1 else 's'}, {self.step} steps; best "
+            self.print(f"Done ({stopped}): {_plural(n, 'epoch')}, {self.step} steps; best "
                        f"validation loss {best}; checkpoints in {self.run_dir}/ (curves: maskkit curves "
                        f"{self.run_dir})")
         with torch.no_grad():
@@ -1652,8 +1655,8 @@ class Trainer:
                        f"critic P(real): songs {train_means['adv_d_real']:.3f}, "
                        f"arrangements {train_means['adv_d_fake']:.3f}")
         elif self.critic is not None and self.epoch == cfg.adversarial.warmup_epochs:
-            self.print(f"Adversarial phase starts now (after {cfg.adversarial.warmup_epochs} warm-up "
-                       f"epoch{'' if cfg.adversarial.warmup_epochs == 1 else 's'})")
+            self.print(f"Adversarial phase starts now (after "
+                       f"{_plural(cfg.adversarial.warmup_epochs, 'warm-up epoch')})")
 
 
 def _cpu_state(module: torch.nn.Module) -> dict[str, Tensor]:
