@@ -73,7 +73,7 @@ __all__ = [
 _SUBMODULES = frozenset({"adversarial", "arrange", "audio", "bench", "checkpoint", "codec", "config",
                          "curves", "data", "distributed", "errors", "hookspecs", "logging_utils", "loss",
                          "metrics", "model", "plotting", "plugins", "reference", "snapshots", "strategy",
-                         "synth", "testing", "train", "viz"})
+                         "synth", "testing", "train", "train_config", "viz"})
 
 
 def __getattr__(name: str) -> Any:

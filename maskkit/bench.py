@@ -611,7 +611,7 @@ def _typed_train(cfg: BenchConfig, v: BenchVariant, where: str) -> dict[str, Any
     """The variant's ``train.*`` values as a ``TrainConfig`` built with them has them."""
     if not v.train:
         return {}
-    from .train import TrainConfig
+    from .train_config import TrainConfig
 
     try:
         over = v.train_overrides()
@@ -1180,7 +1180,7 @@ def train_overrides(options: Mapping[str, Any]) -> dict[str, Any]:
     top-level fields converted to their types (strings from the CLI), dotted keys nested
     (``"a.b.c": v`` -> ``{"a": {"b": {"c": v}}}``; the sections convert their own values)."""
     from .config import build_config
-    from .train import TrainConfig
+    from .train_config import TrainConfig
 
     top: dict[str, Any] = {}
     nested: dict[str, Any] = {}

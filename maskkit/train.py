@@ -2,7 +2,8 @@
 
 ``train(TrainConfig(...))`` trains the arrangement model (:class:`maskkit.model.SimpleTransformer`
 around the chosen mask strategy) with the combined loss (:class:`maskkit.loss.CombinedLoss`) and
-returns a :class:`TrainResult`. How many processes run is decided by
+returns a :class:`TrainResult` (the settings and presets are :mod:`maskkit.train_config`'s,
+reachable here too). How many processes run is decided by
 :func:`maskkit.distributed.resolve_launch`:
 
 - under ``torchrun`` or SLURM ``srun`` every process calls ``train`` and joins the launcher's
@@ -41,7 +42,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -49,7 +50,6 @@ from torch import Tensor
 from . import adversarial
 from . import distributed as dist_utils
 from ._version import __version__
-from .adversarial import AdversarialConfig
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
@@ -62,13 +62,22 @@ from .checkpoint import (
     restore_rng_state,
     spec_from_dict,
 )
-from .codec import DEFAULT_CODEC, Codec
-from .config import build_config
+from .codec import Codec
 from .distributed import LaunchInfo, StopFlag
 from .errors import CheckpointError, ConfigError, MaskkitError
 from .loss import COMPONENTS, CombinedLoss, LossConfig
-from .model import ModelConfig, SimpleTransformer
+from .model import SimpleTransformer
 from .strategy import EncodingSpec
+from .train_config import (  # noqa: F401  (the configuration's public names stay reachable here)
+    ARCHITECTURE_KEYS,
+    PRESETS,
+    DataConfig,
+    OptimConfig,
+    TrainConfig,
+    _deep_merge,
+    _plain,
+    preset_dict,
+)
 
 #: Per-step metrics of the adversarial phase: the generator's adversarial loss, the critic's
 #: loss and its mean real-probability on real songs (both from its latest update), and its
@@ -91,305 +100,6 @@ class TrainingError(MaskkitError):
 class PeerFailedError(TrainingError):
     """Another rank failed (during set-up, or died / hung during training); this rank stops with it
     (the other rank's error or exit status says why)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Configuration
-# --------------------------------------------------------------------------------------------
-@dataclass
-class DataConfig:
-    """Where the training pairs come from (see :func:`maskkit.data.make_datasets`)."""
-
-    source: str | None = field(default=None, metadata={
-        "help": "None / 'synthetic' (built-in synthetic music), a WAV-pairs folder or a folder of songs"})
-    segment_seconds: float = field(default=4.0, metadata={"help": "length of each training pair (s)",
-                                                          "min": 0.05})
-    train_pairs: int = field(default=256, metadata={
-        "help": "training pairs per epoch (synthetic music, folder of songs)", "min": 1})
-    val_pairs: int = field(default=32, metadata={
-        "help": "validation pairs (synthetic music, folder of songs)", "min": 1})
-    val_fraction: float = field(default=0.1, metadata={
-        "help": "share of a folder's songs held out for validation", "min": 0.0, "max": 0.9})
-    skip_bad: bool = field(default=False, metadata={"help": "skip unreadable audio files with a warning"})
-    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes per rank", "min": 0})
-    style_labels: bool = field(default=False, metadata={
-        "help": "condition the strategy on each pair's style label: the target song's subfolder (a folder "
-                "of songs in one subfolder per style) or, for synthetic music, its drum groove"})
-
-    def datasets(self, sample_rate: int, seed: int) -> tuple[Any, Any]:
-        """The run's ``(train, val)`` datasets at ``sample_rate`` (its codec's), as the trainer
-        builds them: :func:`maskkit.data.make_datasets` with these settings."""
-        from .data import make_datasets
-
-        return make_datasets(self.source, sample_rate=sample_rate, segment_seconds=self.segment_seconds,
-                             seed=seed, train_pairs=self.train_pairs, val_pairs=self.val_pairs,
-                             val_fraction=self.val_fraction, skip_bad=self.skip_bad,
-                             style_labels=self.style_labels)
-
-
-@dataclass
-class OptimConfig:
-    """AdamW, the learning-rate schedule and gradient clipping."""
-
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate", "min": 0.0})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay", "min": 0.0})
-    betas: tuple[float, float] = (0.9, 0.999)
-    schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_steps: int | None = field(default=None, metadata={
-        "help": "linear warm-up steps (default: warmup_fraction of the run)", "min": 0})
-    warmup_fraction: float = field(default=0.05, metadata={"min": 0.0, "max": 1.0})
-    min_lr_ratio: float = field(default=0.1, metadata={
-        "help": "the cosine ends at lr * min_lr_ratio", "min": 0.0, "max": 1.0})
-    grad_clip: float = field(default=1.0, metadata={"help": "max global gradient norm (0: off)", "min": 0.0})
-
-
-#: The presets: nested overrides of TrainConfig's fields. ``small`` is the default (TrainConfig()).
-#: Figures behind ``small`` (2-core CPU, synthetic data) are in docs/training.md.
-PRESETS: dict[str, dict[str, Any]] = {
-    "small": {
-        "model": {"d_model": 64, "nhead": 4, "num_layers": 1, "num_transformer_layers": 2,
-                  "dim_feedforward": 128, "dropout": 0.0},
-        "data": {"segment_seconds": 4.0, "train_pairs": 64, "val_pairs": 16},
-        "optim": {"lr": 2e-3},
-        "epochs": 8, "batch_size": 8, "patience": None,
-    },
-    "base": {
-        "model": {"d_model": 128, "nhead": 4, "num_layers": 2, "num_transformer_layers": 3,
-                  "dim_feedforward": 512, "dropout": 0.1},
-        "data": {"segment_seconds": 4.0, "train_pairs": 2048, "val_pairs": 128, "num_workers": 4},
-        "optim": {"lr": 3e-4},
-        "epochs": 50, "batch_size": 8, "patience": 10,
-    },
-    "large": {
-        "model": {"d_model": 256, "nhead": 8, "num_layers": 4, "num_transformer_layers": 3,
-                  "dim_feedforward": 1024, "dropout": 0.1},
-        "data": {"segment_seconds": 4.0, "train_pairs": 8192, "val_pairs": 256, "num_workers": 6},
-        "optim": {"lr": 1e-4},
-        "epochs": 200, "batch_size": 8, "patience": 20,
-    },
-}
-_SMALL = PRESETS["small"]
-
-
-#: Settings that define the model: a checkpoint can only be resumed with the same ones.
-ARCHITECTURE_KEYS = ("strategy", "strategy_options", "codec", "codec_options", "model")
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs; stored in every checkpoint (``dataclasses.asdict``).
-
-    The defaults are the ``small`` preset: synthetic data, a small model, a run of a few
-    minutes on a 2-core CPU. :meth:`from_preset` gives ``base`` and ``large``.
-    ``batch_size`` is per process: the global batch is ``batch_size * world_size``.
-    """
-
-    strategy: str = "creative-agent"
-    strategy_options: dict[str, Any] = field(default_factory=dict)
-    codec: str = DEFAULT_CODEC
-    codec_options: dict[str, Any] = field(default_factory=dict)
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(**_SMALL["model"]))
-    loss: LossConfig = field(default_factory=lambda: LossConfig(**_SMALL.get("loss", {})))
-    data: DataConfig = field(default_factory=lambda: DataConfig(**_SMALL["data"]))
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(**_SMALL["optim"]))
-    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
-    epochs: int = _SMALL["epochs"]
-    max_steps: int | None = None
-    batch_size: int = _SMALL["batch_size"]
-    patience: int | None = _SMALL["patience"]
-    seed: int = 0
-    checkpoint_dir: str | None = None
-    save_every: int = 1
-    keep_checkpoints: int = 2
-    resume: str | None = None
-    world_size: int | None = None
-    device: str = "auto"
-    bf16: bool | None = None
-    compile: bool = False
-    quiet: bool = False
-    log_every: int = 1
-    snapshot_every: int = 0
-    dist_timeout_s: float = 600.0
-    max_bad_steps: int = 10
-    simulate_preemption_at_step: int | None = None
-    preset: str = "small"
-
-    # -- construction -----------------------------------------------------------------------
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """A config from a (possibly partial, possibly nested) dict, e.g. a checkpoint's.
-
-        Missing keys take the defaults of the dict's ``preset`` (``small`` if none); unknown
-        keys and bad values raise :class:`ConfigError` naming them.
-        """
-        d = dict(d)
-        base = preset_dict(d.get("preset") or "small")
-        merged = _deep_merge(base, d)
-        return _config_from_merged(merged)
-
-    @classmethod
-    def from_preset(cls, name: str = "small", **overrides: Any) -> TrainConfig:
-        """The preset ``small`` | ``base`` | ``large`` with ``overrides`` on top; nested
-        sections may be given as dicts (``model={"d_model": 256}``) that merge into the
-        preset's."""
-        merged = _deep_merge(preset_dict(name), _plain(overrides))
-        merged["preset"] = name
-        return _config_from_merged(merged)
-
-    @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
-        """The config stored in a checkpoint (with ``resume`` set to it), plus ``overrides``. How
-        the run is launched (``world_size``, ``device``) is not taken from the checkpoint: a run
-        of 2 local processes resumes under srun with 4 tasks, a GPU run on a CPU node."""
-        ck = load_checkpoint(path, require=("config",))
-        saved = {k: v for k, v in ck["config"].items() if k not in _LAUNCH_FIELDS}
-        d = _deep_merge(saved, _plain(overrides))
-        if "resume" not in overrides:
-            d["resume"] = str(path)
-        return cls.from_dict(d)
-
-    @classmethod
-    def for_resume(cls, resume: str | os.PathLike[str], /, preset: str | None = None, **overrides: Any
-                   ) -> TrainConfig:
-        """The config to continue a run: the checkpoint's settings with ``overrides`` on top.
-
-        ``resume="auto"``: the newest complete checkpoint of the run folder (``checkpoint_dir``,
-        or ``runs/<strategy>``); with none there yet, a new run of ``preset`` (default
-        ``small``) with ``overrides``, so a requeued job can always pass ``auto``. A path: that
-        checkpoint, whose own folder is the run folder unless ``checkpoint_dir`` says otherwise
-        (a run copied elsewhere continues where it now is, and never writes over the folder it
-        came from). ``preset`` given: its values under the checkpoint's. A ``strategy`` other
-        than the checkpoint's is refused, naming both. A ``resume`` in ``overrides`` is ignored.
-        """
-        overrides.pop("resume", None)
-        if str(resume) == "auto":
-            run_dir = Path(overrides["checkpoint_dir"]) if overrides.get("checkpoint_dir") else \
-                Path("runs") / overrides.get("strategy", cls.strategy)
-            path = find_resume_checkpoint(run_dir)
-            if path is None:
-                return cls.from_preset(preset or "small", **{**overrides, "resume": "auto"})
-        else:
-            path = Path(resume)
-        overrides = {**overrides, "resume": str(path)}
-        if preset is not None:
-            overrides["preset"] = preset
-        overrides.setdefault("checkpoint_dir", str(path.parent))
-        saved = (load_checkpoint(path, require=("config",))["config"] or {}).get("strategy")
-        if "strategy" in overrides and saved and saved != overrides["strategy"]:
-            raise ConfigError(
-                f"cannot resume from {path}: it was trained with strategy '{saved}', not "
-                f"'{overrides['strategy']}'. Drop --strategy to continue it, or start a new run in another "
-                f"--checkpoint-dir")
-        return cls.from_checkpoint(path, **overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    # -- derived ----------------------------------------------------------------------------
-    @property
-    def run_dir(self) -> Path:
-        """Where checkpoints and metrics go: ``checkpoint_dir`` or ``runs/<strategy>``."""
-        return Path(self.checkpoint_dir).expanduser() if self.checkpoint_dir else Path("runs") / self.strategy
-
-    def validate(self) -> None:
-        """Check the values that the sections do not check themselves."""
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.patience is not None and self.patience < 1:
-            raise ConfigError(f"patience must be >= 1 (or None: no early stopping), got {self.patience}")
-        if self.save_every < 1:
-            raise ConfigError(f"save_every must be >= 1, got {self.save_every}")
-        if self.keep_checkpoints < 2:
-            raise ConfigError(f"keep_checkpoints must be >= 2 (a crash while writing must leave a "
-                              f"good one), got {self.keep_checkpoints}")
-        if self.snapshot_every < 0:
-            raise ConfigError(f"snapshot_every must be >= 0 (0: no snapshots), got {self.snapshot_every}")
-        if self.log_every < 1:
-            raise ConfigError(f"log_every must be >= 1, got {self.log_every}")
-        if self.max_bad_steps < 1:
-            raise ConfigError(f"max_bad_steps must be >= 1, got {self.max_bad_steps}")
-        if self.dist_timeout_s <= 0:
-            raise ConfigError(f"dist_timeout_s must be > 0, got {self.dist_timeout_s}")
-        if self.preset not in PRESETS:
-            raise ConfigError(f"unknown preset {self.preset!r}. Available: {', '.join(PRESETS)}")
-        if self.world_size is not None and self.world_size < 1:
-            raise ConfigError(f"world_size must be >= 1, got {self.world_size}")
-        if (self.device or "auto").split(":")[0] not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        self.model.validate()
-        self.loss.validate()
-
-    def check_plugins(self) -> None:
-        """Check that the strategy and codec are installed and take these options (an error
-        names them and lists the choices), before any process starts or data is read."""
-        from .plugins import build_codec, get_strategy_entry
-
-        entry = get_strategy_entry(self.strategy)
-        build_config(entry.cls.Config, dict(self.strategy_options), owner=f"strategy '{entry.name}'")
-        build_codec(self.codec, dict(self.codec_options))  # checks the codec's options
-
-
-#: TrainConfig fields that describe how a run is launched, not what it trains: a resumed run
-#: takes them from its own launch (the launcher, the command line), never from the checkpoint.
-_LAUNCH_FIELDS = ("world_size", "device")
-
-
-def preset_dict(name: str) -> dict[str, Any]:
-    """The full nested dict of a preset (TrainConfig's defaults overlaid with the preset)."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}. Available: {', '.join(PRESETS)}")
-    base = {f.name: f.default for f in dataclasses.fields(TrainConfig)
-            if f.default is not dataclasses.MISSING}
-    base.update({"strategy_options": {}, "codec_options": {},
-                 "model": dataclasses.asdict(ModelConfig()), "loss": dataclasses.asdict(LossConfig()),
-                 "data": dataclasses.asdict(DataConfig()), "optim": dataclasses.asdict(OptimConfig()),
-                 "adversarial": dataclasses.asdict(AdversarialConfig())})
-    merged = _deep_merge(base, PRESETS[name])
-    merged["preset"] = name
-    return merged
-
-
-_SECTIONS: dict[str, type] = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig,
-                              "optim": OptimConfig, "adversarial": AdversarialConfig}
-
-
-def _plain(over: Mapping[str, Any]) -> dict[str, Any]:
-    """Overrides with dataclass sections turned into dicts (so that they merge)."""
-    return {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v)
-            for k, v in over.items()}
-
-
-def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        if k in _SECTIONS and isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = {**out[k], **v}
-        else:
-            out[k] = v
-    return out
-
-
-def _config_from_merged(d: dict[str, Any]) -> TrainConfig:
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(d) - fields)
-    if unknown:
-        raise ConfigError(f"TrainConfig: unknown option(s) {', '.join(unknown)}. "
-                          f"Valid options: {', '.join(sorted(fields))}")
-    kwargs: dict[str, Any] = {}
-    for k, v in d.items():
-        if k in _SECTIONS:
-            kwargs[k] = v if isinstance(v, _SECTIONS[k]) else build_config(_SECTIONS[k], dict(v), owner=k)
-        elif k in ("strategy_options", "codec_options"):
-            kwargs[k] = dict(v or {})
-        else:
-            kwargs[k] = v
-    cfg = TrainConfig(**kwargs)
-    cfg.validate()
-    return cfg
 
 
 @dataclass

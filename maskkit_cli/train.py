@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from maskkit.train import TrainConfig
+    from maskkit.train_config import TrainConfig
 
 _PRESETS = ("small", "base", "large")
 
@@ -130,7 +130,7 @@ def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> TrainConf
     from maskkit.config import parse_bool, parse_kv
     from maskkit.errors import ConfigError
     from maskkit.plugins import build_codec
-    from maskkit.train import TrainConfig
+    from maskkit.train_config import TrainConfig
 
     def given(name: str) -> bool:
         return _given(ctx, name) and opts.get(name) is not None
@@ -222,6 +222,6 @@ def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> TrainConf
 
 def _config_for_resume(ctx: click.Context, resume: str, over: dict[str, Any], preset: str) -> TrainConfig:
     """With --resume, the checkpoint's own settings are the base; options typed now override them."""
-    from maskkit.train import TrainConfig
+    from maskkit.train_config import TrainConfig
 
     return TrainConfig.for_resume(resume, preset=preset if _given(ctx, "preset") else None, **over)

@@ -162,7 +162,7 @@ def _held_out_encodings(ckpt: dict[str, Any], pairs: int, batch_size: int, secon
     import dataclasses
 
     from maskkit.plugins import build_codec
-    from maskkit.train import DataConfig, TrainConfig
+    from maskkit.train_config import DataConfig, TrainConfig
 
     info = ckpt.get("codec")
     if not info:
