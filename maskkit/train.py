@@ -1204,121 +1204,142 @@ class Trainer:
     def _fit(self, t_start: float) -> TrainResult:
         cfg = self.cfg
         self._announce()
-        train_time, train_pairs = 0.0, 0
-        consecutive_bad = 0
-        gb = cfg.batch_size * self.world
-        done = self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
+        self._train_time, self._train_pairs, self._bad_in_row = 0.0, 0, 0
+        done = cfg.max_steps is not None and self.step >= cfg.max_steps
         stopped = "max_steps" if done and self.epoch < cfg.epochs else "completed"
         if stopped == "max_steps":
             self.print(f"--max-steps {cfg.max_steps} was reached before this run started (step {self.step}): "
                        f"nothing to train; pass a larger --max-steps, or 0 for no cap")
         with self._progress() as progress:
             while self.epoch < cfg.epochs and not done:
-                epoch = self.epoch
-                if hasattr(self.train_ds, "set_epoch"):
-                    self.train_ds.set_epoch(epoch)
-                self.sampler.set_epoch(epoch, self.batch_in_epoch)
-                task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=self.steps_per_epoch,
-                                         completed=self.batch_in_epoch, stats="")
-                t_epoch = time.perf_counter()
-                t_last = t_epoch
-                interrupted = False
-                for batch in self.loader:
-                    metrics, skipped, stop_all = self.train_step(*self._batch(batch))
-                    self.batch_in_epoch += 1
-                    now = time.perf_counter()
-                    dt, t_last = now - t_last, now
-                    train_time += dt
-                    train_pairs += gb
-                    pps = gb / dt if dt > 0 else float("nan")
-                    if skipped:
-                        consecutive_bad += 1
-                        self.warn(f"step {self.step + 1}: non-finite loss or gradient on some rank; step "
-                                  f"skipped ({consecutive_bad}/{cfg.max_bad_steps} in a row)")
-                        if consecutive_bad >= cfg.max_bad_steps:
-                            raise TrainingError(
-                                f"{consecutive_bad} consecutive steps with a non-finite loss or gradient "
-                                f"after step {self.step}: stopping. The last good checkpoint is "
-                                f"{self.last_path or '(none yet)'}; lower --lr or --mask-reg-weight and "
-                                f"resume from it")
-                    else:
-                        consecutive_bad = 0
-                        for k, v in metrics.items():
-                            self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
-                        self.epoch_count += 1
-                        if self.main and self.step % cfg.log_every == 0:
-                            row = {"kind": "step", "epoch": epoch + 1, "step": self.step,
-                                   "lr": self.step_lr, **metrics, "pairs_per_s": pps,
-                                   "time_s": round(time.perf_counter() - t_start, 3)}
-                            self.logger.log(row)
-                    adv = (f"  D(real) {metrics['adv_d_real']:.2f} D(fake) {metrics['adv_d_fake']:.2f}"
-                           if "adv_d_fake" in metrics else "")
-                    progress.update(task, advance=1, stats=(
-                        f"loss {metrics['loss']:.4f}  reg {metrics['mask_reg']:.4f}  "
-                        f"compl {metrics['complementarity']:.1f}%{adv}  {pps:.1f} pairs/s"))
-                    if stop_all:
-                        interrupted = True
-                        break
-                    if cfg.max_steps is not None and self.step >= cfg.max_steps:
-                        done = True
-                        stopped = "max_steps"
-                        break
-                progress.remove_task(task)
-                if interrupted:
+                end, epoch_time = self._train_epoch(progress, t_start)
+                if end == "interrupted":
                     stopped = "interrupted"
                     break
-                epoch_time = time.perf_counter() - t_epoch
+                if end == "max_steps":
+                    done, stopped = True, "max_steps"
+                end = self._end_epoch(epoch_time, done)
+                if end is not None:
+                    stopped = end
+                    break
+        self._report_end(stopped)
+        return self._result(stopped, t_start)
 
-                val = self.validate(self._snapshot_due(epoch))
-                # A stop request during validation: finish this epoch's bookkeeping, then stop.
-                flag = torch.full((1,), float(self.stop.requested), device=self.device)
-                dist_utils.all_reduce_(flag, "sum")
-                stop_now = flag.item() > 0  # read once: one host sync per epoch
-                train_means = {k: v / max(self.epoch_count, 1) for k, v in self.epoch_sums.items()}
-                improved = self.best_val is None or val["loss"] < self.best_val
-                if improved:
-                    self.best_val, self.bad_epochs = val["loss"], 0
-                else:
-                    self.bad_epochs += 1
-                row = {"kind": "epoch", "epoch": epoch + 1, "step": self.step,
-                       "lr": self.step_lr,  # the last step's
-                       **{f"train_{k}": v for k, v in train_means.items()},
-                       **{f"val_{k}": v for k, v in val.items()},
-                       "best_val_loss": self.best_val, "epoch_time_s": round(epoch_time, 3),
-                       "pairs_per_s": (self.epoch_count * gb / epoch_time) if epoch_time > 0 else None}
-                self.history.append(row)
-                self.last_metrics = row
-                # --max-steps can end a run inside an epoch: its validation runs, but the checkpoint
-                # keeps the position, so a resume with more steps trains the rest of that epoch.
-                partial = done and self.batch_in_epoch < self.steps_per_epoch
-                if not partial:
-                    self.epoch += 1
-                    self.epochs_completed = self.epoch
-                    self.batch_in_epoch = 0
-                    self.epoch_sums, self.epoch_count = {}, 0
-                if self.main:
-                    self.logger.log(row)
-                self._epoch_lines(row, train_means)
-                stop_early = cfg.patience is not None and self.bad_epochs >= cfg.patience
-                if stop_now and (self.epoch >= cfg.epochs or done):
-                    # the request came during the last validation: the run is complete, and a job
-                    # script must not requeue it (exit 0, not 130/143)
-                    self.print("A stop request arrived during the last validation: the run is complete")
-                    stop_now = False
-                last_epoch = self.epoch >= cfg.epochs or done or stop_early or stop_now
-                periodic = (self.epoch % cfg.save_every == 0 or last_epoch) and not partial
-                reason = "interrupted" if stop_now else "final" if last_epoch else "epoch"
-                self.save(reason, best=improved, periodic=periodic)
-                if stop_now:
-                    stopped = "interrupted"
-                    if self.stop.signum is None:
-                        self.stop.signum = -1
-                    break
-                if stop_early:
-                    stopped = "early_stopping"
-                    self.print(f"Early stopping: the validation loss did not improve for {cfg.patience} "
-                               f"epochs")
-                    break
+    def _train_epoch(self, progress: Any, t_start: float) -> tuple[str | None, float]:
+        """Train the rest of the current epoch. Returns ``(end, seconds)``: ``end`` is
+        ``"interrupted"`` (a stop request), ``"max_steps"`` (the cap was reached) or None."""
+        cfg, epoch = self.cfg, self.epoch
+        gb = cfg.batch_size * self.world
+        if hasattr(self.train_ds, "set_epoch"):
+            self.train_ds.set_epoch(epoch)
+        self.sampler.set_epoch(epoch, self.batch_in_epoch)
+        task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=self.steps_per_epoch,
+                                 completed=self.batch_in_epoch, stats="")
+        t_epoch = t_last = time.perf_counter()
+        end = None
+        for batch in self.loader:
+            metrics, skipped, stop_all = self.train_step(*self._batch(batch))
+            self.batch_in_epoch += 1
+            now = time.perf_counter()
+            dt, t_last = now - t_last, now
+            self._train_time += dt
+            self._train_pairs += gb
+            pps = gb / dt if dt > 0 else float("nan")
+            if skipped:
+                self._skipped_step()
+            else:
+                self._bad_in_row = 0
+                for k, v in metrics.items():
+                    self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
+                self.epoch_count += 1
+                if self.main and self.step % cfg.log_every == 0:
+                    self.logger.log({"kind": "step", "epoch": epoch + 1, "step": self.step,
+                                     "lr": self.step_lr, **metrics, "pairs_per_s": pps,
+                                     "time_s": round(time.perf_counter() - t_start, 3)})
+            adv = (f"  D(real) {metrics['adv_d_real']:.2f} D(fake) {metrics['adv_d_fake']:.2f}"
+                   if "adv_d_fake" in metrics else "")
+            progress.update(task, advance=1, stats=(
+                f"loss {metrics['loss']:.4f}  reg {metrics['mask_reg']:.4f}  "
+                f"compl {metrics['complementarity']:.1f}%{adv}  {pps:.1f} pairs/s"))
+            if stop_all:
+                end = "interrupted"
+                break
+            if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                end = "max_steps"
+                break
+        progress.remove_task(task)
+        return end, time.perf_counter() - t_epoch
+
+    def _skipped_step(self) -> None:
+        """Count a step every rank skipped (non-finite); too many in a row end the run."""
+        cfg = self.cfg
+        self._bad_in_row += 1
+        self.warn(f"step {self.step + 1}: non-finite loss or gradient on some rank; step "
+                  f"skipped ({self._bad_in_row}/{cfg.max_bad_steps} in a row)")
+        if self._bad_in_row >= cfg.max_bad_steps:
+            raise TrainingError(
+                f"{self._bad_in_row} consecutive steps with a non-finite loss or gradient "
+                f"after step {self.step}: stopping. The last good checkpoint is "
+                f"{self.last_path or '(none yet)'}; lower --lr or --mask-reg-weight and "
+                f"resume from it")
+
+    def _end_epoch(self, epoch_time: float, done: bool) -> str | None:
+        """Validate, log the epoch's row, save the checkpoints. Returns why the run stops here
+        (``"interrupted"``, ``"early_stopping"``) or None. ``done``: the step cap was reached,
+        possibly inside the epoch."""
+        cfg, epoch = self.cfg, self.epoch
+        gb = cfg.batch_size * self.world
+        val = self.validate(self._snapshot_due(epoch))
+        # A stop request during validation: finish this epoch's bookkeeping, then stop.
+        flag = torch.full((1,), float(self.stop.requested), device=self.device)
+        dist_utils.all_reduce_(flag, "sum")
+        stop_now = flag.item() > 0  # read once: one host sync per epoch
+        train_means = {k: v / max(self.epoch_count, 1) for k, v in self.epoch_sums.items()}
+        improved = self.best_val is None or val["loss"] < self.best_val
+        if improved:
+            self.best_val, self.bad_epochs = val["loss"], 0
+        else:
+            self.bad_epochs += 1
+        row = {"kind": "epoch", "epoch": epoch + 1, "step": self.step,
+               "lr": self.step_lr,  # the last step's
+               **{f"train_{k}": v for k, v in train_means.items()},
+               **{f"val_{k}": v for k, v in val.items()},
+               "best_val_loss": self.best_val, "epoch_time_s": round(epoch_time, 3),
+               "pairs_per_s": (self.epoch_count * gb / epoch_time) if epoch_time > 0 else None}
+        self.history.append(row)
+        self.last_metrics = row
+        # --max-steps can end a run inside an epoch: its validation runs, but the checkpoint
+        # keeps the position, so a resume with more steps trains the rest of that epoch.
+        partial = done and self.batch_in_epoch < self.steps_per_epoch
+        if not partial:
+            self.epoch += 1
+            self.epochs_completed = self.epoch
+            self.batch_in_epoch = 0
+            self.epoch_sums, self.epoch_count = {}, 0
+        if self.main:
+            self.logger.log(row)
+        self._epoch_lines(row, train_means)
+        stop_early = cfg.patience is not None and self.bad_epochs >= cfg.patience
+        if stop_now and (self.epoch >= cfg.epochs or done):
+            # the request came during the last validation: the run is complete, and a job
+            # script must not requeue it (exit 0, not 130/143)
+            self.print("A stop request arrived during the last validation: the run is complete")
+            stop_now = False
+        last_epoch = self.epoch >= cfg.epochs or done or stop_early or stop_now
+        periodic = (self.epoch % cfg.save_every == 0 or last_epoch) and not partial
+        reason = "interrupted" if stop_now else "final" if last_epoch else "epoch"
+        self.save(reason, best=improved, periodic=periodic)
+        if stop_now:
+            if self.stop.signum is None:
+                self.stop.signum = -1
+            return "interrupted"
+        if stop_early:
+            self.print(f"Early stopping: the validation loss did not improve for {cfg.patience} epochs")
+            return "early_stopping"
+        return None
+
+    def _report_end(self, stopped: str) -> None:
+        """Save the exact position of a run stopped mid-epoch, and say how the run ended."""
         if stopped == "interrupted":
             if self.batch_in_epoch:  # stopped mid-epoch: save the exact position
                 self.save("interrupted")
@@ -1332,6 +1353,8 @@ class Trainer:
             self.print(f"Done ({stopped}): {_plural(n, 'epoch')}, {self.step} steps; best "
                        f"validation loss {best}; checkpoints in {self.run_dir}/ (curves: maskkit curves "
                        f"{self.run_dir})")
+
+    def _result(self, stopped: str, t_start: float) -> TrainResult:
         with torch.no_grad():
             critic = self.critic.parameters() if self.critic is not None else ()
             params = [*self.model.parameters(), *critic]
@@ -1347,7 +1370,7 @@ class Trainer:
             signal=(signal.Signals(sig).name if sig and sig > 0
                     else ("SIGTERM" if stopped == "interrupted" else None)),
             world_size=self.world, elapsed_s=time.perf_counter() - t_start,
-            train_pairs_per_s=(train_pairs / train_time) if train_time > 0 else None,
+            train_pairs_per_s=(self._train_pairs / self._train_time) if self._train_time > 0 else None,
             rank_param_checksums=[float(c) for c in checksums])
 
     def _epoch_lines(self, row: dict[str, Any], train_means: dict[str, float]) -> None:
