@@ -672,6 +672,31 @@ class Trainer:
 
         np.random.seed(seed_rank % (2**32))
 
+        self._build_loaders()
+        self._build_optimizers()
+
+        # State.
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.step = 0
+        self.epochs_completed = 0
+        self.best_val: float | None = None
+        self.bad_epochs = 0
+        self.history: list[dict[str, Any]] = []
+        self.last_metrics: dict[str, Any] = {}
+        self.epoch_sums: dict[str, float] = {}
+        self.epoch_count = 0
+        self.best_path: Path | None = None
+        self.last_path: Path | None = None
+        if self.ckpt is not None:
+            self._load_state(self.ckpt)
+
+        # Check the strategy once, eagerly, on two real pairs (clear error naming the plugin).
+        self._check_strategy()
+
+    def _build_loaders(self) -> None:
+        """The training loader (resumable sampler, one shard per rank) and the validation loader."""
+        cfg = self.cfg
         self.sampler = _ResumableSampler(self.train_ds, self.world, self.rank, cfg.seed, cfg.batch_size)
         self.steps_per_epoch = self.sampler.batches_per_epoch
         if self.steps_per_epoch < 1:
@@ -694,7 +719,9 @@ class Trainer:
             sampler=_ShardSampler(len(self.val_ds), self.world, self.rank),
             generator=torch.Generator().manual_seed(cfg.seed), **loader_kw)
 
-        # Optimisation.
+    def _build_optimizers(self) -> None:
+        """AdamW and the learning-rate schedule of the model (and of the critic, if any)."""
+        cfg = self.cfg
         o = cfg.optim
         self.total_steps = self.steps_per_epoch * cfg.epochs
         if cfg.max_steps is not None:
@@ -713,25 +740,6 @@ class Trainer:
                 self.critic.parameters(), lr=a.disc_lr, betas=tuple(a.disc_betas),
                 weight_decay=a.disc_weight_decay, **fused)
         self._d_last: tuple[Tensor, Tensor] | None = None  # critic loss and D(real) of its last update
-
-        # State.
-        self.epoch = 0
-        self.batch_in_epoch = 0
-        self.step = 0
-        self.epochs_completed = 0
-        self.best_val: float | None = None
-        self.bad_epochs = 0
-        self.history: list[dict[str, Any]] = []
-        self.last_metrics: dict[str, Any] = {}
-        self.epoch_sums: dict[str, float] = {}
-        self.epoch_count = 0
-        self.best_path: Path | None = None
-        self.last_path: Path | None = None
-        if self.ckpt is not None:
-            self._load_state(self.ckpt)
-
-        # Check the strategy once, eagerly, on two real pairs (clear error naming the plugin).
-        self._check_strategy()
 
     def _setup_collective(self) -> None:
         """DDP over the model and the critic (gradients averaged; its construction broadcasts
