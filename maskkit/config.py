@@ -104,12 +104,26 @@ def parse_named_kv(items: Iterable[str], owner: str = "option") -> dict[str, dic
     return out
 
 
+def _check_range(f: dataclasses.Field[Any], val: Any, owner: str, given: bool) -> None:
+    """``val`` within field ``f``'s ``min``/``max`` metadata, or a :class:`ConfigError` naming it."""
+    meta = f.metadata
+    for bound, bad, word in (("min", lambda v, b: v < b, ">="), ("max", lambda v, b: v > b, "<=")):
+        if val is None or bound not in meta or not bad(val, meta[bound]):
+            continue
+        if given:
+            raise ConfigError(f"{owner}: option '{f.name}' must be {word} {meta[bound]}, got {val}")
+        raise ConfigError(f"{owner}: the default of option '{f.name}' is {val!r}, but it must be {word} "
+                          f"{meta[bound]} (a fault in the declaration of {owner}; pass the option explicitly "
+                          f"until it is fixed)")
+
+
 def build_config(cls: type[C], options: Mapping[str, Any] | Iterable[str] | None = None,
                  owner: str | None = None) -> C:
     """Build dataclass ``cls`` from a mapping or ``key=value`` strings, converting and checking.
 
     Fields may define ``metadata={"help": ..., "min": ..., "max": ...}``; ``min``/``max`` are
-    enforced. A dataclass may also define ``validate(self)`` raising :class:`ConfigError`.
+    enforced, on the defaults as well as on the given values. A dataclass may also define
+    ``validate(self)`` raising :class:`ConfigError`.
     """
     owner = owner or cls.__name__
     if options is None:
@@ -125,13 +139,12 @@ def build_config(cls: type[C], options: Mapping[str, Any] | Iterable[str] | None
             valid = ", ".join(sorted(fields)) or "(none)"
             raise ConfigError(f"{owner}: unknown option '{key}'. Valid options: {valid}")
         val = _convert(value, hints[key], key, owner)
-        meta = fields[key].metadata
-        if val is not None and "min" in meta and val < meta["min"]:
-            raise ConfigError(f"{owner}: option '{key}' must be >= {meta['min']}, got {val}")
-        if val is not None and "max" in meta and val > meta["max"]:
-            raise ConfigError(f"{owner}: option '{key}' must be <= {meta['max']}, got {val}")
+        _check_range(fields[key], val, owner, given=True)
         kwargs[key] = val
     cfg = cls(**kwargs)
+    for key, f in fields.items():  # the defaults too: a bad one would surface only at load time
+        if key not in kwargs:
+            _check_range(f, getattr(cfg, key), owner, given=False)
     validate = getattr(cfg, "validate", None)
     if callable(validate):
         validate()

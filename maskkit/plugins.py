@@ -17,6 +17,7 @@ The names are the entry-point names that ``maskkit plugins`` prints.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata as md
 import os
 import re
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 
 GROUP = "maskkit"
 BUILTIN_DIST = "maskkit"
+#: The distribution column of a plugin registered at run time (:func:`register_plugin`).
+RUNTIME_DIST = "(runtime)"
 
 
 @dataclass
@@ -59,7 +62,7 @@ class PluginInfo:
 
     @property
     def origin(self) -> str:
-        return f"plugin '{self.name}' from {self.dist} {self.version}"
+        return _origin(self.name, self.dist, self.version)
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,14 @@ class Registered:
 
     @property
     def origin(self) -> str:
-        return f"plugin '{self.plugin}' from {self.dist} {self.version}"
+        return _origin(self.plugin, self.dist, self.version)
+
+
+def _origin(plugin: str, dist: str, version: str) -> str:
+    """How messages name a plugin: ``plugin 'x' from dist 1.0``, or ``runtime plugin 'x'``."""
+    if dist == RUNTIME_DIST:
+        return f"runtime plugin '{plugin}'"
+    return f"plugin '{plugin}' from {dist} {version}"
 
 
 #: What a strategy or codec name may look like: what users type after --strategy.
@@ -90,6 +100,32 @@ def _env_list(var: str) -> set[str] | None:
 
 def _truthy(var: str) -> bool:
     return os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _check_registered(cls: Any, base: type, kind: str) -> None:
+    """A registered strategy / codec must be a named ``base`` subclass whose ``Config`` is a
+    dataclass with a valid default for every option (what ``--strategy NAME`` alone builds)."""
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        what = (f"an instance of {type(cls).__name__}; register the class itself" if isinstance(cls, base)
+                else f"{cls!r}, which is not a {base.__name__} subclass")
+        raise TypeError(f"registered {what}")
+    name = getattr(cls, "name", "")
+    if not name or not isinstance(name, str):
+        raise ValueError(f"{cls.__name__} was registered without a name")
+    if not _NAME_RE.match(name) or name == "all":
+        raise ValueError(f"{cls.__name__} has the {kind} name {name!r}; a name is one word "
+                         f"of letters, digits, '-', '_', '.', and not 'all'")
+    config = getattr(cls, "Config", None)
+    if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
+        raise TypeError(f"{cls.__name__}.Config must be a dataclass of options, got {config!r}")
+    missing = [f.name for f in dataclasses.fields(config)
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise TypeError(f"{cls.__name__}.Config: option(s) {', '.join(missing)} have no default; every "
+                        f"option needs one (a {kind} is built from its name alone)")
+    from .config import build_config
+
+    build_config(config, {}, owner=f"{kind} '{name}'")  # the defaults' types and ranges
 
 
 class PluginManager:
@@ -132,28 +168,33 @@ class PluginManager:
             unknown = sorted(((allow or set()) | deny) - {ep.name for ep in eps})
             if unknown:
                 names = ", ".join(repr(n) for n in unknown)
-                warnings.warn(f"maskkit: no installed plugin is named {names} (from --plugins / "
-                              f"MASKKIT_LOAD_PLUGINS / MASKKIT_DISABLE_PLUGINS); installed: "
-                              f"{', '.join(sorted({ep.name for ep in eps}))}", stacklevel=2)
+                msg = (f"no installed plugin is named {names} (from --plugins / MASKKIT_LOAD_PLUGINS / "
+                       f"MASKKIT_DISABLE_PLUGINS); installed: {', '.join(sorted({ep.name for ep in eps}))}")
+                if strict:
+                    raise PluginError(msg)
+                warnings.warn(f"maskkit: {msg}", stacklevel=2)
             for ep in eps:
                 dist = ep.dist.name if ep.dist is not None else "?"
                 version = ep.dist.version if ep.dist is not None else "?"
                 info = PluginInfo(name=ep.name, dist=dist, version=version, module=ep.value)
-                if ep.name in self.plugins:
-                    other = self.plugins[ep.name]
+                # the same name twice: the later one is listed as NAME@DIST
+                key = ep.name if ep.name not in self.plugins else f"{ep.name}@{dist}"
+                if ((allow is not None and ep.name not in allow) or ep.name in deny
+                        or (builtins_only and dist != BUILTIN_DIST)):
+                    info.status = "disabled"
+                    self.plugins[key] = info
+                    continue
+                other = self.plugins.get(ep.name)
+                if other is not None and other.status != "disabled":
+                    # the filters take entry-point names, which both share: only uninstalling helps
                     msg = (f"two plugins are named '{ep.name}': one from {other.dist} {other.version}, "
-                           f"one from {dist} {version}; uninstall one, or disable it with "
-                           f"MASKKIT_DISABLE_PLUGINS")
+                           f"one from {dist} {version}; the one from {dist} is skipped. Uninstall one "
+                           f"(pip uninstall {dist})")
                     if strict:
                         raise PluginError(msg)
                     info.status, info.error = "failed", msg
                     warnings.warn(f"maskkit: {msg}", stacklevel=2)
-                    self.plugins[f"{ep.name}@{dist}"] = info
-                    continue
-                if ((allow is not None and ep.name not in allow) or ep.name in deny
-                        or (builtins_only and dist != BUILTIN_DIST)):
-                    info.status = "disabled"
-                    self.plugins[ep.name] = info
+                    self.plugins[key] = info
                     continue
                 self.plugins[ep.name] = info
                 try:
@@ -175,7 +216,10 @@ class PluginManager:
         if api is None:
             info.api_version = None
             return
-        if not isinstance(api, int) or api < 1 or api > hookspecs.PLUGIN_API_VERSION:
+        if not isinstance(api, int) or isinstance(api, bool):
+            raise PluginError(f"MASKKIT_PLUGIN_API must be an integer (this maskkit implements API "
+                              f"{hookspecs.PLUGIN_API_VERSION}), got {api!r}")
+        if api < 1 or api > hookspecs.PLUGIN_API_VERSION:
             raise PluginError(
                 f"targets maskkit plugin API {api!r}, but this maskkit implements API "
                 f"{hookspecs.PLUGIN_API_VERSION}: install a version of {info.dist} made for this "
@@ -188,9 +232,13 @@ class PluginManager:
             self.load()
             name = name or getattr(obj, "__name__", None) or f"runtime-{id(obj)}"
             mod = getattr(obj, "__module__", None) or getattr(obj, "__name__", "?")
+            info = PluginInfo(name=name, dist=RUNTIME_DIST, version="-", module=str(mod), status="runtime")
+            try:
+                self._check_api(obj, info)
+            except PluginError as e:
+                raise PluginError(f"runtime plugin '{name}': {e}") from None
             self.pm.register(obj, name=name)
-            self.plugins[name] = PluginInfo(name=name, dist="(runtime)", version="-", module=str(mod),
-                                            status="runtime")
+            self.plugins[name] = info
             self._registries.clear()
             return name
 
@@ -201,6 +249,15 @@ class PluginManager:
             self._registries.clear()
 
     # -- registries ------------------------------------------------------------------------
+    def _builtins_first(self, impls: list[Any]) -> list[Any]:
+        """Hook implementations with maskkit's own first (a stable sort), so that in a name clash
+        the third-party claimant is the one skipped, whatever its ``tryfirst`` / ``trylast``."""
+        def third_party(impl: Any) -> bool:
+            info = self.plugins.get(impl.plugin_name)
+            return info is None or info.dist != BUILTIN_DIST
+
+        return sorted(impls, key=third_party)
+
     def _registry(self, kind: str, hook: str, base: type) -> dict[str, Registered]:
         with self._lock:
             self.load()
@@ -209,41 +266,36 @@ class PluginManager:
             reg: dict[str, Registered] = {}
             for p in self.plugins.values():  # rebuilt after register(): do not list names twice
                 p.registers.pop(kind, None)
-            for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            for impl in self._builtins_first(getattr(self.pm.hook, hook).get_hookimpls()):
                 info = self.plugins.get(impl.plugin_name) or PluginInfo(
                     name=impl.plugin_name, dist="?", version="?", module="?")
 
                 def register(cls: type, _info: PluginInfo = info) -> None:
-                    if not (isinstance(cls, type) and issubclass(cls, base)):
-                        raise PluginError(f"{_info.origin} registered {cls!r}, which is not a "
-                                          f"{base.__name__} subclass")
-                    name = getattr(cls, "name", "")
-                    if not name or not isinstance(name, str):
-                        raise PluginError(f"{_info.origin} registered {cls.__name__} without a name")
-                    if not _NAME_RE.match(name) or name == "all":
-                        # a plugin fault like a failing import: this plugin is skipped, not maskkit
-                        raise ValueError(f"{cls.__name__} has the {kind} name {name!r}; a name is one word "
-                                         f"of letters, digits, '-', '_', '.', and not 'all'")
+                    # every fault here is the plugin's, like a failing import: it is skipped, not maskkit
+                    _check_registered(cls, base, kind)
+                    name = cls.name  # type: ignore[attr-defined]
                     if name in reg:
                         other = reg[name]
                         # suggest disabling the third-party one, never maskkit's own plugin
                         culprit = other.plugin if _info.dist == BUILTIN_DIST else _info.name
-                        raise PluginError(
-                            f"two plugins register the {kind} '{name}': {other.origin} and "
-                            f"{_info.origin}; uninstall one, or disable one with "
-                            f"MASKKIT_DISABLE_PLUGINS={culprit}")
+                        how = (f"unregister_plugin('{culprit}')" if _info.dist == RUNTIME_DIST else
+                               f"uninstall one, or disable one with MASKKIT_DISABLE_PLUGINS={culprit}")
+                        raise PluginError(f"two plugins register the {kind} '{name}': {other.origin} and "
+                                          f"{_info.origin}; {how}")
                     reg[name] = Registered(name, cls, _info.name, _info.dist, _info.version)
                     _info.registers.setdefault(kind, []).append(name)
 
                 try:
                     impl.function(register=register)
-                except PluginError:
-                    raise
                 except Exception as e:
                     for n in info.registers.pop(kind, []):  # none of a failed plugin's names stay
                         reg.pop(n, None)
-                    info.status, info.error = "failed", f"{type(e).__name__} in {hook}: {e}"
-                    info.traceback = traceback.format_exc()
+                    error = f"{type(e).__name__} in {hook}: {e}"
+                    # a plugin failing in several hooks keeps every error
+                    keep = info.status == "failed" and info.error and info.error != error
+                    info.status, info.error = "failed", f"{info.error}; {error}" if keep else error
+                    info.traceback = (info.traceback or "") + traceback.format_exc() if keep else \
+                        traceback.format_exc()
                     if _truthy("MASKKIT_STRICT_PLUGINS"):
                         raise PluginError(f"{info.origin} failed in {hook}: {e}") from e
                     warnings.warn(f"maskkit: {info.origin} failed in {hook} and was skipped: {e}",
@@ -312,9 +364,10 @@ def _lookup(reg: dict[str, Registered], kind: str, name: str) -> Registered:
         if failed:
             hint += f" (plugins that failed to load: {', '.join(failed)}; see 'maskkit plugins')"
         if disabled:
+            builtin = {"codec": "; the built-in codecs are plugin 'codecs'",
+                       "strategy": "; the built-in strategies are plugins 'fixed' and 'creative-agent'"}
             hint += (f" (plugins not loaded, as --plugins / --no-plugins / MASKKIT_LOAD_PLUGINS / "
-                     f"MASKKIT_DISABLE_PLUGINS asked: {', '.join(disabled)}; the built-in codecs are "
-                     f"plugin 'codecs')")
+                     f"MASKKIT_DISABLE_PLUGINS asked: {', '.join(disabled)}{builtin.get(kind, '')})")
         raise UnknownNameError(f"unknown {kind} '{name}'. Available: {', '.join(reg) or '(none)'}{hint}")
     return reg[name]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -320,10 +320,90 @@ def test_runtime_plugin_appears_and_duplicates_name_both(fresh_plugins):
             register(DupTemporal)
 
     fresh_plugins.register_plugin(Dup(), "dup-plugin")
-    with pytest.raises(PluginError, match="'temporal'.*plugin 'fixed' from maskkit.*plugin 'dup-plugin'"):
-        strategy_names()
+    # the second claimant is skipped with a warning naming both; maskkit's own stays usable
+    with pytest.warns(UserWarning, match="'temporal'.*'fixed' from maskkit.*runtime plugin 'dup-plugin'"):
+        reg = fresh_plugins.get_manager().strategies()
+    assert reg["temporal"].plugin == "fixed" and "halves-test" in reg
+    info = fresh_plugins.get_manager().plugins["dup-plugin"]
+    assert info.status == "failed" and "unregister_plugin('dup-plugin')" in info.error
     fresh_plugins.unregister_plugin("dup-plugin")
     assert "temporal" in strategy_names()
+    # strict mode raises instead
+    fresh_plugins.register_plugin(Dup(), "dup-plugin")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MASKKIT_STRICT_PLUGINS", "1")
+        with pytest.raises(PluginError, match="'temporal'.*plugin 'fixed' from maskkit"):
+            strategy_names()
+
+
+@dataclass
+class _NoDefault:
+    split: float
+
+
+class _NotADataclass:
+    split = 0.5
+
+
+@dataclass
+class _BadDefault:
+    split: float = field(default=2.0, metadata={"max": 1.0})
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("instance", "an instance of Broken; register the class itself"),
+    ("no-default", r"Config: option\(s\) split have no default"),
+    ("not-dataclass", "Config must be a dataclass"),
+    ("bad-default", r"the default of option 'split' is 2.0, but it must be <= 1.0"),
+])
+def test_a_bad_registration_skips_its_plugin_only(fresh_plugins, bad, why):
+    """A plugin author's mistake in what it registers is reported once, naming the plugin, and
+    the other strategies keep working (it never becomes every command's error)."""
+    configs = {"no-default": _NoDefault, "not-dataclass": _NotADataclass, "bad-default": _BadDefault}
+
+    class Broken(Halves):
+        name = "broken-one"
+        Config = configs.get(bad, Halves.Config)
+
+    class Plugin:
+        @hookimpl
+        def register_strategies(self, register):
+            register(Broken() if bad == "instance" else Broken)
+
+    fresh_plugins.register_plugin(Plugin(), "author-plugin")
+    with pytest.warns(UserWarning, match=rf"runtime plugin 'author-plugin' failed in register_strat.*{why}"):
+        names = strategy_names()
+    assert "temporal" in names and "broken-one" not in names
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert result.exit_code == 0 and "author-plugin" in result.output and "failed" in result.output
+
+
+def test_a_plugin_failing_in_two_hooks_keeps_both_errors(fresh_plugins):
+    class Broken:
+        @hookimpl
+        def register_strategies(self, register):
+            raise RuntimeError("no strategies")
+
+        @hookimpl
+        def register_codecs(self, register):
+            raise RuntimeError("no codecs")
+
+    fresh_plugins.register_plugin(Broken(), "twice-broken")
+    with pytest.warns(UserWarning):
+        strategy_names()
+        fresh_plugins.codec_names()
+    error = fresh_plugins.get_manager().plugins["twice-broken"].error
+    assert "no strategies" in error and "no codecs" in error
+
+
+def test_a_runtime_plugin_with_another_api_version_is_refused(fresh_plugins):
+    import types
+
+    for api, why in ((99, "targets maskkit plugin API 99"), ("1", "must be an integer")):
+        mod = types.SimpleNamespace(MASKKIT_PLUGIN_API=api, __name__="future_plugin")
+        with pytest.raises(PluginError, match=rf"runtime plugin 'future': .*{why}"):
+            fresh_plugins.register_plugin(mod, "future")
+    assert "future" not in fresh_plugins.get_manager().plugins
 
 
 def test_a_register_hook_that_raises_is_skipped(fresh_plugins):
@@ -355,11 +435,8 @@ def test_a_strategy_name_users_cannot_type_fails_its_plugin_not_maskkit(fresh_pl
             register(Bad)
 
     fresh_plugins.register_plugin(Plugin(), "badname-plugin")
-    if bad == "":
-        with pytest.raises(PluginError, match="without a name"):
-            strategy_names()
-        return
-    with pytest.warns(UserWarning, match=rf"badname-plugin.*failed .*{re.escape(repr(bad))}.*one word"):
+    why = "without a name" if bad == "" else rf"{re.escape(repr(bad))}.*one word"
+    with pytest.warns(UserWarning, match=rf"badname-plugin.*failed .*{why}"):
         names = strategy_names()
     assert "temporal" in names and "good-one.v2" not in names and bad not in names
     assert fresh_plugins.get_manager().plugins["badname-plugin"].status == "failed"
