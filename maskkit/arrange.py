@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from .errors import AudioError, ConfigError
 from .metrics import mask_metrics
-from .strategy import Masks, MaskStrategy, check_style, validate_masks
+from .strategy import Masks, MaskStrategy, call_strategy, check_style
 
 #: Songs are read in blocks of this many seconds (the resampler's peak memory is a block's).
 LOAD_BLOCK_SECONDS = 30
@@ -230,9 +230,11 @@ def _mix_fn(strategy: MaskStrategy, codec: Any, hard: bool, style: int | None = 
     def fn(xi: Tensor, xt: Tensor) -> tuple[Tensor, Masks | None]:
         nonlocal checked
         ei, et = codec.encode(xi), codec.encode(xt)
-        masks = strategy(ei, et, hard=hard, **_style_kw(style, ei.shape[0], ei.device))
-        if not checked:  # once: a plugin's bad masks get an error naming it
-            validate_masks(masks, ei, strategy.name)
+        kw = {"hard": hard, **_style_kw(style, ei.shape[0], ei.device)}
+        if checked:
+            masks = strategy(ei, et, **kw)
+        else:  # once: a plugin's failure or bad masks get an error naming it
+            masks = call_strategy(strategy, ei, et, **kw)
             checked = True
         mi, mt = masks.apply(ei, et)
         return codec.decode(mi + mt, length=xi.shape[-1]), masks

@@ -8,7 +8,8 @@ class MaskkitError(Exception):
 
 
 class PluginError(MaskkitError):
-    """A plugin failed to load, registered something invalid, or clashed with another."""
+    """A plugin failed to load, registered something invalid or clashed with another, or its
+    strategy raised while being checked."""
 
 
 class UnknownNameError(MaskkitError, KeyError):

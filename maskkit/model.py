@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .config import build_config
 from .errors import ConfigError
-from .strategy import EncodingSpec, Masks, MaskStrategy, validate_masks
+from .strategy import EncodingSpec, Masks, MaskStrategy, call_strategy
 
 
 @dataclass
@@ -171,16 +171,15 @@ class SimpleTransformer(nn.Module):
               style: Tensor | None = None) -> Masks:
         """The strategy's masks for this pair (validated when ``check_strategy_output``);
         ``style``: ``[B]`` style labels for strategies with ``supports_style``, or None."""
-        if style is None:
-            masks = self.strategy(enc_input, enc_target, hard=hard)
-        elif not self.strategy.supports_style:
-            raise ValueError(f"strategy '{self.strategy.name}' does not support style conditioning "
-                             f"(supports_style is False): drop the style labels")
-        else:
-            masks = self.strategy(enc_input, enc_target, hard=hard, style=style)
+        kw: dict[str, Any] = {"hard": hard}
+        if style is not None:
+            if not self.strategy.supports_style:
+                raise ValueError(f"strategy '{self.strategy.name}' does not support style conditioning "
+                                 f"(supports_style is False): drop the style labels")
+            kw["style"] = style
         if self.check_strategy_output:
-            validate_masks(masks, enc_input, self.strategy.name, _strategy_origin(self.strategy.name))
-        return masks
+            return call_strategy(self.strategy, enc_input, enc_target, **kw)
+        return self.strategy(enc_input, enc_target, **kw)
 
     def forward(self, enc_input: Tensor, enc_target: Tensor, *, hard: bool = False,
                 return_masks: bool = False, style: Tensor | None = None
@@ -225,16 +224,6 @@ class SimpleTransformer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"encoding_dim={self.encoding_dim}, strategy={self.strategy.name!r}"
-
-
-def _strategy_origin(name: str) -> str:
-    """``"plugin 'x' from dist v"`` for error messages; empty when the name is not registered."""
-    try:
-        from .plugins import get_strategy_entry
-
-        return get_strategy_entry(name).origin
-    except Exception:
-        return ""
 
 
 def build_model(config: ModelConfig | Mapping[str, Any] | None, strategy: str | MaskStrategy, *,

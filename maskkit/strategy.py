@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import build_config
-from .errors import ConfigError, MaskValidationError
+from .errors import ConfigError, MaskkitError, MaskValidationError, PluginError
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,34 @@ def check_style(strategy: Any, style: int | None) -> None:
     if not 0 <= int(style) < n:
         raise ConfigError(f"--style: label {style} is out of range for strategy '{name}', which was built "
                           f"with {n} style(s)" + ("" if n else " (trained without --style-labels)"))
+
+
+def strategy_origin(name: str) -> str:
+    """``"plugin 'x' from dist v"`` for error messages; empty when the name is not registered."""
+    try:
+        from .plugins import get_strategy_entry
+
+        return get_strategy_entry(name).origin
+    except Exception:
+        return ""
+
+
+def call_strategy(strategy: MaskStrategy, x_input: Tensor, x_target: Tensor, origin: str | None = None,
+                  check_values: bool = True, **kwargs: Any) -> Masks:
+    """``strategy(x_input, x_target, **kwargs)``, validated (:func:`validate_masks`). An
+    exception inside the strategy becomes a :class:`PluginError` naming it and ``origin`` (its
+    plugin, looked up by default), with the original chained (``MASKKIT_TRACEBACK=1`` shows it
+    on the command line)."""
+    if origin is None:
+        origin = strategy_origin(strategy.name)
+    try:
+        masks = strategy(x_input, x_target, **kwargs)
+    except MaskkitError:
+        raise
+    except Exception as e:
+        who = f"strategy '{strategy.name}'" + (f" ({origin})" if origin else "")
+        raise PluginError(f"{who} raised {type(e).__name__}: {e} (MASKKIT_TRACEBACK=1 shows where)") from e
+    return validate_masks(masks, x_input, strategy.name, origin, check_values)
 
 
 def validate_masks(masks: Any, x_input: Tensor, strategy_name: str, origin: str = "",

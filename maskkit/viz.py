@@ -32,7 +32,7 @@ from torch import Tensor
 from . import metrics
 from .arrange import DEFAULT_WINDOW_SECONDS, AudioSource, align, frame_hop
 from .errors import AudioError, ConfigError
-from .strategy import MaskStrategy, check_style, validate_masks
+from .strategy import MaskStrategy, call_strategy, check_style
 
 #: At most this many attention maps are drawn.
 MAX_ATTENTION_MAPS = 3
@@ -204,7 +204,7 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
     ei = codec.encode(xi.view(1, 1, -1).to(dev))
     et = codec.encode(xt.view(1, 1, -1).to(dev))
     kw = {} if style_index is None else {"style": torch.tensor([style_index], device=dev)}
-    masks = validate_masks(strat(ei, et, hard=hard, **kw), ei, strat.name)
+    masks = call_strategy(strat, ei, et, hard=hard, **kw)
     B, D, T = ei.shape
     im = masks.input_mask.expand(B, D, T)[0].float().cpu()
     tm = masks.target_mask.expand(B, D, T)[0].float().cpu()

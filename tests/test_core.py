@@ -378,6 +378,40 @@ def test_a_bad_registration_skips_its_plugin_only(fresh_plugins, bad, why):
     assert result.exit_code == 0 and "author-plugin" in result.output and "failed" in result.output
 
 
+class Raising(Halves):
+    name = "raising"
+
+    def forward(self, x_input, x_target, *, hard=False):
+        raise RuntimeError("boom in forward")
+
+
+@pytest.mark.parametrize("command", ["train", "masks", "arrange"])
+def test_a_strategy_that_raises_is_named_not_a_traceback(fresh_plugins, tmp_path, command):
+    """A plugin's strategy raising inside forward: the commands exit 2 with one line naming the
+    strategy and its plugin (the traceback is one variable away), not a bare stack trace."""
+    import numpy as np
+    import soundfile as sf
+
+    class Plugin:
+        @hookimpl
+        def register_strategies(self, register):
+            register(Raising)
+
+    fresh_plugins.register_plugin(Plugin(), "raiser")
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+    for f, hz in ((a, 220), (b, 330)):
+        sf.write(f, 0.3 * np.sin(2 * np.pi * hz * np.arange(24000) / 24000), 24000)
+    a, b, out = str(a), str(b), str(tmp_path / "out")
+    args = {"train": ["train", "--strategy", "raising", "--epochs", "1", "--checkpoint-dir", out],
+            "masks": ["masks", "raising", a, b, "--png", out + ".png"],
+            "arrange": ["arrange", "--mix-only", "-s", "raising", a, b, "-o", out + ".wav"]}
+    result = CliRunner().invoke(cli, args[command])
+    assert result.exit_code == 2, result.output
+    said = "strategy 'raising' (runtime plugin 'raiser') raised RuntimeError: boom in forward"
+    assert said in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+
+
 def test_a_plugin_failing_in_two_hooks_keeps_both_errors(fresh_plugins):
     class Broken:
         @hookimpl
