@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from .errors import AudioError, ConfigError
 from .metrics import mask_metrics
-from .strategy import Masks, MaskStrategy, call_strategy, check_style
+from .strategy import Masks, MaskStrategy, call_strategy, check_style, warn_untrained
 
 #: Songs are read in blocks of this many seconds (the resampler's peak memory is a block's).
 LOAD_BLOCK_SECONDS = 30
@@ -446,6 +446,7 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
 
     if isinstance(strategy, str):
         strategy = build_strategy(strategy, strategy_options, spec=codec.spec)
+        warn_untrained(strategy, "arrange")
     elif strategy_options:
         raise ConfigError("strategy_options is only used with a strategy given by name")
     swapped = None

@@ -152,7 +152,8 @@ def build_config(cls: type[C], options: Mapping[str, Any] | Iterable[str] | None
 
 
 def describe_config(cls: type) -> list[tuple[str, str, str, str]]:
-    """``(name, type, default, help)`` rows for ``maskkit strategies show``."""
+    """``(name, type, default, help)`` rows for ``maskkit strategies show``; the help ends with
+    the option's range when it has ``min`` / ``max``."""
     rows = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -164,7 +165,13 @@ def describe_config(cls: type) -> list[tuple[str, str, str, str]]:
             default = "(required)"
         tp = hints[f.name]
         tname = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-        rows.append((f.name, tname, default, f.metadata.get("help", "")))
+        help_text = f.metadata.get("help", "")
+        lo, hi = f.metadata.get("min"), f.metadata.get("max")
+        bounds = (f"{lo} to {hi}" if lo is not None and hi is not None else
+                  f">= {lo}" if lo is not None else f"<= {hi}" if hi is not None else "")
+        if bounds:
+            help_text = f"{help_text} ({bounds})" if help_text else f"({bounds})"
+        rows.append((f.name, tname, default, help_text))
     return rows
 
 

@@ -29,6 +29,7 @@ A complete strategy::
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -156,6 +157,14 @@ def check_style(strategy: Any, style: int | None) -> None:
     if not 0 <= int(style) < n:
         raise ConfigError(f"--style: label {style} is out of range for strategy '{name}', which was built "
                           f"with {n} style(s)" + ("" if n else " (trained without --style-labels)"))
+
+
+def warn_untrained(strategy: MaskStrategy, command: str) -> None:
+    """Warn that a learnable ``strategy`` built by name has its initial, untrained weights."""
+    if strategy.learnable:
+        warnings.warn(f"{command}: strategy '{strategy.name}' is learnable and was built by name, so its "
+                      f"masks are untrained (its initial weights); for trained ones, give a checkpoint "
+                      f"of a run trained with it", stacklevel=3)
 
 
 def strategy_origin(name: str) -> str:

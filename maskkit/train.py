@@ -1358,7 +1358,7 @@ class Trainer:
         else:
             best = f"{self.best_val:.4f}" if self.best_val is not None else "-"
             n = self.epochs_completed
-            self.print(f"Done ({stopped}): {_plural(n, 'epoch')}, {self.step} steps; best "
+            self.print(f"Done ({stopped}): {_plural(n, 'epoch')}, {_plural(self.step, 'step')}; best "
                        f"validation loss {best}; checkpoints in {self.run_dir}/ (curves: maskkit curves "
                        f"{self.run_dir})")
 

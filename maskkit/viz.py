@@ -32,7 +32,7 @@ from torch import Tensor
 from . import metrics
 from .arrange import DEFAULT_WINDOW_SECONDS, AudioSource, align, frame_hop
 from .errors import AudioError, ConfigError
-from .strategy import MaskStrategy, call_strategy, check_style
+from .strategy import MaskStrategy, call_strategy, check_style, warn_untrained
 
 #: At most this many attention maps are drawn.
 MAX_ATTENTION_MAPS = 3
@@ -82,6 +82,7 @@ def _resolve(strategy: str | os.PathLike | MaskStrategy, strategy_options: Any, 
         else:
             codec = resolve_codec(codec)
             strat = build_strategy(str(strategy), strategy_options, spec=codec.spec)
+            warn_untrained(strat, "masks")
     codec = resolve_codec(codec)
     return strat.to(device).eval(), codec.to(device).eval(), seconds, styles
 

@@ -85,8 +85,9 @@ def arrange(input: str, target: str, output: str, checkpoint: str | None, strate
                  if "complementarity" in m else "")
         mode = " (mix only)" if res.mix_only else ""
         mode += f", style '{res.style}'" if res.style is not None else ""
+        windows = f"{res.num_windows} window{'' if res.num_windows == 1 else 's'}"
         click.echo(f"wrote {res.path}: {res.seconds:.2f} s at {res.sample_rate} Hz, strategy "
-                   f"'{res.strategy}'{mode}, {res.num_windows} windows{extra}")
+                   f"'{res.strategy}'{mode}, {windows}{extra}")
 
 
 def _size(value: str) -> tuple[int, int]:

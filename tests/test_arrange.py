@@ -191,6 +191,18 @@ def test_a_song_shorter_than_one_window_warns_that_the_arrangement_is_that_short
         arrange(a, songs[1], tmp_path / "p.wav", strategy="temporal", mix_only=True, window_seconds=0.5)
 
 
+def test_a_learnable_strategy_by_name_warns_that_it_is_untrained(songs, tmp_path):
+    """``arrange --mix-only -s creative-agent`` (and ``maskkit masks creative-agent``) use initial
+    weights: say so, so that nobody mistakes them for a trained agent's masks."""
+    from maskkit.viz import plot_masks
+
+    a, b = songs
+    with pytest.warns(UserWarning, match="arrange: strategy 'creative-agent' is learnable.*untrained"):
+        arrange(a, b, tmp_path / "o.wav", strategy="creative-agent", mix_only=True, window_seconds=0.5)
+    with pytest.warns(UserWarning, match="masks: strategy 'creative-agent' is learnable.*untrained"):
+        plot_masks("creative-agent", a, b, tmp_path / "m.png", seconds=0.5)
+
+
 def test_output_rate_option_and_longest_length(songs, tmp_path):
     a, b = songs
     out = tmp_path / "mix16k.flac"

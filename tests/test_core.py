@@ -515,6 +515,7 @@ def test_cli_strategies_on_an_80_column_terminal_keeps_names_counts_and_descript
 def test_cli_strategies_show_and_unknown_name():
     r = CliRunner().invoke(cli, ["strategies", "show", "frequency"], terminal_width=200)
     assert r.exit_code == 0 and "split_ratio" in r.output and "0.3" in r.output
+    assert "(0.0 to 1.0)" in r.output  # the options' ranges, so nobody has to find them by trial
     r = CliRunner().invoke(cli, ["strategies", "show", "nope"])
     assert r.exit_code == 2 and "unknown strategy 'nope'" in r.output and "temporal" in r.output
 
