@@ -316,10 +316,14 @@ class PluginManager:
     def add_commands(self, cli: Any) -> None:
         self.load()
         for impl in self.pm.hook.register_commands.get_hookimpls():
+            info = self.plugins.get(impl.plugin_name)
+            before = set(getattr(cli, "commands", {}))
             try:
                 impl.function(cli=cli)
+                added = sorted(set(getattr(cli, "commands", {})) - before)
+                if info is not None and added:
+                    info.registers["command"] = added
             except Exception as e:
-                info = self.plugins.get(impl.plugin_name)
                 if info is not None:
                     info.status, info.error = "failed", f"{type(e).__name__} in register_commands: {e}"
                 print(f"maskkit: plugin '{impl.plugin_name}' failed to add commands: {e}", file=sys.stderr)

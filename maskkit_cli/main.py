@@ -36,12 +36,23 @@ class MaskkitGroup(click.Group):
     _plugins_added = False
 
     def _add_plugin_commands(self) -> None:
-        if MaskkitGroup._plugins_added:
+        if self._plugins_added:
             return
-        MaskkitGroup._plugins_added = True
+        self._plugins_added = True
         from maskkit.plugins import get_manager
 
         get_manager().add_commands(self)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        """A plugin's command (built-ins are loaded lazily, never added): one with a built-in's
+        name would be shadowed by it, so it is refused with a warning instead of silently."""
+        name = name or cmd.name
+        if name in BUILTIN_COMMANDS:
+            where = getattr(cmd.callback, "__module__", None) or "a plugin"
+            warnings.warn(f"maskkit: the command '{name}' from {where} has the name of a built-in command "
+                          f"and was not added; rename it", stacklevel=2)
+            return
+        super().add_command(cmd, name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._add_plugin_commands()

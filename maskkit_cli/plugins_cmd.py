@@ -123,8 +123,11 @@ def plugins(show_tb: bool, as_json: bool) -> None:
     for fill in (mgr.strategies, mgr.codecs):  # fill in what each plugin registers
         try:
             fill()
-        except PluginError as e:  # two plugins claim one name: still list them, then say so
+        except PluginError as e:  # strict mode, two plugins claim one name: still list them, then say so
             clashes.append(str(e))
+    from maskkit_cli.main import MaskkitGroup
+
+    mgr.add_commands(MaskkitGroup("probe"))  # and each plugin's commands (on a throwaway group)
     infos = sorted(mgr.plugins.values(), key=lambda p: (p.status != "loaded", p.name))
     if as_json:
         click.echo(json.dumps([{k: v for k, v in vars(p).items() if show_tb or k != "traceback"}

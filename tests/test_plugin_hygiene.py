@@ -178,7 +178,8 @@ def test_plugins_command_lists_distributions_registrations_and_failures(use):
     hello = by["fixture-hello"]
     assert (hello["dist"], hello["version"], hello["status"], hello["api_version"]) == (
         "maskkit-fixture-hello", "0.3.1", "loaded", 1)
-    assert hello["registers"] == {"strategy": ["fixture-half"], "codec": ["fixture-frames"]}
+    assert hello["registers"] == {"strategy": ["fixture-half"], "codec": ["fixture-frames"],
+                                  "command": ["fixture-hello"]}
     assert by["fixed"]["dist"] == "maskkit"
     assert {"temporal", "none"} <= set(by["fixed"]["registers"]["strategy"])
     assert "stft" in by["codecs"]["registers"]["codec"]
@@ -191,7 +192,8 @@ def test_plugins_command_lists_distributions_registrations_and_failures(use):
     table = _invoke("plugins").stdout
     rows = {line.split("│")[1].strip(): line for line in table.splitlines() if line.startswith("│")}
     assert "maskkit-fixture-hello" in rows["fixture-hello"] and "0.3.1" in rows["fixture-hello"]
-    assert "strategy: fixture-half; codec: fixture-frames" in rows["fixture-hello"]
+    assert "strategy: fixture-half; codec: fixture-frames; command: fixture-hello" in " ".join(
+        rows["fixture-hello"].split())
     assert "failed" in rows["fixture-broken"] and "RuntimeError" in rows["fixture-broken"]
     assert "disabled" in rows[NOT_DUP]
     with_tb = _invoke("plugins", "--traceback").stdout
@@ -365,6 +367,26 @@ def test_hook_register_commands(use, sites):
     proc = subprocess.run([sys.executable, "-m", "maskkit_cli.main", "fixture-hello", "Bob"], env=env,
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout == "hello Bob from maskkit-fixture-hello\n", proc.stderr
+
+
+def test_plugin_commands_are_listed_and_a_builtin_name_is_refused(use):
+    plugins = use("main", MASKKIT_LOAD_PLUGINS="fixture-hello")
+    from maskkit_cli.main import MaskkitGroup
+
+    group = MaskkitGroup("probe")
+    plugins.get_manager().add_commands(group)
+    assert plugins.get_manager().plugins["fixture-hello"].registers["command"] == ["fixture-hello"]
+    # a plugin command named like a built-in would be shadowed by it: refused, with a warning
+    with pytest.warns(UserWarning, match=r"command 'train' from .*test_plugin_hygiene.* built-in"):
+        group.add_command(click.Command("train", callback=_noop))
+    assert "train" not in group.commands
+    res = _invoke("plugins", "--json")
+    by = {p["name"]: p for p in json.loads(res.stdout)}
+    assert by["fixture-hello"]["registers"].get("command") == ["fixture-hello"]
+
+
+def _noop() -> None:
+    pass
 
 
 # -- a fast --help ---------------------------------------------------------------------------------
