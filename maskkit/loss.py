@@ -16,9 +16,12 @@ The output audio is compared with both songs, with weights ``input_weight`` and
 ``reg_loss`` is the strategy's regularization (``Masks.reg_loss``; the seed's default weight
 0.1) and ``balance_loss`` its ``Masks.extras["balance_loss"]`` when it has one.
 
-Every term is a mean of per-example values (spectral convergence is taken per example), so
-the loss of a global batch equals the mean of the losses of equal shards: data-parallel
-training gives the same gradients as one process on the whole batch. The loss runs in
+Every reconstruction term is a mean of per-example values (spectral convergence is taken per
+example), so its loss over a global batch equals the mean of its losses over equal shards:
+data-parallel training gives the same reconstruction gradients as one process on the whole
+batch. A strategy's ``reg_loss`` / ``balance_loss`` may be batch statistics (the CreativeAgent's
+balance and temporal-diversity terms are, as in the seed): under DDP each rank computes them on
+its own shard, which is close to, but not the same as, the whole batch's. The loss runs in
 float32 with autocast off, and is finite on silent audio (eps inside every log, norm and
 square root).
 """
@@ -82,7 +85,7 @@ class LossConfig:
 
 #: Names of the components :meth:`CombinedLoss.forward` returns, in logging order.
 COMPONENTS = ("rms_input", "rms_target", "stft_input", "stft_target", "mel_input", "mel_target",
-              "reconstruction", "mask_reg", "balance", "total")
+              "reconstruction", "mask_reg", "balance_loss", "total")
 
 
 def _audio(x: Tensor, name: str) -> Tensor:
@@ -178,6 +181,6 @@ class CombinedLoss(nn.Module):
                 total = total + c.balance_weight * bal
         comps["reconstruction"] = recon
         comps["mask_reg"] = reg
-        comps["balance"] = bal
+        comps["balance_loss"] = bal
         comps["total"] = total
         return total, {k: comps[k].detach() for k in COMPONENTS}

@@ -84,6 +84,10 @@ def adaptivity(input_mask: Tensor, target_mask: Tensor) -> Tensor:
     return 0.5 * (_batch_spread(input_mask) + _batch_spread(target_mask))
 
 
+#: Metrics of the spread between the pairs of a batch: 0 for a batch of one pair, so an average
+#: over batches counts only batches of two or more.
+BATCH_METRICS = frozenset({"adaptivity"})
+
 METRICS = {
     "complementarity": complementarity,
     "coverage": coverage,

@@ -303,7 +303,11 @@ def _run(cfg: TrainConfig, info: LaunchInfo) -> TrainResult:
     dist_utils.init_process_group(info, device, cfg.dist_timeout_s)
     trainer = Trainer(cfg, info, device)
     try:
-        return trainer.fit()
+        result = trainer.fit()
+        # every rank done with every collective before any leaves the group: a peer that tears
+        # its connections down while another still reads them can abort that one at exit
+        dist_utils.barrier()
+        return result
     except BaseException as e:
         if trainer.made_run_dir:
             trainer._unlock(remove=True)
@@ -1098,11 +1102,13 @@ class Trainer:
         """Metrics over the whole validation set (all ranks). With ``snapshot_epoch``, rank 0
         also saves mask / attention pictures and per-pair summaries of its first batch
         (:func:`maskkit.snapshots.save_validation_snapshot`) to ``<run>/snapshots/``."""
-        from .metrics import METRICS
+        from .metrics import BATCH_METRICS, METRICS
 
         self.model.eval()
         keys = list(COMPONENTS) + list(METRICS)
-        sums = torch.zeros(len(keys) + 1, dtype=torch.float64, device=self.device)
+        spread = [k in BATCH_METRICS for k in keys]  # averaged over batches of >= 2 pairs only
+        # per key: the pair-weighted sum, and the number of pairs it covers
+        sums = torch.zeros(2, len(keys), dtype=torch.float64, device=self.device)
         for i, batch in enumerate(self.val_loader):
             x_in, x_tg, style = self._batch(batch)
             if i == 0 and snapshot_epoch is not None and self.main:
@@ -1111,12 +1117,14 @@ class Trainer:
             im, tm = masks.input_mask.float(), masks.target_mask.float()
             vals = [comps[k].double() for k in COMPONENTS] + [METRICS[k](im, tm).double() for k in METRICS]
             b = x_in.shape[0]
-            sums[:-1] += torch.stack([v.reshape(()) for v in vals]) * b
-            sums[-1] += b
+            weights = torch.tensor([0.0 if sp and b < 2 else float(b) for sp in spread],
+                                   dtype=torch.float64, device=self.device)
+            sums[0] += torch.stack([v.reshape(()) for v in vals]) * weights
+            sums[1] += weights
         dist_utils.all_reduce_(sums, "sum")
-        s = sums.tolist()
-        count = max(s[-1], 1.0)
-        out = {("loss" if k == "total" else k): s[i] / count for i, k in enumerate(keys)}
+        totals, counts = sums.tolist()
+        out = {("loss" if k == "total" else k): totals[i] / counts[i]
+               for i, k in enumerate(keys) if counts[i] > 0}  # no batch of 2: no spread to report
         self.model.train()
         return out
 
@@ -1182,6 +1190,11 @@ class Trainer:
         self.print(f"Data: {src}: {len(self.train_ds)} training / {len(self.val_ds)} validation pairs of "
                    f"{cfg.data.segment_seconds:g} s; batch {cfg.batch_size} per process x {self.world} = "
                    f"{gb}; {_plural(self.steps_per_epoch, 'step')} per epoch, {self.total_steps} in all")
+        if (cfg.max_steps is not None and self.total_steps < self.steps_per_epoch * cfg.epochs
+                and cfg.optim.schedule != "constant"):
+            self.print(f"The learning-rate schedule (warm-up, cosine) spans the {self.total_steps} steps of "
+                       f"--max-steps: a resume with more steps stretches it, so a run trained in chunks "
+                       f"differs from one trained at once (--schedule constant does not)")
         skipped = list(getattr(self.train_ds, "skipped", None) or [])
         if skipped:
             shown = "; ".join(f"{path}: {reason}" for path, reason in skipped[:10])
@@ -1303,10 +1316,14 @@ class Trainer:
         dist_utils.all_reduce_(flag, "sum")
         stop_now = flag.item() > 0  # read once: one host sync per epoch
         train_means = {k: v / max(self.epoch_count, 1) for k, v in self.epoch_sums.items()}
+        # --max-steps can end a run inside an epoch: its validation runs, but the checkpoint
+        # keeps the position, so a resume with more steps trains the rest of that epoch; and
+        # that epoch counts once towards early stopping, when it ends.
+        partial = done and self.batch_in_epoch < self.steps_per_epoch
         improved = self.best_val is None or val["loss"] < self.best_val
         if improved:
             self.best_val, self.bad_epochs = val["loss"], 0
-        else:
+        elif not partial:
             self.bad_epochs += 1
         row = {"kind": "epoch", "epoch": epoch + 1, "step": self.step,
                "lr": self.step_lr,  # the last step's
@@ -1316,9 +1333,6 @@ class Trainer:
                "pairs_per_s": (self.epoch_count * gb / epoch_time) if epoch_time > 0 else None}
         self.history.append(row)
         self.last_metrics = row
-        # --max-steps can end a run inside an epoch: its validation runs, but the checkpoint
-        # keeps the position, so a resume with more steps trains the rest of that epoch.
-        partial = done and self.batch_in_epoch < self.steps_per_epoch
         if not partial:
             self.epoch += 1
             self.epochs_completed = self.epoch

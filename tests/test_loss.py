@@ -86,10 +86,10 @@ def test_absent_mask_terms_are_zero_and_weights_apply():
     inp, tgt, out = _audio(seed=8), _audio(seed=9), _audio(seed=10)
     base = CombinedLoss(LossConfig(**SMALL, mask_reg_weight=0.5, balance_weight=2.0))
     t0, c0 = base(out, inp, tgt)
-    assert float(c0["mask_reg"]) == 0.0 and float(c0["balance"]) == 0.0
+    assert float(c0["mask_reg"]) == 0.0 and float(c0["balance_loss"]) == 0.0
     t1, c1 = base(out, inp, tgt, reg_loss=torch.tensor(0.4), balance_loss=torch.tensor([0.1]))
     torch.testing.assert_close(t1, t0 + 0.5 * 0.4 + 2.0 * 0.1)
-    assert float(c1["mask_reg"]) == pytest.approx(0.4) and float(c1["balance"]) == pytest.approx(0.1)
+    assert float(c1["mask_reg"]) == pytest.approx(0.4) and float(c1["balance_loss"]) == pytest.approx(0.1)
 
 
 def test_reg_loss_gradient_flows_through_the_total(loss_fn):

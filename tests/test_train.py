@@ -638,6 +638,40 @@ def test_max_steps_inside_an_epoch_keeps_the_position_for_a_resume(tmp_path):
     assert full.stopped == "completed" and full.steps == 8 and full.epochs_completed == 2
 
 
+AGENT = ("--strategy", "creative-agent", "--strategy-opt", "hidden_dim=8", "--strategy-opt", "num_heads=2")
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_validation_logs_the_balance_metric_and_loss_apart_and_no_spread_of_one_pair(tmp_path, batch):
+    """``balance`` is the mask metric (input share), ``balance_loss`` the strategy's loss term:
+    both are logged, never one under the other's name; and a batch-spread metric (adaptivity)
+    is not averaged over batches of one pair, where it is 0 by construction."""
+    from maskkit.logging_utils import read_metrics
+
+    r = train(tiny(tmp_path / "run", "--train-pairs", "4", "--batch-size", str(batch), "--epochs", "1",
+                   strategy=AGENT))
+    step = read_metrics(r.run_dir, kind="step")[-1]
+    epoch = read_metrics(r.run_dir, kind="epoch")[-1]
+    assert "balance_loss" in step and "balance" not in step
+    assert 0.3 < epoch["val_balance"] < 0.7 and 0 <= epoch["val_balance_loss"] < 0.05
+    assert epoch["train_balance_loss"] == pytest.approx(step["balance_loss"], abs=0.05)
+    if batch == 1:
+        assert "val_adaptivity" not in epoch
+    else:
+        assert epoch["val_adaptivity"] > 0
+
+
+def test_an_epoch_cut_by_max_steps_counts_once_towards_early_stopping(tmp_path):
+    """lr 0: the validation loss never improves after epoch 1, so --patience 2 stops after epoch 3.
+    Cut inside epoch 2 and resumed, the run must stop at the same step, not one epoch early."""
+    args = ("--train-pairs", "8", "--batch-size", "2", "--epochs", "5", "--lr", "0", "--patience", "2")
+    whole = train(tiny(tmp_path / "whole", *args))
+    assert whole.stopped == "early_stopping" and (whole.epochs_completed, whole.steps) == (3, 12)
+    train(tiny(tmp_path / "cut", *args, "--max-steps", "6"))
+    resumed = train(tiny(tmp_path / "cut", *args, "--resume", "auto", "--max-steps", "0"))
+    assert resumed.stopped == "early_stopping" and (resumed.epochs_completed, resumed.steps) == (3, 12)
+
+
 def test_a_resume_past_its_max_steps_says_so_and_max_steps_0_lifts_the_cap(tmp_path, capsys):
     args = ("--train-pairs", "8", "--batch-size", "4", "--epochs", "2")
     train(tiny(tmp_path / "run", *args, "--max-steps", "1"))

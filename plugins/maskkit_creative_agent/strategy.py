@@ -37,7 +37,8 @@ class CreativeAgentConfig:
         "help": "scale of extras['balance_loss'] = (balance - 0.5)^2 (the trainer adds it with its own "
                 "weight; not part of reg_loss)", "min": 0.0})
     gumbel_tau: float = field(default=1.0, metadata={
-        "help": "temperature of the straight-through Gumbel-softmax of hard masks", "min": 1e-4})
+        "help": "temperature of the straight-through Gumbel-softmax of hard masks (below about 0.01 the "
+                "hard masks pass almost no gradient)", "min": 1e-4})
     use_discriminator: bool = field(default=False, metadata={
         "help": "also build the StyleDiscriminator (its ~210K parameters join the strategy's)"})
     scales: tuple[int, ...] = field(default=(), metadata={
