@@ -271,7 +271,9 @@ def find_audio_files(root: str | os.PathLike, *, recursive: bool = True
     ``audio`` have an extension of :data:`AUDIO_EXTENSIONS`; ``unsupported_audio`` look like
     audio that libsndfile cannot decode (``.m4a``, ``.wma``, ...); ``ignored`` is everything
     else (cover art, text, hidden files). Folders holding a :data:`IGNORE_MARKER` file, and
-    hidden folders, are skipped. The order is by path, independent of the filesystem.
+    hidden folders, are skipped. Symbolic links are followed, but a file or folder reached twice
+    (a duplicate link, a link back up the tree) is taken once: the other paths to it are
+    ``ignored``. The order is by path, independent of the filesystem.
     """
     base = Path(root).expanduser()
     if not base.is_dir():
@@ -283,10 +285,13 @@ def find_audio_files(root: str | os.PathLike, *, recursive: bool = True
     def on_error(e: OSError) -> None:
         raise AudioError(f"{e.filename}: cannot list folder ({e.strerror})")
 
+    seen_dirs: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(base, onerror=on_error, followlinks=True):
-        if IGNORE_MARKER in filenames:
+        real = os.path.realpath(dirpath)
+        if IGNORE_MARKER in filenames or real in seen_dirs:  # a linked folder seen before, or a loop
             dirnames[:] = []
             continue
+        seen_dirs.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             path = Path(dirpath) / name
@@ -301,7 +306,15 @@ def find_audio_files(root: str | os.PathLike, *, recursive: bool = True
                 ignored.append(path)
         if not recursive:
             dirnames[:] = []
-    return sorted(audio), sorted(unsupported), sorted(ignored)
+    # a song reached twice through links is one song (or a pair could join it with itself, or
+    # put it in both the training and the validation split): the first path in order is kept
+    kept: dict[str, Path] = {}
+    for path in sorted(audio):
+        if os.path.realpath(path) in kept:
+            ignored.append(path)
+        else:
+            kept[os.path.realpath(path)] = path
+    return list(kept.values()), sorted(unsupported), sorted(ignored)
 
 
 # -- transforms ------------------------------------------------------------------------------

@@ -257,7 +257,7 @@ def scan_songs(root: str | os.PathLike, *, segment_seconds: float = 4.0, skip_ba
     return SongCatalog(root=str(root), songs=songs, bad=bad, ignored=[str(p) for p in ignored])
 
 
-def _split_catalog(cat: SongCatalog, root: str | os.PathLike, val_fraction: float
+def _split_catalog(cat: SongCatalog, root: str | os.PathLike, val_fraction: float, segment_seconds: float
                    ) -> tuple[list[AudioInfo], list[AudioInfo]]:
     """:func:`split_songs` of a scanned folder; too few songs says how many files were skipped."""
     try:
@@ -267,7 +267,8 @@ def _split_catalog(cat: SongCatalog, root: str | os.PathLike, val_fraction: floa
             raise
         path, reason = cat.bad[0]
         raise AudioError(f"{e}; {len(cat.bad)} file(s) were skipped as bad (the first: {path}: {reason}); "
-                         f"`maskkit data check {root}` lists them") from None
+                         f"`maskkit data check {root} --segment-seconds {segment_seconds:g}` lists them"
+                         ) from None
 
 
 def split_songs(songs: Sequence[AudioInfo], root: str | os.PathLike, val_fraction: float = 0.1
@@ -339,7 +340,7 @@ class FolderPairs(PairDataset):
         if split not in ("train", "val"):
             raise ConfigError(f"split must be 'train' or 'val', got {split!r}")
         cat = scan_songs(root, segment_seconds=segment_seconds, skip_bad=skip_bad)
-        train, val = _split_catalog(cat, root, val_fraction)
+        train, val = _split_catalog(cat, root, val_fraction, segment_seconds)
         ds = cls(train if split == "train" else val, num_pairs, sample_rate=sample_rate,
                  segment_seconds=segment_seconds, seed=seed, train=split == "train")
         ds.skipped = list(cat.bad)
@@ -545,7 +546,7 @@ def make_datasets(source: str | None = None, *, sample_rate: int = 24000, segmen
                        pairs=[(pid, Path(a.path), Path(b.path)) for pid, a, b in held])
         return train, val
     cat = scan_songs(root, segment_seconds=segment_seconds, skip_bad=skip_bad)
-    train_songs, val_songs = _split_catalog(cat, root, val_fraction)
+    train_songs, val_songs = _split_catalog(cat, root, val_fraction, segment_seconds)
     tr_kw: dict[str, Any] = dict(common)
     va_kw: dict[str, Any] = dict(common)
     if style_labels:

@@ -30,6 +30,7 @@ would.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import math
@@ -362,6 +363,31 @@ def _ignore_stop_signals(worker_id: int) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _batches(loader: torch.utils.data.DataLoader) -> Iterator[Iterator[Any]]:
+    """An iterator over ``loader`` whose worker processes are always stopped when the block
+    ends, an error included: the workers ignore SIGTERM (:func:`_ignore_stop_signals`), so
+    workers left for the interpreter's exit to terminate would block that exit forever."""
+    it = iter(loader)
+    try:
+        yield it
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)  # DataLoader's own clean stop
+        if shutdown is not None:
+            shutdown()
+
+
+def _worker_error_text(e: BaseException) -> str:
+    """The message of an error raised in a DataLoader worker, without the worker's traceback
+    text that DataLoader puts in front of it."""
+    text = str(e)
+    if "Original Traceback" not in text:
+        return text
+    last = [ln for ln in text.strip().splitlines() if ln.strip()][-1]
+    prefix = f"{type(e).__module__}.{type(e).__name__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last
 
 
 def _step_unless(optimizer: torch.optim.Optimizer, bad: Tensor) -> None:
@@ -1109,18 +1135,20 @@ class Trainer:
         spread = [k in BATCH_METRICS for k in keys]  # averaged over batches of >= 2 pairs only
         # per key: the pair-weighted sum, and the number of pairs it covers
         sums = torch.zeros(2, len(keys), dtype=torch.float64, device=self.device)
-        for i, batch in enumerate(self.val_loader):
-            x_in, x_tg, style = self._batch(batch)
-            if i == 0 and snapshot_epoch is not None and self.main:
-                self._snapshot(x_in, x_tg, style, snapshot_epoch)
-            _, comps, masks, _ = self._forward(self.model, x_in, x_tg, style)
-            im, tm = masks.input_mask.float(), masks.target_mask.float()
-            vals = [comps[k].double() for k in COMPONENTS] + [METRICS[k](im, tm).double() for k in METRICS]
-            b = x_in.shape[0]
-            weights = torch.tensor([0.0 if sp and b < 2 else float(b) for sp in spread],
-                                   dtype=torch.float64, device=self.device)
-            sums[0] += torch.stack([v.reshape(()) for v in vals]) * weights
-            sums[1] += weights
+        with _batches(self.val_loader) as batches:
+            for i, batch in enumerate(self._guarded(batches)):
+                x_in, x_tg, style = self._batch(batch)
+                if i == 0 and snapshot_epoch is not None and self.main:
+                    self._snapshot(x_in, x_tg, style, snapshot_epoch)
+                _, comps, masks, _ = self._forward(self.model, x_in, x_tg, style)
+                im, tm = masks.input_mask.float(), masks.target_mask.float()
+                vals = ([comps[k].double() for k in COMPONENTS]
+                        + [METRICS[k](im, tm).double() for k in METRICS])
+                b = x_in.shape[0]
+                weights = torch.tensor([0.0 if sp and b < 2 else float(b) for sp in spread],
+                                       dtype=torch.float64, device=self.device)
+                sums[0] += torch.stack([v.reshape(()) for v in vals]) * weights
+                sums[1] += weights
         dist_utils.all_reduce_(sums, "sum")
         totals, counts = sums.tolist()
         out = {("loss" if k == "total" else k): totals[i] / counts[i]
@@ -1258,38 +1286,58 @@ class Trainer:
                                  completed=self.batch_in_epoch, stats="")
         t_epoch = t_last = time.perf_counter()
         end = None
-        for batch in self.loader:
-            metrics, skipped, stop_all = self.train_step(*self._batch(batch))
-            self.batch_in_epoch += 1
-            now = time.perf_counter()
-            dt, t_last = now - t_last, now
-            self._train_time += dt
-            self._train_pairs += gb
-            pps = gb / dt if dt > 0 else float("nan")
-            if skipped:
-                self._skipped_step()
-            else:
-                self._bad_in_row = 0
-                for k, v in metrics.items():
-                    self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
-                self.epoch_count += 1
-                if self.main and self.step % cfg.log_every == 0:
-                    self.logger.log({"kind": "step", "epoch": epoch + 1, "step": self.step,
-                                     "lr": self.step_lr, **metrics, "pairs_per_s": pps,
-                                     "time_s": round(time.perf_counter() - t_start, 3)})
-            adv = (f"  D(real) {metrics['adv_d_real']:.2f} D(fake) {metrics['adv_d_fake']:.2f}"
-                   if "adv_d_fake" in metrics else "")
-            progress.update(task, advance=1, stats=(
-                f"loss {metrics['loss']:.4f}  reg {metrics['mask_reg']:.4f}  "
-                f"compl {metrics['complementarity']:.1f}%{adv}  {pps:.1f} pairs/s"))
-            if stop_all:
-                end = "interrupted"
-                break
-            if cfg.max_steps is not None and self.step >= cfg.max_steps:
-                end = "max_steps"
-                break
+        with _batches(self.loader) as batches:
+            for batch in self._guarded(batches):
+                metrics, skipped, stop_all = self.train_step(*self._batch(batch))
+                self.batch_in_epoch += 1
+                now = time.perf_counter()
+                dt, t_last = now - t_last, now
+                self._train_time += dt
+                self._train_pairs += gb
+                pps = gb / dt if dt > 0 else float("nan")
+                if skipped:
+                    self._skipped_step()
+                else:
+                    self._bad_in_row = 0
+                    for k, v in metrics.items():
+                        self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
+                    self.epoch_count += 1
+                    if self.main and self.step % cfg.log_every == 0:
+                        self.logger.log({"kind": "step", "epoch": epoch + 1, "step": self.step,
+                                         "lr": self.step_lr, **metrics, "pairs_per_s": pps,
+                                         "time_s": round(time.perf_counter() - t_start, 3)})
+                adv = (f"  D(real) {metrics['adv_d_real']:.2f} D(fake) {metrics['adv_d_fake']:.2f}"
+                       if "adv_d_fake" in metrics else "")
+                progress.update(task, advance=1, stats=(
+                    f"loss {metrics['loss']:.4f}  reg {metrics['mask_reg']:.4f}  "
+                    f"compl {metrics['complementarity']:.1f}%{adv}  {pps:.1f} pairs/s"))
+                if stop_all:
+                    end = "interrupted"
+                    break
+                if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                    end = "max_steps"
+                    break
         progress.remove_task(task)
         return end, time.perf_counter() - t_epoch
+
+    def _guarded(self, batches: Iterator[Any]) -> Iterator[Any]:
+        """``batches``, but a data error while loading one (a file that turns out bad past the
+        start-up scan) stops the run with the file's own message, not the DataLoader worker's
+        traceback text; a single-process run first saves its position (a run of several ranks
+        cannot: saving is collective, and the other ranks stop on the lost peer)."""
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except MaskkitError as e:
+                msg = _worker_error_text(e)
+                if self.world == 1 and self.step > 0:
+                    self.save("interrupted")
+                    msg += (f". Training stopped at step {self.step}; checkpoint saved to "
+                            f"{self.run_dir / 'last.pt'}: fix or remove the file, then --resume auto")
+                raise type(e)(msg) from e
+            yield batch
 
     def _skipped_step(self) -> None:
         """Count a step every rank skipped (non-finite); too many in a row end the run."""

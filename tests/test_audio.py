@@ -310,3 +310,15 @@ def test_find_audio_files(tmp_path):
     assert {p.name for p in ignored} == {"cover.jpg", ".hidden.wav"}
     with pytest.raises(AudioError, match="not a directory"):
         find_audio_files(tmp_path / "cover.jpg")
+
+
+def test_find_audio_files_takes_each_linked_song_once_and_stops_at_loops(tmp_path):
+    """A link back up the tree made one folder of 2 songs look like dozens (in both the training
+    and the validation split); a second link to a song let a pair join it with itself."""
+    save_audio(tmp_path / "a.wav", torch.zeros(10) + 0.1, 8000)
+    save_audio(tmp_path / "sub" / "b.wav", torch.zeros(10) + 0.1, 8000)
+    (tmp_path / "sub" / "up").symlink_to("..")
+    (tmp_path / "z_link.wav").symlink_to(tmp_path / "a.wav")
+    audio, _, ignored = find_audio_files(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in audio] == ["a.wav", "sub/b.wav"]
+    assert (tmp_path / "z_link.wav") in ignored

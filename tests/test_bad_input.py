@@ -191,7 +191,8 @@ def test_invalid_files_in_a_folder_are_named_skipped_and_reported(tmp_path):
     for i in range(2):
         (root / f"good{i}.wav").unlink()
     with pytest.raises(AudioError, match=r"songs: \d usable song\(s\).*; \d+ file\(s\) were skipped as bad "
-                                         r"\(the first: .*\); `maskkit data check .*songs` lists them"):
+                                         r"\(the first: .*\); `maskkit data check .*songs "
+                                         r"--segment-seconds 0.5` lists them"):
         make_datasets(str(root), sample_rate=SR, segment_seconds=SEG, skip_bad=True)
 
 

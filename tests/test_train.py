@@ -661,6 +661,35 @@ def test_validation_logs_the_balance_metric_and_loss_apart_and_no_spread_of_one_
         assert epoch["val_adaptivity"] > 0
 
 
+@pytest.mark.timeout(300)
+def test_a_file_that_fails_mid_run_with_loader_workers_stops_the_run_instead_of_hanging(tmp_path):
+    """A song whose NaN samples lie between the start-up probe's windows fails only when a crop
+    reaches them. With DataLoader workers (which ignore SIGTERM) the run used to print the
+    worker's traceback and then hang at exit forever; it must exit 2 naming the file, and a
+    single-process run saves its position first."""
+    import soundfile as sf
+
+    sr = 8000
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    t = np.arange(10 * sr) / sr
+    for i in range(4):
+        sf.write(songs / f"good_{i}.wav", 0.3 * np.sin(2 * np.pi * (220 + 55 * i) * t), sr)
+    bad = 0.3 * np.sin(2 * np.pi * 330 * t)
+    for lo in (1.2, 4.2, 7.2):  # between the probes at 0-1, 3-4, 6-7 and 9-10 s
+        bad[int(lo * sr):int((lo + 1.6) * sr)] = np.nan
+    sf.write(songs / "nan_middle.wav", bad.astype(np.float32), sr, subtype="FLOAT")
+    args = [*TINY_ARGS, "--data", str(songs), "--num-workers", "1", "--train-pairs", "16",
+            "--batch-size", "2", "--epochs", "6", "--checkpoint-dir", str(tmp_path / "run")]
+    proc = subprocess.run([sys.executable, "-m", "maskkit_cli.main", "train", *args], env=SUBPROCESS_ENV,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = " ".join(proc.stderr.split())
+    assert "nan_middle.wav" in err and "Original Traceback" not in err, proc.stderr
+    # (seed 0 reaches the bad stretch after some steps) the steps done are saved, and said so
+    assert "checkpoint saved to" in err and (tmp_path / "run" / "last.pt").is_file(), proc.stderr
+
+
 def test_an_epoch_cut_by_max_steps_counts_once_towards_early_stopping(tmp_path):
     """lr 0: the validation loss never improves after epoch 1, so --patience 2 stops after epoch 3.
     Cut inside epoch 2 and resumed, the run must stop at the same step, not one epoch early."""
