@@ -291,11 +291,14 @@ class PluginManager:
                     for n in info.registers.pop(kind, []):  # none of a failed plugin's names stay
                         reg.pop(n, None)
                     error = f"{type(e).__name__} in {hook}: {e}"
-                    # a plugin failing in several hooks keeps every error
-                    keep = info.status == "failed" and info.error and info.error != error
-                    info.status, info.error = "failed", f"{info.error}; {error}" if keep else error
-                    info.traceback = (info.traceback or "") + traceback.format_exc() if keep else \
-                        traceback.format_exc()
+                    # a plugin failing in several hooks keeps every error (once each: the
+                    # registries are rebuilt after a runtime registration)
+                    if info.status == "failed" and info.error:
+                        if error not in info.error:
+                            info.error = f"{info.error}; {error}"
+                            info.traceback = (info.traceback or "") + traceback.format_exc()
+                    else:
+                        info.status, info.error, info.traceback = "failed", error, traceback.format_exc()
                     if _truthy("MASKKIT_STRICT_PLUGINS"):
                         raise PluginError(f"{info.origin} failed in {hook}: {e}") from e
                     warnings.warn(f"maskkit: {info.origin} failed in {hook} and was skipped: {e}",

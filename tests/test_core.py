@@ -428,6 +428,10 @@ def test_a_plugin_failing_in_two_hooks_keeps_both_errors(fresh_plugins):
         fresh_plugins.codec_names()
     error = fresh_plugins.get_manager().plugins["twice-broken"].error
     assert "no strategies" in error and "no codecs" in error
+    fresh_plugins.register_plugin(Halves, "another")  # rebuilds the registries: no error twice
+    with pytest.warns(UserWarning):
+        strategy_names()
+    assert fresh_plugins.get_manager().plugins["twice-broken"].error.count("no strategies") == 1
 
 
 def test_a_runtime_plugin_with_another_api_version_is_refused(fresh_plugins):
