@@ -106,6 +106,7 @@ def test_attention_maps_are_drawn_when_the_strategy_offers_them(songs, tmp_path)
     assert pic.attention == ["attention"]
 
 
+@pytest.mark.filterwarnings("ignore:masks. strategy .creative-agent. is learnable")  # untrained on purpose
 def test_creative_agent_attention_maps_are_drawn(songs, tmp_path):
     """The built-in learned strategy offers its cross-attention through the generic method."""
     from maskkit.plugins import strategy_names
