@@ -310,10 +310,11 @@ def find_audio_files(root: str | os.PathLike, *, recursive: bool = True
     # put it in both the training and the validation split): the first path in order is kept
     kept: dict[str, Path] = {}
     for path in sorted(audio):
-        if os.path.realpath(path) in kept:
+        real = os.path.realpath(path)
+        if real in kept:
             ignored.append(path)
         else:
-            kept[os.path.realpath(path)] = path
+            kept[real] = path
     return list(kept.values()), sorted(unsupported), sorted(ignored)
 
 

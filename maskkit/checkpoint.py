@@ -102,8 +102,9 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
-                    require: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Load a maskkit checkpoint safely (``weights_only=True``: no code runs).
+                    require: tuple[str, ...] = (), mmap: bool = False) -> dict[str, Any]:
+    """Load a maskkit checkpoint safely (``weights_only=True``: no code runs). ``mmap``: map the
+    tensors instead of reading them (to look at a checkpoint's fields without its weights).
 
     Raises :class:`CheckpointError` naming the file when it is missing, unreadable,
     refused by the safe loader, not a maskkit checkpoint, of a newer format, or lacks one of
@@ -120,7 +121,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         if "GLOBAL" in str(e):  # it names a function or class to run: never loaded
             raise CheckpointError(f"refusing to load {path}: it would run code when loaded (maskkit loads "
@@ -236,7 +237,7 @@ def find_resume_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
         if p.name == "best.pt":
             continue
         try:
-            ck = load_checkpoint(p)
+            ck = load_checkpoint(p, mmap=True)  # only its step is read
         except CheckpointError as e:
             import warnings
 

@@ -331,6 +331,7 @@ class FolderPairs(PairDataset):
             missing = sorted(set(self.song_styles) - set(self.style_names))
             if missing:
                 raise ConfigError(f"FolderPairs: style label(s) {missing} not in style_names")
+            self._style_index = [self.style_names.index(s) for s in self.song_styles]  # per song
 
     @classmethod
     def from_folder(cls, root: str | os.PathLike, num_pairs: int, *, split: str = "train",
@@ -375,7 +376,7 @@ class FolderPairs(PairDataset):
         """The style label of the target song (its subfolder; see :func:`make_datasets`)."""
         if self.song_styles is None or self.style_names is None:
             raise ConfigError("FolderPairs was built without style labels")
-        return self.style_names.index(self.song_styles[self._pair(index)[1]])
+        return self._style_index[self._pair(index)[1]]
 
     def item_with_sources(self, index: int) -> tuple[Tensor, Tensor, dict[str, Any]]:
         """The item and where it comes from: song paths and crop offsets (seconds)."""
@@ -489,7 +490,9 @@ def detect_layout(source: str | os.PathLike | None) -> str:
 
 
 def _song_style(info: AudioInfo, root: Path) -> str:
-    rel = Path(info.path).resolve().relative_to(root.resolve())
+    # the path as found under root (not resolved: a linked style folder keeps its own name, and
+    # one that links outside root is still inside it here)
+    rel = Path(info.path).relative_to(root)
     if len(rel.parts) < 2:
         raise ConfigError(f"--style-labels: the style of a song is the subfolder it is in "
                           f"({root}/<style>/song.wav), but {info.path} is directly in {root}: move it into "

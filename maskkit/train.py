@@ -695,12 +695,7 @@ class Trainer:
             if critic is None:
                 raise adversarial.no_critic_error(cfg.strategy)
             self.critic = critic.to(self.device)
-        seed_rank = cfg.seed + 1_000_003 * self.rank
-        torch.manual_seed(seed_rank)
-        random.seed(seed_rank)
-        import numpy as np
-
-        np.random.seed(seed_rank % (2**32))
+        _seed_all(cfg.seed + 1_000_003 * self.rank)
 
         self._build_loaders()
         self._build_optimizers()
@@ -876,7 +871,7 @@ class Trainer:
                 e_in, e_tg = self.codec.encode(x_in), self.codec.encode(x_tg)
                 self.model.check_strategy_output = True  # shapes, range, finiteness; names the plugin
                 self.model.masks(e_in, e_tg, style=style)
-                self.model.check_strategy_output = False
+                self.model.check_strategy_output = False  # the gradient pass below is not checked again
                 if self.critic is not None:
                     adversarial.check_critic(self.critic, e_tg, self.cfg.strategy, self.entry.origin)
             total = self._forward(self.model, x_in, x_tg, style)[0]  # which parameters get no gradient
@@ -938,9 +933,7 @@ class Trainer:
         else:
             self.warn(f"the checkpoint was written by {old_world} process(es), this run has {self.world}: "
                       f"RNG states are re-seeded (dropout draws differ from an uninterrupted run)")
-            s = self.cfg.seed + 1_000_003 * self.rank + self.step
-            torch.manual_seed(s)
-            random.seed(s)
+            _seed_all(self.cfg.seed + 1_000_003 * self.rank + self.step)
 
     def _write_config_json(self) -> None:
         import json
@@ -1104,13 +1097,11 @@ class Trainer:
         vals = packed.tolist()
         n = len(COMPONENTS)
         skipped, stop_all = vals[-2] > 0, vals[-1] > 0
-        if skipped:
-            self.optimizer.zero_grad(set_to_none=True)
-        else:
+        if not skipped:
             self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             self.step += 1
+        self.optimizer.zero_grad(set_to_none=True)
         metrics = {("loss" if k == "total" else k): v / self.world
                    for k, v in zip(COMPONENTS, vals[:n], strict=True)}
         metrics["complementarity"] = vals[n] / self.world
@@ -1460,6 +1451,15 @@ class Trainer:
         elif self.critic is not None and self.epoch == cfg.adversarial.warmup_epochs:
             self.print(f"Adversarial phase starts now (after "
                        f"{_plural(cfg.adversarial.warmup_epochs, 'warm-up epoch')})")
+
+
+def _seed_all(seed: int) -> None:
+    """Seed torch, Python's and NumPy's generators (this rank's streams)."""
+    import numpy as np
+
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
 
 
 def _cpu_state(module: torch.nn.Module) -> dict[str, Tensor]:

@@ -171,9 +171,14 @@ class TrainConfig:
         """The config stored in a checkpoint (with ``resume`` set to it), plus ``overrides``. How
         the run is launched (``world_size``, ``device``) is not taken from the checkpoint: a run
         of 2 local processes resumes under srun with 4 tasks, a GPU run on a CPU node."""
-        ck = load_checkpoint(path, require=("config",))
-        saved = {k: v for k, v in ck["config"].items() if k not in _LAUNCH_FIELDS}
-        d = _deep_merge(saved, _plain(overrides))
+        return cls._continuing(load_checkpoint(path, require=("config",))["config"], path, overrides)
+
+    @classmethod
+    def _continuing(cls, saved: Mapping[str, Any] | None, path: str | os.PathLike[str],
+                    overrides: Mapping[str, Any]) -> TrainConfig:
+        """A checkpoint's stored config (``saved``, read from ``path``) with ``overrides`` on top."""
+        launch_free = {k: v for k, v in (saved or {}).items() if k not in _LAUNCH_FIELDS}
+        d = _deep_merge(launch_free, _plain(overrides))
         if "resume" not in overrides:
             d["resume"] = str(path)
         return cls.from_dict(d)
@@ -204,13 +209,14 @@ class TrainConfig:
         if preset is not None:
             overrides["preset"] = preset
         overrides.setdefault("checkpoint_dir", str(path.parent))
-        saved = (load_checkpoint(path, require=("config",))["config"] or {}).get("strategy")
-        if "strategy" in overrides and saved and saved != overrides["strategy"]:
+        saved = load_checkpoint(path, require=("config",))["config"] or {}  # read once
+        trained = saved.get("strategy")
+        if "strategy" in overrides and trained and trained != overrides["strategy"]:
             raise ConfigError(
-                f"cannot resume from {path}: it was trained with strategy '{saved}', not "
+                f"cannot resume from {path}: it was trained with strategy '{trained}', not "
                 f"'{overrides['strategy']}'. Drop --strategy to continue it, or start a new run in another "
                 f"--checkpoint-dir")
-        return cls.from_checkpoint(path, **overrides)
+        return cls._continuing(saved, path, overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -62,6 +62,21 @@ def test_folder_styles_come_from_subfolders(tmp_path):
             assert ds.style_names[ds[i][2]] == Path(meta["target"]["path"]).parent.name
 
 
+def test_a_linked_style_folder_is_named_as_linked(tmp_path):
+    """A style subfolder that is a link to music kept elsewhere takes the link's name (it used
+    to fail with a bare ValueError: the resolved path was outside the folder of songs)."""
+    elsewhere = song_folder(tmp_path / "elsewhere", {"jazz": 3})
+    root = song_folder(tmp_path / "songs", {"rock": 3})
+    (root / "swing").symlink_to(elsewhere / "jazz")
+    tr, va = make_datasets(str(root), sample_rate=8000, segment_seconds=0.5, train_pairs=8, val_pairs=4,
+                           val_fraction=0.34, style_labels=True)
+    assert tr.style_names == ("rock", "swing")
+    for i in range(len(tr)):
+        _, _, meta = tr.dataset.item_with_sources(i)
+        target = Path(meta["target"]["path"])
+        assert tr.style_names[tr[i][2]] == target.parent.name and target.is_relative_to(root)
+
+
 def test_style_label_errors_name_the_culprit(tmp_path):
     root = song_folder(tmp_path / "songs", {"jazz": 3, "": 2})
     with pytest.raises(ConfigError, match=r"song3\.wav is directly in"):
