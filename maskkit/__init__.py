@@ -6,6 +6,7 @@ stays fast and does not import torch until a tensor is needed.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,6 @@ _LAZY = {
     "register_plugin": "plugins",
     "unregister_plugin": "plugins",
     "get_manager": "plugins",
-    "metrics": None,
     "MaskkitError": "errors",
     "ConfigError": "errors",
     "PluginError": "errors",
@@ -34,7 +34,6 @@ _LAZY = {
     "CheckpointError": "errors",
     "MaskValidationError": "errors",
     "UnknownNameError": "errors",
-    "arrange": None,  # the module maskkit.arrange, callable as its function arrange(...)
     "plot_masks": "viz",
 }
 
@@ -68,28 +67,27 @@ __all__ = [
 ]
 
 
-#: Submodules reachable as attributes after a plain ``import maskkit`` (``maskkit.train.train``,
-#: ``maskkit.plugins.reset_manager()``), imported on first use.
-_SUBMODULES = frozenset({"adversarial", "arrange", "audio", "bench", "checkpoint", "codec", "config",
-                         "curves", "data", "distributed", "errors", "hookspecs", "logging_utils", "loss",
-                         "metrics", "model", "plotting", "plugins", "reference", "snapshots", "strategy",
-                         "synth", "testing", "train", "train_config", "viz"})
+@functools.cache
+def _submodules() -> frozenset[str]:
+    """maskkit's public submodules: reachable as attributes after a plain ``import maskkit``
+    (``maskkit.train.train``, ``maskkit.plugins.reset_manager()``), imported on first use. The
+    module ``maskkit.arrange`` is callable as its function ``arrange(...)``."""
+    import pkgutil
+
+    return frozenset(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        mod = _LAZY[name]
-        if mod is None:
-            return importlib.import_module(f".{name}", __name__)
-        return getattr(importlib.import_module(f".{mod}", __name__), name)
-    if name in _SUBMODULES:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _submodules():
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'maskkit' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
     """The public names and the submodules (what tab completion should offer)."""
-    return sorted({*__all__, *_SUBMODULES})
+    return sorted({*__all__, *_submodules()})
 
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -356,7 +356,7 @@ def load_for_inference(checkpoint: str | os.PathLike,
     from .train import load_model
 
     loaded = load_model(checkpoint, map_location=device)
-    return loaded.model, loaded.codec, float(loaded.config.data.segment_seconds)
+    return loaded.model, loaded.codec, loaded.segment_seconds
 
 
 # -- the public entry point ---------------------------------------------------------------------
@@ -434,7 +434,7 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
 
         loaded = load_model(checkpoint, map_location=dev)
         model, ckpt_codec = loaded.model, loaded.codec
-        ckpt_seconds = float(loaded.config.data.segment_seconds)
+        ckpt_seconds = loaded.segment_seconds
         style_names = loaded.styles
         if codec is None:
             codec = ckpt_codec

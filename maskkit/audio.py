@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import soundfile as sf
 import torch
 from torch import Tensor
 
-from .checkpoint import new_file_mode
+from .checkpoint import atomic_write
 from .errors import AudioError
 
 __all__ = [
@@ -510,23 +509,15 @@ def save_audio(path: str | os.PathLike, audio: Tensor | np.ndarray, sample_rate:
         frames = frames * np.float32(peak / pk)
         warnings.warn(f"save_audio: {out}: peak {pk:.3f} would clip; scaled by {peak / pk:.3f} "
                       f"({20 * math.log10(peak / pk):.1f} dB)", ClippingWarning, stacklevel=2)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.fchmod(fd, new_file_mode())  # as a plain new file would have, not mkstemp's 0o600
-    os.close(fd)
-    try:
-        with sf.SoundFile(tmp, "w", samplerate=int(sample_rate), channels=frames.shape[1], format=fmt,
-                          subtype=subtype or default_subtype) as f:
+
+    def write(f: Any) -> None:
+        with sf.SoundFile(f, "w", samplerate=int(sample_rate), channels=frames.shape[1], format=fmt,
+                          subtype=subtype or default_subtype) as snd:
             for i in range(0, frames.shape[0], _WRITE_BLOCK):
-                f.write(frames[i: i + _WRITE_BLOCK])
-        os.replace(tmp, out)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, (sf.LibsndfileError, RuntimeError, ValueError)):
-            raise AudioError(f"{out}: writing failed ({e})") from e
-        raise
-    return out
+                snd.write(frames[i: i + _WRITE_BLOCK])
+
+    try:
+        return atomic_write(out, write)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+        raise AudioError(f"{out}: writing failed ({e})") from e
 

@@ -479,28 +479,26 @@ def check_state_dict(case: StrategyCase) -> None:
 
 def check_critic(case: StrategyCase) -> None:
     """A critic for adversarial training, when the strategy offers one (``build_critic``)."""
-    from .adversarial import frozen_logits, generator_loss
+    from . import adversarial
 
     c = "critic"
     critic = case.build().build_critic()
     if critic is None:
         raise NotApplicable("the strategy offers no critic (build_critic() returns None)")
-    if not isinstance(critic, torch.nn.Module):
-        raise _fail(c, case, f"build_critic() returned {type(critic).__name__}, expected a torch.nn.Module")
     B, D, T = case.main_shape
     xi, _ = _inputs((B, D, max(T, 16)), seed=10)
-    xi = xi.clone().requires_grad_(True)
-    try:
-        logits = frozen_logits(critic, xi)
+    try:  # the trainer's own check: a module returning logits [B, K]
+        adversarial.check_critic(critic, xi, case.label)
+    except MaskkitError as e:
+        raise _fail(c, case, str(e)) from None
     except Exception as e:
         raise _fail(c, case, f"its critic raised on [B, D, T] = {tuple(xi.shape)}: "
                              f"{type(e).__name__}: {e}") from None
-    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != B:
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise _fail(c, case, f"its critic returned {shape}; expected logits [B={B}, K]")
+    xi = xi.clone().requires_grad_(True)
+    logits = adversarial.frozen_logits(critic, xi)
     if not bool(torch.isfinite(logits).all()):
         raise _fail(c, case, "its critic returned NaN or Inf logits")
-    generator_loss(logits).backward()
+    adversarial.generator_loss(logits).backward()
     if xi.grad is None or not bool(torch.isfinite(xi.grad).all()) or float(xi.grad.abs().sum()) == 0.0:
         raise _fail(c, case, "no finite, non-zero gradient reaches the encodings through its critic")
 
@@ -519,22 +517,18 @@ def check_style(case: StrategyCase) -> None:
         styled: Any = {**(opts or {}), "num_styles": 3}
     else:
         styled = [*opts, "num_styles=3"]
-    B, D, T = case.main_shape
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        s = case.cls(styled, spec=case.spec_for(D)).eval()
+    B = case.main_shape[0]
+    s = dataclasses.replace(case, options=styled).build().eval()
     xi, xt = _inputs(case.main_shape, seed=11)
     labels = torch.arange(B) % 3
-    try:
-        with torch.no_grad():
-            for style in (labels, torch.tensor(2), None):
-                kw = {} if style is None else {"style": style}
+    with torch.no_grad():
+        for style in (labels, torch.tensor(2), None):
+            kw = {} if style is None else {"style": style}
+            try:
                 m = s(xi, xt, hard=False, **kw)
-                _validate(c, case, m, xi, True, f"style={None if style is None else style.tolist()}")
-    except _CheckFailed:
-        raise
-    except Exception as e:
-        raise _fail(c, case, f"forward with style labels raised {type(e).__name__}: {e}") from None
+            except Exception as e:
+                raise _fail(c, case, f"forward with style labels raised {type(e).__name__}: {e}") from None
+            _validate(c, case, m, xi, True, f"style={None if style is None else style.tolist()}")
 
 
 #: Every check, by name, in the order they run.

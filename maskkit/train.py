@@ -470,6 +470,11 @@ class LoadedModel:
     #: The style labels the model was trained with (``--style-labels``), or None.
     styles: list[str] | None = None
 
+    @property
+    def segment_seconds(self) -> float:
+        """The length of the pairs it was trained on (the natural window for inference)."""
+        return float(self.config.data.segment_seconds)
+
     def style_index(self, name: str) -> int:
         """The label index of style ``name``; :class:`ConfigError` listing the known ones."""
         index = resolve_style(name, self.styles, self.path)

@@ -77,7 +77,7 @@ def _resolve(strategy: str | os.PathLike | MaskStrategy, strategy_options: Any, 
 
             loaded = load_model(path, map_location=device)
             strat, ckpt_codec = loaded.model.strategy, loaded.codec
-            seconds, styles = float(loaded.config.data.segment_seconds), loaded.styles
+            seconds, styles = loaded.segment_seconds, loaded.styles
             codec = codec if codec is not None else ckpt_codec
         else:
             codec = resolve_codec(codec)
