@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from .errors import AudioError, ConfigError
 from .metrics import mask_metrics
-from .strategy import Masks, MaskStrategy, call_strategy, check_style, warn_untrained
+from .strategy import Masks, MaskStrategy, call_strategy, check_style, resolve_style, warn_untrained
 
 #: Songs are read in blocks of this many seconds (the resampler's peak memory is a block's).
 LOAD_BLOCK_SECONDS = 30
@@ -438,8 +438,6 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
         style_names = loaded.styles
         if codec is None:
             codec = ckpt_codec
-    from .train import resolve_style
-
     style_index = resolve_style(style, style_names, checkpoint or "a model object (give the label index)")
     codec = resolve_codec(codec).to(dev).eval()
     sr = int(codec.sample_rate)

@@ -1164,7 +1164,8 @@ def _train_rows(rows: list[BenchRow], cfg: BenchConfig, step: Callable[[str], No
                 continue
             step(f"training with {r.display_name} ({cfg.train_steps} steps)")
             variant = by_label.get(r.variant_label) if r.variant_label else None
-            overrides = _merge_nested(base, variant.train_overrides()) if variant is not None else dict(base)
+            overrides = (train_overrides({**cfg.train_options, **variant.train}) if variant is not None
+                         else dict(base))
             run_dir = Path(overrides.pop("checkpoint_dir", None) or tmp) / r.display_name
             try:
                 r.train = train_and_evaluate(
@@ -1224,7 +1225,7 @@ def train_and_evaluate(name: str, cfg: BenchConfig, run_dir: Path,
         "codec_options": dict(cfg.codec_options), "seed": cfg.seed, "max_steps": cfg.train_steps,
         "device": cfg.device, "quiet": True, "world_size": 1, "checkpoint_dir": str(run_dir),
         "data": data}
-    settings.update(over)
+    settings = _merge_nested(settings, over)  # e.g. codec_options.x adds to the bench's codec options
     tcfg = TrainConfig.from_preset(preset, **settings)
     # enough epochs for max_steps whatever the epoch length (the schedule follows max_steps)
     tcfg = dataclasses.replace(tcfg, epochs=max(tcfg.epochs, cfg.train_steps))

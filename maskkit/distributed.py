@@ -437,7 +437,7 @@ def spawn(worker: Callable[..., Any], nprocs: int, args: tuple[Any, ...] = (),
         with _stop_signals_blocked() if block_stop_signals else contextlib.nullcontext():
             ctx = mp.start_processes(worker, args=args, nprocs=nprocs, join=False, start_method="spawn")
             held = held_stop_flag()  # a stop this process was asked for before the children existed
-            if held is not None and held.signum is not None and held.signum > 0 and not forwarded:
+            if held is not None and held.requested and not forwarded:
                 forward(held.signum, None)
         while not ctx.join():
             pass

@@ -159,6 +159,19 @@ def check_style(strategy: Any, style: int | None) -> None:
                           f"with {n} style(s)" + ("" if n else " (trained without --style-labels)"))
 
 
+def resolve_style(style: str | int | None, styles: list[str] | None, source: object) -> int | None:
+    """A style label as its index: a name of ``styles`` (the labels a checkpoint was trained
+    with; ``source`` names it in errors), or already an index / ``None`` (unconditioned)."""
+    if style is None or isinstance(style, int):
+        return style
+    if not styles:
+        raise ConfigError(f"style {style!r} by name needs a checkpoint trained with --style-labels; "
+                          f"{source} has no style labels")
+    if style not in styles:
+        raise ConfigError(f"unknown style {style!r} for {source}; its styles: {', '.join(styles)}")
+    return styles.index(style)
+
+
 def warn_untrained(strategy: MaskStrategy, command: str) -> None:
     """Warn that a learnable ``strategy`` built by name has its initial, untrained weights."""
     if strategy.learnable:

@@ -68,7 +68,7 @@ from .distributed import LaunchInfo, StopFlag
 from .errors import CheckpointError, ConfigError, MaskkitError
 from .loss import COMPONENTS, CombinedLoss, LossConfig
 from .model import SimpleTransformer
-from .strategy import EncodingSpec
+from .strategy import EncodingSpec, resolve_style
 from .train_config import (  # noqa: F401  (the configuration's public names stay reachable here)
     ARCHITECTURE_KEYS,
     PRESETS,
@@ -483,19 +483,6 @@ class LoadedModel:
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.model, self.codec))
-
-
-def resolve_style(style: str | int | None, styles: list[str] | None, source: object) -> int | None:
-    """A style label as its index: a name of ``styles`` (the labels a checkpoint was trained
-    with; ``source`` names it in errors), or already an index / ``None`` (unconditioned)."""
-    if style is None or isinstance(style, int):
-        return style
-    if not styles:
-        raise ConfigError(f"style {style!r} by name needs a checkpoint trained with --style-labels; "
-                          f"{source} has no style labels")
-    if style not in styles:
-        raise ConfigError(f"unknown style {style!r} for {source}; its styles: {', '.join(styles)}")
-    return styles.index(style)
 
 
 def default_codec_spec() -> tuple[str, EncodingSpec] | None:

@@ -32,7 +32,7 @@ from torch import Tensor
 from . import metrics
 from .arrange import DEFAULT_WINDOW_SECONDS, AudioSource, align, frame_hop
 from .errors import AudioError, ConfigError
-from .strategy import MaskStrategy, call_strategy, check_style, warn_untrained
+from .strategy import MaskStrategy, call_strategy, check_style, resolve_style, warn_untrained
 
 #: At most this many attention maps are drawn.
 MAX_ATTENTION_MAPS = 3
@@ -188,8 +188,6 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
     plt = require_matplotlib()  # fail before any work when matplotlib is missing
     dev = torch.device(device)
     strat, codec, ckpt_seconds, styles = _resolve(strategy, strategy_options, codec, dev)
-    from .train import resolve_style
-
     style_index = resolve_style(style, styles, strategy)
     check_style(strat, style_index)
     sr = int(codec.sample_rate)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 
@@ -21,11 +23,11 @@ def curves(runs: tuple[str, ...], metrics: tuple[str, ...], png: str | None, smo
       maskkit curves runs/creative-agent
       maskkit curves runs/temporal runs/creative-agent --metric loss --metric val_coverage_error
     """
-    from rich.console import Console
     from rich.table import Table
 
     from maskkit.curves import DEFAULT_METRICS, load_runs, plot_curves, run_summary
 
+    from ._output import console as make_console
     from ._output import escape
 
     loaded = load_runs(runs)
@@ -40,7 +42,7 @@ def curves(runs: tuple[str, ...], metrics: tuple[str, ...], png: str | None, smo
         s = run_summary(run)
         table.add_row(escape(s["run"]), str(s["steps"]), str(s["epochs"]), _fmt(s["best_val_loss"]),
                       _fmt(s["last_val_loss"]), _fmt(s["last_val_complementarity"], ".1f"))
-    console = Console()
+    console = make_console()
     console.print(table)
     console.print(f"wrote {escape(written)}")
 
@@ -51,4 +53,4 @@ def _strip_val(metric: str) -> str:
 
 
 def _fmt(v: float | None, spec: str = ".4f") -> str:
-    return "-" if v is None else format(v, spec)
+    return "-" if v is None or not math.isfinite(v) else format(v, spec)

@@ -214,3 +214,22 @@ def test_cli_rejects_a_bad_variant_naming_it(fresh_plugins):
     assert res.exit_code == 2 and "temporal=temporal segment=6" in res.output and "label" in res.output
     res = CliRunner().invoke(cli, ["bench", "--help"])
     assert "--variant" in res.output and "multiscale=creative-agent scales=1,8,32" in res.output
+
+
+def test_a_variants_nested_train_option_adds_to_the_benchs_own(monkeypatch, tmp_path):
+    """``train.codec_options.hop_length=32`` adds to the bench's codec options instead of
+    replacing them (the settings used to be updated shallowly)."""
+    import maskkit.train
+    from maskkit.bench import BenchConfig, train_and_evaluate
+
+    seen = {}
+
+    def fake_train(cfg):
+        seen["cfg"] = cfg
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(maskkit.train, "train", fake_train)
+    cfg = BenchConfig(codec_options={"n_fft": 64}, train_steps=1)
+    with pytest.raises(RuntimeError, match="stop here"):
+        train_and_evaluate("temporal", cfg, tmp_path, train_overrides({"codec_options.hop_length": "32"}))
+    assert seen["cfg"].codec_options == {"n_fft": 64, "hop_length": "32"}
