@@ -146,16 +146,15 @@ def bench(batch: int, dim: int, frames: int, device: torch.device, dtype: str, r
 
     variants: dict[str, tuple[torch.nn.Module, torch.dtype | None]] = {"reference fp32": (ref, None)}
     graphs = compile_mode == "reduce-overhead" and device.type == "cuda"
-    compiled = ""
     if dtype == "bf16":
         variants["ours bf16-autocast"] = (ours, torch.bfloat16)
     if dtype == "fp32" or device.type == "cuda":
         variants["ours fp32"] = (ours, None)
     ac = torch.bfloat16 if dtype == "bf16" else None
-    mode = None if compile_mode == "default" else compile_mode
+    cmode = None if compile_mode == "default" else compile_mode  # torch.compile's mode
     if compile_ours:
-        compiled = f"ours compiled {dtype}" + ("" if compile_mode == "default" else f" {compile_mode}")
-        variants[compiled] = (torch.compile(ours, mode=mode), ac)
+        label = f"ours compiled {dtype}" + ("" if cmode is None else f" {compile_mode}")
+        variants[label] = (torch.compile(ours, mode=cmode), ac)
     gemm_models: list[torch.nn.Module] = []
     if gemm_convs:  # the same weights, every convolution as a matrix product (side by side)
         gemm = copy.deepcopy(ours)
@@ -163,7 +162,7 @@ def bench(batch: int, dim: int, frames: int, device: torch.device, dtype: str, r
         gemm_models.append(gemm)
         variants[f"ours gemm-convs {dtype}"] = (gemm, ac)
         if compile_ours:
-            variants[f"ours gemm-convs compiled {dtype}"] = (torch.compile(gemm, mode=mode), ac)
+            variants[f"ours gemm-convs compiled {dtype}"] = (torch.compile(gemm, mode=cmode), ac)
 
     rows = []
     for mode in modes:

@@ -37,10 +37,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-#: The tiny run (the options the test suite uses): seconds per epoch on a 2-core CPU.
+#: The tiny run of tests/test_train.py's TINY_ARGS (seconds per epoch on a 2-core CPU), with dropout
+#: on, so that a resume must restore the random-number state to match, and a checkpoint per epoch.
+#: Kept apart from the tests' list: a benchmark does not import the test suite.
 TINY_ARGS = [
     "--strategy", "temporal", "--strategy-opt", "segment=8",
     "--codec-opt", "n_fft=64", "--codec-opt", "hop_length=32", "--codec-opt", "sample_rate=8000",
@@ -63,19 +66,13 @@ def train_command(run_dir: Path, epochs: int, train_pairs: int, batch_size: int)
 
 
 def step_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """The ``kind == "step"`` rows of a run's ``metrics.jsonl`` (a half-written last line is skipped)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if row.get("kind") == "step":
-            rows.append(row)
-    return rows
+    """The ``kind == "step"`` rows of a run's ``metrics.jsonl``; a line being written while we
+    poll is left out silently (:func:`maskkit.logging_utils.read_metrics` warns about it)."""
+    from maskkit.logging_utils import read_metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return read_metrics(run_dir, "step")
 
 
 def interrupted_start(cmd: list[str], run_dir: Path, rng: random.Random, max_delay: float,
@@ -103,22 +100,20 @@ def interrupted_start(cmd: list[str], run_dir: Path, rng: random.Random, max_del
             "steps_before": before, "steps_after": len(step_rows(run_dir)), "output_tail": out[-1500:]}
 
 
-def finished(run_dir: Path, ref_dir: Path) -> bool:
+def finished(run_dir: Path, ref_step: int) -> bool:
     """True when ``run_dir/last.pt`` is a final (not interrupted) checkpoint at the reference's step."""
     from maskkit.checkpoint import load_checkpoint
 
     try:
-        ck = load_checkpoint(run_dir / "last.pt")
+        ck = load_checkpoint(run_dir / "last.pt", mmap=True)
     except Exception:  # noqa: BLE001 - no or unreadable checkpoint: not finished
         return False
-    return not ck.get("interrupted") and ck["step"] == load_checkpoint(ref_dir / "last.pt")["step"]
+    return not ck.get("interrupted") and ck["step"] == ref_step
 
 
-def max_abs_diff(a_path: Path, b_path: Path) -> float:
-    """Largest element-wise difference between the model weights of two checkpoints."""
-    from maskkit.checkpoint import load_checkpoint
-
-    a, b = load_checkpoint(a_path)["model"], load_checkpoint(b_path)["model"]
+def max_abs_diff(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Largest element-wise difference between the model weights of two loaded checkpoints."""
+    a, b = a["model"], b["model"]
     if set(a) != set(b):
         return float("inf")
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a) if a else 0.0
@@ -136,6 +131,10 @@ def soak(work: Path, *, cycles: int, epochs: int, train_pairs: int, batch_size: 
         raise RuntimeError(f"the reference run failed ({ref.returncode}):\n{ref.stdout[-2000:]}"
                            f"{ref.stderr[-2000:]}")
     ref_s = time.perf_counter() - t0
+    from maskkit.checkpoint import load_checkpoint
+
+    ref_ck = load_checkpoint(ref_dir / "last.pt")
+    ref_step = int(ref_ck["step"])
     cmd = train_command(soak_dir, epochs, train_pairs, batch_size)
     starts = []
     t0 = time.perf_counter()
@@ -145,7 +144,7 @@ def soak(work: Path, *, cycles: int, epochs: int, train_pairs: int, batch_size: 
         starts.append(s)
         if s["exit_code"] == 0:  # it finished before the signal: nothing left to interrupt
             break
-        if s["exit_code"] == -signal.SIGTERM and finished(soak_dir, ref_dir):
+        if s["exit_code"] == -signal.SIGTERM and finished(soak_dir, ref_step):
             # The signal came after the trainer had saved its final checkpoint and restored the
             # default handlers (on the way out of the process): nothing left to lose, and a
             # shell reports this death as 143 too. Counted apart from the clean stops.
@@ -164,15 +163,13 @@ def soak(work: Path, *, cycles: int, epochs: int, train_pairs: int, batch_size: 
                                f"{final.stderr[-2000:]}")
     soak_s = time.perf_counter() - t0
 
-    from maskkit.checkpoint import load_checkpoint
-
     ref_rows, soak_rows = step_rows(ref_dir), step_rows(soak_dir)
-    ref_step = int(load_checkpoint(ref_dir / "last.pt")["step"])
-    soak_step = int(load_checkpoint(soak_dir / "last.pt")["step"])
+    soak_ck = load_checkpoint(soak_dir / "last.pt")
+    soak_step = int(soak_ck["step"])
     same_order = [(r["epoch"], r["step"]) for r in ref_rows] == [(r["epoch"], r["step"]) for r in soak_rows]
     loss_diff = max((abs(a["loss"] - b["loss"]) for a, b in zip(ref_rows, soak_rows, strict=True)),
                     default=0.0) if same_order else float("inf")
-    weight_diff = max_abs_diff(ref_dir / "last.pt", soak_dir / "last.pt")
+    weight_diff = max_abs_diff(ref_ck, soak_ck)
     survived = sum(1 for s in starts if s["signal_sent"] and s["exit_code"] == EXIT_SIGTERM)
     unclean = [s["cycle"] for s in starts
                if s["exit_code"] not in (0, EXIT_SIGTERM) and not s.get("finished_then_killed")]

@@ -848,7 +848,7 @@ def load_bench_data(cfg: BenchConfig, device: torch.device) -> BenchData:
         return BenchData(x_in.to(device), x_tg.to(device), EncodingSpec(dim=cfg.dim),
                          f"random N(0,1) [B={B}, D={cfg.dim}, T={T}], seed {cfg.seed}")
 
-    from .data import make_datasets
+    from .data import iter_batches, make_datasets
     from .plugins import build_codec
 
     codec = build_codec(cfg.codec, dict(cfg.codec_options)).eval()
@@ -865,9 +865,7 @@ def load_bench_data(cfg: BenchConfig, device: torch.device) -> BenchData:
     if len(val) < B:
         raise ConfigError(f"bench: {cfg.data} gives {len(val)} validation pairs, fewer than "
                           f"--batch-size {B}")
-    items = [val[i] for i in range(B)]
-    a_in = torch.stack([_audio(it[0]) for it in items])
-    a_tg = torch.stack([_audio(it[1]) for it in items])
+    a_in, a_tg, _ = next(iter_batches(val, B))
     with torch.no_grad():
         x_in, x_tg = codec.encode(a_in), codec.encode(a_tg)
     if cfg.frames is not None:
@@ -883,13 +881,6 @@ def load_bench_data(cfg: BenchConfig, device: torch.device) -> BenchData:
     D, T = x_in.shape[1], x_in.shape[2]
     return BenchData(x_in.contiguous().to(device), x_tg.contiguous().to(device), codec.spec,
                      f"{source}, {cfg.codec} codec [B={B}, D={D}, T={T}], seed {cfg.seed}")
-
-
-def _audio(a: Any) -> Tensor:
-    t = torch.as_tensor(a, dtype=torch.float32)
-    if t.dim() == 1:
-        t = t.unsqueeze(0)
-    return t
 
 
 # --------------------------------------------------------------------------------------------
@@ -1247,21 +1238,19 @@ def train_and_evaluate(name: str, cfg: BenchConfig, run_dir: Path,
 def _output_similarity(loaded: Any, tcfg: Any,
                        similarity: Callable[..., dict[str, float]]) -> dict[str, float]:
     """Mean of ``similarity(output, input, target)`` over the validation pairs of ``tcfg``."""
+    from .data import iter_batches
+
     model, codec = loaded.model, loaded.codec
     device = next(model.parameters()).device
     _, val = tcfg.data.datasets(int(codec.sample_rate), tcfg.seed)
     sums: dict[str, float] = {}
     count = 0
-    for i in range(0, len(val), tcfg.batch_size):
-        items = [val[j] for j in range(i, min(i + tcfg.batch_size, len(val)))]
-        a_in = torch.stack([_audio(it[0]) for it in items]).to(device)
-        a_tg = torch.stack([_audio(it[1]) for it in items]).to(device)
-        style = (torch.tensor([it[2] for it in items], device=device) if tcfg.data.style_labels else None)
+    for a_in, a_tg, style in iter_batches(val, tcfg.batch_size, device=device):
         out, _ = model(codec.encode(a_in), codec.encode(a_tg), style=style)
         audio = codec.decode(out.float(), length=a_in.shape[-1])
         for k, v in similarity(audio, a_in, a_tg).items():
-            sums[k] = sums.get(k, 0.0) + v * len(items)
-        count += len(items)
+            sums[k] = sums.get(k, 0.0) + v * a_in.shape[0]
+        count += a_in.shape[0]
     return {k: v / max(count, 1) for k, v in sums.items()}
 
 

@@ -28,7 +28,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from .audio import (
 from .errors import AudioError, ConfigError
 
 __all__ = [
+    "iter_batches",
     "PairDataset",
     "SyntheticPairs",
     "WavPairs",
@@ -498,6 +499,25 @@ def _song_style(info: AudioInfo, root: Path) -> str:
                           f"({root}/<style>/song.wav), but {info.path} is directly in {root}: move it into "
                           f"a subfolder")
     return rel.parts[0]
+
+
+def iter_batches(dataset: Any, batch_size: int, n: int | None = None, device: torch.device | str = "cpu"
+                 ) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+    """The first ``n`` items of a pair dataset (default: all), in order, as batches
+    ``(input [B, 1, N], target [B, 1, N], style labels [B] or None)`` on ``device`` (evaluation
+    and inspection read the validation split this way; training uses a DataLoader)."""
+    n = len(dataset) if n is None else min(n, len(dataset))
+    for start in range(0, n, batch_size):
+        items = [dataset[j] for j in range(start, min(n, start + batch_size))]
+        audio = [torch.stack([_mono(it[k]) for it in items]).to(device) for k in (0, 1)]
+        style = torch.tensor([it[2] for it in items], device=device) if len(items[0]) > 2 else None
+        yield audio[0], audio[1], style
+
+
+def _mono(audio: Any) -> Tensor:
+    """A dataset item's song as ``[1, N]`` float32."""
+    t = torch.as_tensor(audio, dtype=torch.float32)
+    return t.unsqueeze(0) if t.dim() == 1 else t
 
 
 def make_datasets(source: str | None = None, *, sample_rate: int = 24000, segment_seconds: float = 4.0,

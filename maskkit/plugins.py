@@ -59,10 +59,20 @@ class PluginInfo:
     traceback: str | None = None
     api_version: int | None = None
     registers: dict[str, list[str]] = field(default_factory=dict)
+    #: hook name -> (message, traceback) of its failure; a hook run again replaces its entry
+    _hook_failures: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
 
     @property
     def origin(self) -> str:
         return _origin(self.name, self.dist, self.version)
+
+    def failed_in(self, hook: str, e: BaseException) -> None:
+        """Record that hook ``hook`` raised ``e`` (call it in the ``except``); ``error`` and
+        ``traceback`` list every hook that failed, each once."""
+        self._hook_failures[hook] = (f"{type(e).__name__} in {hook}: {e}", traceback.format_exc())
+        self.status = "failed"
+        self.error = "; ".join(msg for msg, _ in self._hook_failures.values())
+        self.traceback = "".join(tb for _, tb in self._hook_failures.values())
 
 
 @dataclass(frozen=True)
@@ -290,15 +300,7 @@ class PluginManager:
                 except Exception as e:
                     for n in info.registers.pop(kind, []):  # none of a failed plugin's names stay
                         reg.pop(n, None)
-                    error = f"{type(e).__name__} in {hook}: {e}"
-                    # a plugin failing in several hooks keeps every error (once each: the
-                    # registries are rebuilt after a runtime registration)
-                    if info.status == "failed" and info.error:
-                        if error not in info.error:
-                            info.error = f"{info.error}; {error}"
-                            info.traceback = (info.traceback or "") + traceback.format_exc()
-                    else:
-                        info.status, info.error, info.traceback = "failed", error, traceback.format_exc()
+                    info.failed_in(hook, e)
                     if _truthy("MASKKIT_STRICT_PLUGINS"):
                         raise PluginError(f"{info.origin} failed in {hook}: {e}") from e
                     warnings.warn(f"maskkit: {info.origin} failed in {hook} and was skipped: {e}",
@@ -328,7 +330,7 @@ class PluginManager:
                     info.registers["command"] = added
             except Exception as e:
                 if info is not None:
-                    info.status, info.error = "failed", f"{type(e).__name__} in register_commands: {e}"
+                    info.failed_in("register_commands", e)
                 print(f"maskkit: plugin '{impl.plugin_name}' failed to add commands: {e}", file=sys.stderr)
 
 

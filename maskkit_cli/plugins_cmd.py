@@ -130,7 +130,8 @@ def plugins(show_tb: bool, as_json: bool) -> None:
     mgr.add_commands(MaskkitGroup("probe"))  # and each plugin's commands (on a throwaway group)
     infos = sorted(mgr.plugins.values(), key=lambda p: (p.status != "loaded", p.name))
     if as_json:
-        click.echo(json.dumps([{k: v for k, v in vars(p).items() if show_tb or k != "traceback"}
+        click.echo(json.dumps([{k: v for k, v in vars(p).items()
+                                if not k.startswith("_") and (show_tb or k != "traceback")}
                                for p in infos], indent=2))
         if clashes:
             raise PluginError("; ".join(clashes))

@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 import pytest
 import torch
 from click.testing import CliRunner
@@ -422,12 +423,18 @@ def test_a_plugin_failing_in_two_hooks_keeps_both_errors(fresh_plugins):
         def register_codecs(self, register):
             raise RuntimeError("no codecs")
 
+        @hookimpl
+        def register_commands(self, cli):
+            raise RuntimeError("no commands")
+
     fresh_plugins.register_plugin(Broken(), "twice-broken")
     with pytest.warns(UserWarning):
         strategy_names()
         fresh_plugins.codec_names()
-    error = fresh_plugins.get_manager().plugins["twice-broken"].error
-    assert "no strategies" in error and "no codecs" in error
+    fresh_plugins.get_manager().add_commands(click.Group("probe"))
+    info = fresh_plugins.get_manager().plugins["twice-broken"]
+    assert all(w in info.error for w in ("no strategies", "no codecs", "no commands")), info.error
+    assert "no strategies" in info.traceback and "no commands" in info.traceback
     fresh_plugins.register_plugin(Halves, "another")  # rebuilds the registries: no error twice
     with pytest.warns(UserWarning):
         strategy_names()

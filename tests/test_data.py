@@ -513,3 +513,14 @@ def test_paths_starting_with_a_tilde_are_the_home_folder(tmp_path, monkeypatch):
     train, val = make_datasets("~/music", sample_rate=SR, segment_seconds=0.5, train_pairs=2, val_pairs=2)
     assert len(train) == 2 and len(val) == 2
     assert audio_info("~/music/song_0001.wav").path == str(tmp_path / "music" / "song_0001.wav")
+
+
+def test_iter_batches_reads_a_pair_dataset_in_order_with_its_style_labels():
+    from maskkit.data import StyledPairs, SyntheticPairs, iter_batches
+
+    ds = SyntheticPairs(5, seconds=0.1, sample_rate=8000, seed=1)
+    batches = list(iter_batches(ds, 2))
+    assert [b[0].shape[0] for b in batches] == [2, 2, 1] and all(b[2] is None for b in batches)
+    assert batches[0][0].shape == (2, 1, 800) and torch.equal(batches[2][1][0], ds[4][1].reshape(1, -1))
+    styled = list(iter_batches(StyledPairs(ds), 4, n=3))
+    assert len(styled) == 1 and styled[0][2].tolist() == [ds.style_of(i) for i in range(3)]

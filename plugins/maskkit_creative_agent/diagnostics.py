@@ -161,6 +161,7 @@ def _held_out_encodings(ckpt: dict[str, Any], pairs: int, batch_size: int, secon
     builds it) with the checkpoint's codec; ``seconds`` / ``seed`` override the run's."""
     import dataclasses
 
+    from maskkit.data import iter_batches
     from maskkit.plugins import build_codec
     from maskkit.train_config import DataConfig, TrainConfig
 
@@ -176,22 +177,13 @@ def _held_out_encodings(ckpt: dict[str, Any], pairs: int, batch_size: int, secon
     seed = int(seed if seed is not None else cfg.seed)
     _, val = data.datasets(int(codec.sample_rate), seed)
     n = min(pairs, len(val))
-    batches = []
     with torch.no_grad():
-        for i in range(0, n, batch_size):
-            items = [val[j] for j in range(i, min(n, i + batch_size))]
-            a = torch.stack([_mono(x) for x, *_ in items]).to(device)
-            b = torch.stack([_mono(y) for _, y, *_ in items]).to(device)
-            batches.append(torch.stack([codec.encode(a), codec.encode(b)]))
+        batches = [torch.stack([codec.encode(a), codec.encode(b)])
+                   for a, b, _ in iter_batches(val, batch_size, n, device)]
     where = "synthetic" if data.source in (None, "synthetic") else f"{data.source}:"
     note = "" if recorded else "; the checkpoint records no training config: defaults, or --seconds/--seed"
     return batches, (f"{where} validation split ({n} pairs, seed {seed}, {data.segment_seconds:g} s, "
                      f"codec '{info['name']}', {codec.sample_rate} Hz{note})")
-
-
-def _mono(audio: Tensor) -> Tensor:
-    """A dataset item's audio as ``[1, N]``."""
-    return audio if audio.dim() == 2 else audio.unsqueeze(0)
 
 
 def inspect_checkpoint(path: str | os.PathLike[str], *, pairs: int = 16, batch_size: int = 8,

@@ -55,17 +55,10 @@ def pool_time(x: Tensor, s: int) -> Tensor:
     The last window holds the ``T mod s`` remaining frames when ``s`` does not divide ``T``
     (it is their mean, not diluted by padding); ``T < s`` gives one window, the song's mean.
     """
-    B, T, C = x.shape
     if s == 1:
         return x
-    n = -(-T // s)
-    pad = n * s - T
-    sums = F.pad(x, (0, 0, 0, pad)).view(B, n, s, C).sum(dim=2)
-    if pad == 0:
-        return sums / s
-    counts = torch.full((n, 1), float(s), dtype=x.dtype, device=x.device)
-    counts[-1] = s - pad
-    return sums / counts
+    # ceil_mode: the last, partial window averages only the frames it covers
+    return F.avg_pool1d(x.transpose(1, 2), s, s, ceil_mode=True).transpose(1, 2)
 
 
 def upsample_time(x: Tensor, s: int, T: int) -> Tensor:
@@ -88,7 +81,8 @@ def multi_scale_cross_attention(qkv_a: Tensor, qkv_b: Tensor, heads: int, dropou
     o_a = o_b = None
     for i, s in enumerate(scales):
         a, b = cross_attention(pool_time(qkv_a, s), pool_time(qkv_b, s), heads, dropout_p)
-        a, b = upsample_time(a, s, T) * weights[i], upsample_time(b, s, T) * weights[i]
+        # weighted before upsampling: s times fewer elements to scale (and to back-propagate)
+        a, b = upsample_time(a * weights[i], s, T), upsample_time(b * weights[i], s, T)
         o_a = a if o_a is None else o_a + a
         o_b = b if o_b is None else o_b + b
     assert o_a is not None and o_b is not None
