@@ -54,6 +54,7 @@ from ._version import __version__
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
+    atomic_write,
     build_checkpoint_strategy,
     capture_rng_state,
     epoch_checkpoint_name,
@@ -930,10 +931,8 @@ class Trainer:
     def _write_config_json(self) -> None:
         import json
 
-        path = self.run_dir / "config.json"
-        tmp = path.with_name(".config.json.tmp")
-        tmp.write_text(json.dumps(self.cfg.to_dict(), indent=2, default=str) + "\n")
-        os.replace(tmp, path)
+        text = json.dumps(self.cfg.to_dict(), indent=2, default=str) + "\n"
+        atomic_write(self.run_dir / "config.json", lambda f: f.write(text.encode()))
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _checkpoint(self, reason: str, rng: list[Any]) -> dict[str, Any]:
