@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import os
 import platform
@@ -128,7 +127,7 @@ def _profile(fn: Callable[[], None], steps: int, device: torch.device, title: st
 
 def bench(batch: int, dim: int, frames: int, device: torch.device, dtype: str, repeats: int, iters: int,
           warmup: int, modes: list[str], compile_ours: bool, compile_mode: str = "default",
-          profile_to: list[str] | None = None, gemm_convs: bool = False) -> list[dict[str, Any]]:
+          profile_to: list[str] | None = None) -> list[dict[str, Any]]:
     torch.manual_seed(0)
     ref = RefMaskGenerator(dim).to(device)
     ours = AttentionMaskGenerator(dim).to(device)
@@ -155,19 +154,11 @@ def bench(batch: int, dim: int, frames: int, device: torch.device, dtype: str, r
     if compile_ours:
         label = f"ours compiled {dtype}" + ("" if cmode is None else f" {compile_mode}")
         variants[label] = (torch.compile(ours, mode=cmode), ac)
-    gemm_models: list[torch.nn.Module] = []
-    if gemm_convs:  # the same weights, every convolution as a matrix product (side by side)
-        gemm = copy.deepcopy(ours)
-        gemm.gemm_convs = True
-        gemm_models.append(gemm)
-        variants[f"ours gemm-convs {dtype}"] = (gemm, ac)
-        if compile_ours:
-            variants[f"ours gemm-convs compiled {dtype}"] = (torch.compile(gemm, mode=cmode), ac)
 
     rows = []
     for mode in modes:
         train = mode == "train"
-        for m in (ref, ours, *gemm_models):
+        for m in (ref, ours):
             m.train(train)
         fns = {k: _step(m, x, y, train, ac, graphs and "compiled" in k) for k, (m, ac) in variants.items()}
         for fn in fns.values():
@@ -214,9 +205,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", type=Path, default=None,
                     help="after timing, profile --iters steps of every variant and write the tables of the "
                          "heaviest kernels (GPU) or operators (CPU) to this text file")
-    ap.add_argument("--gemm-convs", action="store_true",
-                    help="also time ours with every convolution as a matrix product (GEMM instead of "
-                         "cuDNN's convolution kernels; the same weights and function)")
     ap.add_argument("--cudnn-benchmark", action="store_true",
                     help="torch.backends.cudnn.benchmark = True (cuDNN picks its fastest convolution "
                          "algorithms; applies to the reference and ours alike)")
@@ -238,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     for b in (int(s) for s in args.batch_size.split(",")):
         rows += bench(b, args.dim, args.frames, device, args.dtype, args.repeats, args.iters, args.warmup,
                       [m.strip() for m in args.modes.split(",") if m.strip()], args.compile,
-                      args.compile_mode, tables, args.gemm_convs)
+                      args.compile_mode, tables)
     print(f"parameters: {rows[0]['parameters']:,} each; eval outputs agree to "
           f"{max(r['max_abs_diff_eval'] for r in rows):.2e}")
     print("pairs/s and ms/step: medians over repeats; x ref: median of the per-repeat ratios (and their "

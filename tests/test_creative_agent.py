@@ -3,7 +3,6 @@ agreement with the seed design (maskkit.reference), the fast attention kernels, 
 
 from __future__ import annotations
 
-import copy
 import math
 import subprocess
 import sys
@@ -371,41 +370,6 @@ def test_training_under_cpu_bf16_autocast_reaches_every_parameter(scales):
         a, b, r = gen(xi, xt)
     (a.float().sum() + b.float().sum() + r.float()).backward()
     assert grads_missing(gen) == []
-
-
-@pytest.mark.parametrize("k, pad, T", [(3, 1, 1), (3, 1, 7), (1, 0, 5), (5, 2, 6)])
-def test_gemm_convolution_is_the_convolution(k, pad, T):
-    """The matrix-product form of the (k, 1) convolutions (for GPU measurement) computes Conv1d."""
-    from maskkit_creative_agent.agent import _conv_gemm
-
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 3, T, 1, generator=g, dtype=torch.float64)
-    x = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
-    w = torch.randn(4, 3, k, generator=g, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
-    y = _conv_gemm(x, w, b, pad)
-    assert y.shape == (2, 4, T, 1) and y.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(y.squeeze(-1), torch.nn.functional.conv1d(x.squeeze(-1), w, b, padding=pad))
-    assert torch.autograd.gradcheck(lambda x, w, b: _conv_gemm(x, w, b, pad), (x, w, b))
-
-
-@pytest.mark.parametrize("train", [False, True])
-def test_generator_with_gemm_convolutions_matches_the_default(train):
-    ours = AttentionMaskGenerator(16, 32, 4, dropout=0.0, num_styles=3).train(train)
-    torch.nn.init.normal_(ours.style_film.weight, std=0.1)
-    gemm = copy.deepcopy(ours)
-    gemm.gemm_convs = True
-    xi, xt = pair(B=3, D=16, T=21, seed=8)
-    style = torch.tensor([0, 2, 1])
-    a, b = ours.masks(xi, xt, style=style), gemm.masks(xi, xt, style=style)
-    torch.testing.assert_close(b.input_mask, a.input_mask, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(b.target_mask, a.target_mask, atol=1e-6, rtol=1e-5)
-    if train:
-        (a.input_mask.sum() + a.reg_loss).backward()
-        (b.input_mask.sum() + b.reg_loss).backward()
-        for (n, p), q in zip(ours.named_parameters(), gemm.parameters(), strict=True):
-            torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-4, msg=n)
-    assert gemm.state_dict().keys() == ours.state_dict().keys()
 
 
 def test_dropout_is_on_in_training_only_and_follows_the_seed():

@@ -142,11 +142,11 @@ class _ConvCL(torch.autograd.Function):
         return gx, gw, gb, None
 
 
-def _conv_w(x: Tensor, weight: Tensor, bias: Tensor | None, pad: int, gemm: bool = False) -> Tensor:
-    """A Conv1d weight ``[out, in, k]`` applied to a ``[B, in, T, 1]`` channels-last tensor;
-    ``gemm``: as one matrix product (:func:`_conv_gemm`) instead of a convolution kernel."""
-    if gemm:
-        return _conv_gemm(x, weight, bias, pad)
+def _conv_w(x: Tensor, weight: Tensor, bias: Tensor | None, pad: int) -> Tensor:
+    """A Conv1d weight ``[out, in, k]`` applied to a ``[B, in, T, 1]`` channels-last tensor.
+
+    (On a GPU the same convolutions as GEMMs over shifted copies of the input were measured and
+    dropped: 4.96x vs cuDNN's 5.26x the seed design at B=256, docs/performance.md.)"""
     if (weight.shape[-1] > 1 and x.device.type == "cpu" and torch.is_grad_enabled()
             and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")):
         # (under CPU autocast the plain convolution casts and differentiates in bf16 itself)
@@ -154,27 +154,9 @@ def _conv_w(x: Tensor, weight: Tensor, bias: Tensor | None, pad: int, gemm: bool
     return F.conv2d(x, weight.unsqueeze(-1), bias, padding=(pad, 0))
 
 
-def _conv_gemm(x: Tensor, weight: Tensor, bias: Tensor | None, pad: int) -> Tensor:
-    """The convolution of :func:`_conv_w` as a matrix product over the ``[B, T, C]`` memory of
-    the channels-last input: the k shifted copies side by side (im2col, zero-padded at the song's
-    ends) times the weight as ``[out, k * in]``; the result is the channels-last output (a view).
-    The same function; on a GPU it runs as GEMMs (cuBLAS, or Triton under ``torch.compile``)
-    instead of cuDNN's convolution kernels, whose speed at these shapes is to be measured."""
-    B, C, T, _ = x.shape
-    cout, _, k = weight.shape
-    xs = x.permute(0, 2, 3, 1).reshape(B, T, C)  # a view of channels-last memory
-    if k == 1:
-        y = F.linear(xs, weight[:, :, 0], bias)
-    else:
-        xp = F.pad(xs, (0, 0, pad, k - 1 - pad))  # frame t + j of xp is frame t + j - pad of x
-        cols = torch.cat([xp[:, j:j + T] for j in range(k)], dim=-1)  # [B, T, k * C]
-        y = F.linear(cols, weight.permute(0, 2, 1).reshape(cout, k * C), bias)
-    return y.view(B, T, 1, cout).permute(0, 3, 1, 2)
-
-
-def _conv(x: Tensor, conv: nn.Conv1d, gemm: bool = False) -> Tensor:
+def _conv(x: Tensor, conv: nn.Conv1d) -> Tensor:
     """Apply a Conv1d to a ``[B, C, T, 1]`` channels-last tensor (as a (k, 1) Conv2d)."""
-    return _conv_w(x, conv.weight, conv.bias, conv.padding[0], gemm)
+    return _conv_w(x, conv.weight, conv.bias, conv.padding[0])
 
 
 def _weights_dtype(x: Tensor, layer: nn.Module) -> Tensor:
@@ -231,10 +213,6 @@ class AttentionMaskGenerator(nn.Module):
             raise ValueError(f"AttentionMaskGenerator: gumbel_tau must be > 0, got {gumbel_tau}")
         self.encoding_dim, self.hidden_dim, self.num_heads = encoding_dim, hidden_dim, num_heads
         self.dropout = dropout
-        #: Run every convolution as a matrix product (:func:`_conv_gemm`): the same function, for
-        #: measuring on a GPU against cuDNN's kernels (``benchmarks/bench_creative_agent.py
-        #: --gemm-convs``). Off by default; not a saved option.
-        self.gemm_convs = False
         self.overlap_weight, self.coverage_weight = overlap_weight, coverage_weight
         self.diversity_weight, self.diversity_floor = diversity_weight, diversity_floor
         self.balance_weight, self.gumbel_tau = balance_weight, gumbel_tau
@@ -263,14 +241,13 @@ class AttentionMaskGenerator(nn.Module):
 
     # -- layers ------------------------------------------------------------------------------
     def _features(self, x: Tensor, analyzer: nn.Sequential) -> Tensor:
-        g = self.gemm_convs
-        h = F.relu(_conv(_to_cl(x), analyzer[0], g), inplace=True)  # conv backward needs no output
-        return F.relu(_conv(h, analyzer[2], g), inplace=True)
+        h = F.relu(_conv(_to_cl(x), analyzer[0]), inplace=True)  # conv backward needs no output
+        return F.relu(_conv(h, analyzer[2]), inplace=True)
 
     def _qkv(self, f: Tensor) -> Tensor:
         """Project ``[B, H, T, 1]`` channels-last features to q, k, v, ``[B, T, 3H]`` (a view)."""
         mha = self.cross_attention
-        qkv = _conv_w(f, mha.in_proj_weight[:, :, None], mha.in_proj_bias, 0, self.gemm_convs)
+        qkv = _conv_w(f, mha.in_proj_weight[:, :, None], mha.in_proj_bias, 0)
         B, H3, T, _ = qkv.shape
         return qkv.permute(0, 2, 3, 1).reshape(B, T, H3)
 
@@ -290,13 +267,13 @@ class AttentionMaskGenerator(nn.Module):
         k = w0.shape[-1]
         weight = torch.einsum("oik,ij->ojk", w0, out.weight)
         tap_bias = torch.einsum("oik,i->ko", w0, out.bias)  # [k, H/2]: the projection's bias per tap
-        z = _conv_w(o, weight, conv.bias + tap_bias.sum(0), pad, self.gemm_convs)
+        z = _conv_w(o, weight, conv.bias + tap_bias.sum(0), pad)
         for j in range(k):  # taps that read the zero padding at the edges
             o_ = j - pad
             edge = range(0, min(-o_, T)) if o_ < 0 else range(max(T - o_, 0), T)
             for t in edge:
                 z[:, :, t].sub_(tap_bias[j].view(1, -1, 1))
-        z = _conv(F.relu(z, inplace=True), head[2], self.gemm_convs)  # [B, D, T, 1] channels-last
+        z = _conv(F.relu(z, inplace=True), head[2])  # [B, D, T, 1] channels-last
         return z.squeeze(-1).contiguous()
 
     def logits(self, x_input: Tensor, x_target: Tensor, style: Tensor | None = None) -> tuple[Tensor, Tensor]:
