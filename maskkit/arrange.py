@@ -522,9 +522,9 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
     del xi, xt
     out_sr = sr
     if sample_rate is not None and int(sample_rate) != sr:
-        import torchaudio.functional as AF
+        from .audio import resample
 
-        audio = AF.resample(audio, sr, int(sample_rate))
+        audio = resample(audio, sr, int(sample_rate))
         out_sr = int(sample_rate)
     audio = audio.unsqueeze(0)
     if out_path is not None:

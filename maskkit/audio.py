@@ -328,13 +328,66 @@ def mixdown(audio: Tensor) -> Tensor:
     return audio.mean(dim=0, keepdim=True)
 
 
+#: Rates whose ratio in lowest terms has a term above this are resampled by :func:`_sinc_resample`.
+_FILTER_BANK_MAX_TERM = 1024
+_LOWPASS_WIDTH, _ROLLOFF = 6, 0.99  # torchaudio's defaults (zero crossings, cutoff)
+
+
 def resample(audio: Tensor, orig_sr: int, new_sr: int) -> Tensor:
-    """Band-limited resampling along the last axis (``torchaudio.functional.resample``)."""
-    if int(orig_sr) == int(new_sr):
+    """Band-limited resampling along the last axis: windowed-sinc, as ``torchaudio.functional.resample``.
+
+    torchaudio builds one filter per output phase, ``new / gcd`` filters of about
+    ``orig / gcd`` taps: instant for standard rates (44.1 kHz to 24 kHz is 80 filters), but
+    an odd rate such as 47,999 Hz to 24 kHz needs 24,000 filters of 48,000 taps and takes
+    tens of seconds a file. Such rates are computed by :func:`_sinc_resample` instead: the
+    same interpolation formula evaluated at each output's own position (equal to
+    torchaudio's to float rounding, at a cost independent of the ratio).
+    """
+    orig_sr, new_sr = int(orig_sr), int(new_sr)
+    if orig_sr == new_sr:
         return audio
+    if orig_sr <= 0 or new_sr <= 0:
+        raise ValueError(f"resample: sample rates must be positive, got {orig_sr} and {new_sr}")
+    g = math.gcd(orig_sr, new_sr)
+    if max(orig_sr, new_sr) // g > _FILTER_BANK_MAX_TERM:
+        return _sinc_resample(audio, orig_sr, new_sr)
     import torchaudio.functional as AF
 
-    return AF.resample(audio, int(orig_sr), int(new_sr))
+    return AF.resample(audio, orig_sr, new_sr, lowpass_filter_width=_LOWPASS_WIDTH, rolloff=_ROLLOFF)
+
+
+def _sinc_resample(audio: Tensor, orig_sr: int, new_sr: int, *, chunk_elements: int = 1 << 22) -> Tensor:
+    """Resample ``[..., N]`` by evaluating the windowed-sinc interpolation at each output's position.
+
+    Output ``n`` sits at input position ``p = n * orig / new`` (exact integer arithmetic for the
+    whole part); it is ``sum_i x[i] h((i - p) s) s`` over the inputs within the filter's
+    reach, with ``s = rolloff * min(1, new / orig)`` (the low-pass cutoff relative to the input
+    rate), ``h(u) = sinc(u) cos^2(pi u / 2w)`` for ``|u| <= w`` (``w`` zero crossings, a Hann
+    window) and zero beyond, and ``x`` zero outside the signal. ``ceil(N * new / orig)``
+    outputs, as torchaudio. Works through the outputs in chunks of ``chunk_elements`` taps.
+    """
+    shape = audio.shape
+    x = audio.reshape(-1, shape[-1])
+    if not x.is_floating_point():
+        x = x.float()
+    n_in = x.shape[-1]
+    n_out = -(-n_in * new_sr // orig_sr)
+    s = _ROLLOFF * min(1.0, new_sr / orig_sr)
+    reach = math.ceil(_LOWPASS_WIDTH / s)
+    taps = torch.arange(-reach, reach + 2, device=x.device)  # inputs floor(p) - reach .. floor(p) + reach + 1
+    xp = torch.nn.functional.pad(x, (reach, reach + 2))  # input i sits at i + reach
+    out = x.new_empty(x.shape[0], n_out)
+    step = max(1, chunk_elements // (taps.numel() * max(1, x.shape[0])))
+    kernel_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    for a in range(0, n_out, step):
+        n = torch.arange(a, min(a + step, n_out), device=x.device, dtype=torch.int64)
+        whole = n * orig_sr // new_sr
+        frac = (n * orig_sr - whole * new_sr).to(kernel_dtype) / new_sr
+        u = ((taps[None, :] - frac[:, None]) * s).clamp_(-_LOWPASS_WIDTH, _LOWPASS_WIDTH)
+        h = (torch.sinc(u) * torch.cos(u * (math.pi / (2 * _LOWPASS_WIDTH))).square() * s).to(x.dtype)
+        idx = whole[:, None] + taps[None, :] + reach
+        out[:, a:a + n.numel()] = torch.einsum("cmk,mk->cm", xp[:, idx], h)
+    return out.reshape(*shape[:-1], n_out)
 
 
 def normalize_loudness(audio: Tensor | np.ndarray, *, target_db: float = -20.0, peak: float = 0.99,

@@ -85,6 +85,35 @@ def test_resampling_keeps_frequency_and_length(tmp_path):
     assert resample(y, 24000, 24000) is y
 
 
+@pytest.mark.parametrize("orig,new", [(44056, 24000), (44100, 24000), (8000, 22050), (44056, 48000)])
+def test_position_sinc_resampler_computes_torchaudios_formula(orig, new):
+    import torchaudio.functional as AF
+
+    from maskkit.audio import _sinc_resample
+
+    x = torch.randn(2, orig // 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = AF.resample(x, orig, new)  # float64: torchaudio's filter bank without its float32 rounding
+    ours = _sinc_resample(x, orig, new, chunk_elements=50_000)  # several chunks
+    assert ours.shape == ref.shape
+    assert (ours - ref).abs().max().item() < 1e-9
+    ours32 = _sinc_resample(x.float(), orig, new)
+    assert ours32.dtype == torch.float32 and (ours32.double() - ref).abs().max().item() < 1e-5
+
+
+def test_odd_sample_rate_file_loads_with_the_right_pitch_and_crops(tmp_path):
+    # 47,999 Hz -> 24 kHz is the ratio 24000/47999: a filter bank of 24,000 filters of ~48,000
+    # taps (tens of seconds a file). It takes the position-wise path instead.
+    sr = 47999
+    p = _write(tmp_path / "odd.wav", _sine(1000, 3.0, sr), sr, subtype="FLOAT")
+    y = load_audio(p, 24000)
+    assert y.shape == (1, 72000)
+    spec = np.abs(np.fft.rfft(y[0].numpy()))
+    assert np.fft.rfftfreq(72000, 1 / 24000)[spec.argmax()] == pytest.approx(1000, abs=1)
+    crop = load_audio(p, 24000, offset_seconds=1.0, duration_seconds=1.0)
+    assert crop.shape == (1, 24000)
+    assert (crop - y[:, 24000:48000]).abs().max().item() < 2e-3
+
+
 def test_crop_reads_only_needed_frames_and_matches_full_read(tmp_path, monkeypatch):
     sr = 44100
     x = np.random.default_rng(0).standard_normal(sr * 20).astype(np.float32) * 0.1
