@@ -287,6 +287,20 @@ def test_silent_file(tmp_path):
     assert torch.isfinite(seg).all() and seg.abs().max() == 0
 
 
+def test_sound_between_the_probes_is_not_called_silent(tmp_path):
+    # 20 s of silence with half a second of tone at 3 s: none of the four 1 s probes
+    # (at 0, 6.3, 12.7 and 19 s) hears it. The quick check must agree with the full one.
+    sr = 8000
+    x = np.zeros(20 * sr, dtype=np.float32)
+    x[3 * sr: 3 * sr + sr // 2] = _sine(440, 0.5, sr)
+    p = _write(tmp_path / "quiet_intro.wav", x, sr, subtype="FLOAT")
+    assert check_audio(p).frames == 20 * sr
+    assert check_audio(p, full=True).frames == 20 * sr
+    q = _write(tmp_path / "all_quiet.wav", np.zeros(20 * sr, dtype=np.float32), sr, subtype="FLOAT")
+    with pytest.raises(AudioError, match="all_quiet.wav: silent: every sample is zero"):
+        check_audio(q)
+
+
 def test_shorter_than_a_segment(tmp_path, good):
     with pytest.raises(AudioError, match="good.wav: too short: 2.00 s, shorter than one segment"):
         check_audio(good, min_seconds=4.0)
