@@ -498,6 +498,10 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
                       f"({window / sr:.2f} s), so the arrangement is only {n / sr:.2f} s long "
                       f"(--length shortest); pass --length longest to keep the other song's length",
                       stacklevel=2)
+    from .audio import warn_if_silent
+
+    for label, x in (("input song", xi), ("target song", xt)):
+        warn_if_silent(x, label, "arrange")
     n_windows = len(window_offsets(n, window, hop, step))
 
     sums: dict[str, float] = {}

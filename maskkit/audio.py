@@ -53,6 +53,7 @@ __all__ = [
     "normalize_loudness",
     "peak_db",
     "is_silent",
+    "warn_if_silent",
 ]
 
 #: Extensions read as audio (libsndfile decodes them).
@@ -179,6 +180,17 @@ def peak_db(audio: Tensor | np.ndarray) -> float:
 def is_silent(audio: Tensor | np.ndarray, threshold_db: float = SILENCE_DB) -> bool:
     """True when the peak is below ``threshold_db`` dBFS."""
     return peak_db(audio) < threshold_db
+
+
+def warn_if_silent(audio: Tensor | np.ndarray, label: str, command: str) -> bool:
+    """Warn (and return True) when ``audio`` is silent: masks of silence say nothing about it."""
+    if not is_silent(audio):
+        return False
+    pk = peak_db(audio)
+    level = "every sample is zero" if pk == float("-inf") else f"peak {pk:.1f} dBFS"
+    warnings.warn(f"{command}: the {label} is silent ({level}, below {SILENCE_DB:g} dBFS), so the "
+                  f"masks say nothing about it", stacklevel=3)
+    return True
 
 
 def _read_frames(f: sf.SoundFile, path: str, start: int, frames: int, *, seek: bool = True) -> np.ndarray:

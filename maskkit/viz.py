@@ -21,6 +21,7 @@ frame: the one definition of each. matplotlib is imported only here, with the Ag
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from torch import Tensor
 
 from . import metrics
 from .arrange import DEFAULT_WINDOW_SECONDS, AudioSource, align, frame_hop
+from .audio import warn_if_silent
 from .errors import AudioError, ConfigError
 from .strategy import MaskStrategy, call_strategy, check_style, resolve_style, warn_untrained
 
@@ -40,8 +42,9 @@ MAX_ATTENTION_MAPS = 3
 
 @dataclass
 class MaskPicture:
-    """What :func:`plot_masks` drew: the file, its pixel size, the metrics in its title and
-    the labels of the attention maps it found (empty when the strategy has none)."""
+    """What :func:`plot_masks` drew: the file, its pixel size, the metrics in its title, the
+    labels of the attention maps it found (empty when the strategy has none) and the seconds
+    of audio drawn."""
 
     path: Path
     width: int
@@ -49,6 +52,7 @@ class MaskPicture:
     strategy: str
     metrics: dict[str, float]
     attention: list[str] = field(default_factory=list)
+    seconds: float = 0.0  #: the length drawn (shorter than asked when a song ends first)
 
 
 def _resolve(strategy: str | os.PathLike | MaskStrategy, strategy_options: Any, codec: Any,
@@ -200,6 +204,12 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
     if xi.shape[-1] < 2 * frame_hop(codec):
         raise AudioError(f"too little audio to draw ({xi.shape[-1]} samples from offset {offset_seconds} s): "
                          f"is the offset past the end of a song?")
+    drawn = xi.shape[-1] / sr
+    if drawn < seconds - 0.01:
+        warnings.warn(f"masks: drawing {drawn:.2f} s, not the {seconds:g} s asked: a song ends "
+                      f"{drawn:.2f} s after the offset ({offset_seconds:g} s)", stacklevel=2)
+    for label, x in (("input", xi), ("target", xt)):
+        warn_if_silent(x, f"{label} from {offset_seconds:g} s for {drawn:.2f} s", "masks")
     ei = codec.encode(xi.view(1, 1, -1).to(dev))
     et = codec.encode(xt.view(1, 1, -1).to(dev))
     kw = {} if style_index is None else {"style": torch.tensor([style_index], device=dev)}
@@ -271,7 +281,7 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
     finally:
         plt.close(fig)
     return MaskPicture(path=png, width=width, height=height, strategy=strat.name, metrics=values,
-                       attention=[label for label, _ in attention])
+                       attention=[label for label, _ in attention], seconds=drawn)
 
 
 def _channel_axis(ax: Any, freqs: tuple[float, ...] | None, order: Tensor, D: int) -> None:

@@ -132,6 +132,7 @@ def masks(strategy: str, input: str, target: str, png: str, strategy_opt: tuple[
                      offset_seconds=offset, seconds=seconds, hard=hard, device=device, size=_size(size),
                      style=style)
     m = pic.metrics
-    click.echo(f"wrote {pic.path} ({pic.width}x{pic.height}): strategy '{pic.strategy}', complementarity "
+    click.echo(f"wrote {pic.path} ({pic.width}x{pic.height}, {pic.seconds:.2f} s from {offset:g} s): "
+               f"strategy '{pic.strategy}', complementarity "
                f"{m['complementarity']:.1f}%, coverage {m['coverage']:.3f}"
                + (f", attention maps: {', '.join(pic.attention)}" if pic.attention else ""))

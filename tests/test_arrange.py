@@ -191,6 +191,15 @@ def test_a_song_shorter_than_one_window_warns_that_the_arrangement_is_that_short
         arrange(a, songs[1], tmp_path / "p.wav", strategy="temporal", mix_only=True, window_seconds=0.5)
 
 
+def test_a_silent_song_is_arranged_with_a_warning(songs, tmp_path):
+    a, _ = songs
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, np.zeros(SR, dtype=np.float32), SR)
+    with pytest.warns(UserWarning, match="arrange: the target song is silent"):
+        res = arrange(a, quiet, tmp_path / "o.wav", strategy="temporal", mix_only=True, window_seconds=0.5)
+    assert res.path is not None and res.path.exists()
+
+
 def test_a_learnable_strategy_by_name_warns_that_it_is_untrained(songs, tmp_path):
     """``arrange --mix-only -s creative-agent`` (and ``maskkit masks creative-agent``) use initial
     weights: say so, so that nobody mistakes them for a trained agent's masks."""

@@ -127,6 +127,22 @@ def test_tensors_offset_and_hard_masks(tmp_path):
     assert png_header(tmp_path / "e.png") == (1400, 1000)
 
 
+def test_short_songs_and_silence_are_drawn_with_a_warning(songs, tmp_path):
+    a, b = songs  # b.ogg is 1.5 s long
+    with pytest.warns(UserWarning, match=r"masks: drawing 1\.50 s, not the 4 s asked"):
+        pic = plot_masks("temporal", a, b, tmp_path / "short.png", seconds=4.0)
+    assert pic.seconds == pytest.approx(1.5, abs=0.01)
+    quiet = torch.zeros(SR)
+    with pytest.warns(UserWarning, match="masks: the target from 0 s for 1.00 s is silent"):
+        plot_masks("temporal", torch.from_numpy(generate_song(4, 1.0, SR)), quiet, tmp_path / "q.png",
+                   seconds=1.0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a full stretch of two songs with sound: no warning
+        assert plot_masks("temporal", a, b, tmp_path / "ok.png", seconds=1.0).seconds == pytest.approx(1.0)
+
+
 def test_checkpoint_strategy_and_window(songs, tmp_path):
     from test_arrange import make_checkpoint
 
@@ -170,6 +186,7 @@ def test_cli_masks(songs, tmp_path):
                                  "--size", "800x600"])
     assert r.exit_code == 0, r.output
     assert "complementarity" in r.output and png_header(out) == (800, 600)
+    assert "1.00 s from 0 s" in r.output
     r = CliRunner().invoke(cli, ["masks", "temporal", str(a), str(tmp_path / "nothere.flac"), "--png",
                                  str(tmp_path / "n.png")])
     assert r.exit_code == 2 and "nothere.flac" in r.output
