@@ -81,7 +81,7 @@ def _step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, train: bool,
         ctx = lambda: torch.autocast(dev.type, dtype=autocast)  # noqa: E731
 
     def begin() -> None:
-        if graphs:  # CUDA graphs (compile mode "reduce-overhead"): one replay per step
+        if graphs:  # CUDA graphs (compile modes reduce-overhead, max-autotune): one replay per step
             torch.compiler.cudagraph_mark_step_begin()
 
     if train:
@@ -144,7 +144,7 @@ def bench(batch: int, dim: int, frames: int, device: torch.device, dtype: str, r
     max_diff = max(float((a - c).abs().max()), float((b - d).abs().max()))
 
     variants: dict[str, tuple[torch.nn.Module, torch.dtype | None]] = {"reference fp32": (ref, None)}
-    graphs = compile_mode == "reduce-overhead" and device.type == "cuda"
+    graphs = compile_mode in ("reduce-overhead", "max-autotune") and device.type == "cuda"  # CUDA graphs
     if dtype == "bf16":
         variants["ours bf16-autocast"] = (ours, torch.bfloat16)
     if dtype == "fp32" or device.type == "cuda":
