@@ -438,6 +438,8 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
         style_names = loaded.styles
         if codec is None:
             codec = ckpt_codec
+    if getattr(getattr(model, "config", None), "hard_masks", False):
+        hard = True  # the model was trained on hard masks (maskkit train --hard-masks)
     style_index = resolve_style(style, style_names, checkpoint or "a model object (give the label index)")
     codec = resolve_codec(codec).to(dev).eval()
     sr = int(codec.sample_rate)

@@ -65,6 +65,9 @@ class ModelConfig:
         "help": "stages predict a correction of the masked mix / previous stage's output"})
     normalize_input: bool = field(default=True, metadata={
         "help": "divide each pair by its RMS before the stages and scale the output back"})
+    hard_masks: bool = field(default=False, metadata={
+        "help": "train and arrange with the strategy's hard (0/1, complementary) masks; learnable "
+                "strategies get their gradient through them straight-through"})
 
     def validate(self) -> None:
         if self.d_model % self.nhead != 0:
@@ -185,9 +188,10 @@ class SimpleTransformer(nn.Module):
                 return_masks: bool = False, style: Tensor | None = None
                 ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, Masks]:
         """``(output [B, D, T], reg_loss)``, or ``(output, reg_loss, masks)`` with ``return_masks``.
-        ``style``: ``[B]`` style labels, passed to a strategy with ``supports_style``."""
+        ``style``: ``[B]`` style labels, passed to a strategy with ``supports_style``. The masks
+        are hard with ``hard`` or when the model was configured (trained) with ``hard_masks``."""
         self._check_inputs(enc_input, enc_target)
-        masks = self.masks(enc_input, enc_target, hard=hard, style=style)
+        masks = self.masks(enc_input, enc_target, hard=hard or self.config.hard_masks, style=style)
         mi, mt = masks.apply(enc_input, enc_target)
         # apply() broadcasts, but a mask may carry a lower dtype under autocast: keep the input's.
         mi, mt = mi.to(enc_input.dtype), mt.to(enc_input.dtype)

@@ -56,14 +56,15 @@ class MaskPicture:
 
 
 def _resolve(strategy: str | os.PathLike | MaskStrategy, strategy_options: Any, codec: Any,
-             device: torch.device) -> tuple[MaskStrategy, Any, float | None, list[str] | None]:
-    """``(strategy, codec, window seconds, style names)`` from a name, an instance or a
-    checkpoint path (only a checkpoint gives the last two)."""
+             device: torch.device) -> tuple[MaskStrategy, Any, float | None, list[str] | None, bool]:
+    """``(strategy, codec, window seconds, style names, trained on hard masks)`` from a name, an
+    instance or a checkpoint path (only a checkpoint gives the last three)."""
     from .codec import resolve_codec
     from .plugins import build_strategy
 
     seconds = None
     styles: list[str] | None = None
+    trained_hard = False
     if isinstance(strategy, MaskStrategy):
         if strategy_options:
             raise ConfigError("strategy_options is only used with a strategy given by name")
@@ -82,13 +83,14 @@ def _resolve(strategy: str | os.PathLike | MaskStrategy, strategy_options: Any, 
             loaded = load_model(path, map_location=device)
             strat, ckpt_codec = loaded.model.strategy, loaded.codec
             seconds, styles = loaded.segment_seconds, loaded.styles
+            trained_hard = bool(loaded.model.config.hard_masks)
             codec = codec if codec is not None else ckpt_codec
         else:
             codec = resolve_codec(codec)
             strat = build_strategy(str(strategy), strategy_options, spec=codec.spec)
             warn_untrained(strat, "masks")
     codec = resolve_codec(codec)
-    return strat.to(device).eval(), codec.to(device).eval(), seconds, styles
+    return strat.to(device).eval(), codec.to(device).eval(), seconds, styles, trained_hard
 
 
 def _segment(source: AudioSource, sr: int, offset: float, seconds: float, label: str) -> Tensor:
@@ -191,7 +193,8 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
         raise ConfigError(f"the picture is written as PNG: give a .png file name, got {png}")
     plt = require_matplotlib()  # fail before any work when matplotlib is missing
     dev = torch.device(device)
-    strat, codec, ckpt_seconds, styles = _resolve(strategy, strategy_options, codec, dev)
+    strat, codec, ckpt_seconds, styles, trained_hard = _resolve(strategy, strategy_options, codec, dev)
+    hard = hard or trained_hard
     style_index = resolve_style(style, styles, strategy)
     check_style(strat, style_index)
     sr = int(codec.sample_rate)

@@ -53,6 +53,9 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--num-transformer-layers", "--num_transformer_layers", "num_transformer_layers", type=int,
               help="Cascade stages (the seed's name).")
 @click.option("--dropout", type=float, help="Dropout in the model.")
+@click.option("--hard-masks", is_flag=True, default=None,
+              help="Train with the strategy's hard (0/1) masks, straight-through; arrange and masks then "
+                   "use them too.")
 @click.option("--model-opt", "model_opts", multiple=True, metavar="KEY=VALUE",
               help="Any other ModelConfig option (repeatable).")
 @click.option("--loss-opt", "loss_opts", multiple=True, metavar="KEY=VALUE",
@@ -175,7 +178,7 @@ def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> TrainConf
         over["max_steps"] = None  # --max-steps 0: no cap (None overrides a checkpoint's)
     if opts["model_opts"]:
         model.update(parse_kv(opts["model_opts"], "--model-opt"))
-    for name in ("d_model", "nhead", "num_layers", "num_transformer_layers", "dropout"):
+    for name in ("d_model", "nhead", "num_layers", "num_transformer_layers", "dropout", "hard_masks"):
         if given(name):
             model[name] = opts[name]
     if opts["loss_opts"]:

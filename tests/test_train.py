@@ -360,6 +360,42 @@ def test_creative_agent_run_and_checkpoint(tmp_path, capsys):
     assert 0.0 < r.history[-1]["val_complementarity"] < 100.0
 
 
+def test_hard_masks_train_the_creative_agent_and_stay_hard_after_loading(tmp_path):
+    """``--hard-masks``: the model trains on 0/1 masks (the generator's gradient goes through
+    the straight-through Gumbel-softmax); the checkpoint keeps using them."""
+    pytest.importorskip("maskkit_creative_agent")
+    agent = ("--strategy", "creative-agent", "--strategy-opt", "hidden_dim=8",
+             "--strategy-opt", "num_heads=2")
+    # No regularization loss (it is computed from the soft masks): the generator's only gradient
+    # is the reconstruction loss's, through the hard masks.
+    cfg = tiny(tmp_path, "--train-pairs", "8", "--batch-size", "4", "--epochs", "2", "--hard-masks",
+               "--mask-reg-weight", "0", "--balance-weight", "0", "--weight-decay", "0", strategy=agent)
+    assert cfg.model.hard_masks is True
+    r = train(cfg)
+    assert r.history[-1]["val_complementarity"] == pytest.approx(100.0)  # 0/1 masks never overlap
+    assert r.history[-1]["val_coverage"] == pytest.approx(1.0)  # and sum to 1
+    ck = load_checkpoint(r.last_checkpoint)
+    assert ck["config"]["model"]["hard_masks"] is True
+    after_1 = strategy_from_checkpoint(tmp_path / "epoch_0001.pt").state_dict()
+    after_2 = strategy_from_checkpoint(r.last_checkpoint).state_dict()
+    assert any(not torch.equal(after_1[k], after_2[k]) for k in after_2)  # it learns through hard masks
+    model, codec = load_model(r.last_checkpoint)
+    enc = codec.encode(torch.randn(2, 1, 2000) * 0.1)
+    with torch.no_grad():
+        _, _, masks = model(enc, enc.flip(0), return_masks=True)
+    assert set(masks.input_mask.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(masks.input_mask + masks.target_mask, torch.ones_like(masks.input_mask))
+    # The other users of the checkpoint take its hard masks too.
+    from maskkit_creative_agent.diagnostics import inspect_checkpoint
+
+    from maskkit.arrange import arrange
+
+    assert inspect_checkpoint(r.last_checkpoint, random=True, pairs=2, frames=20).hard
+    song = torch.randn(4000) * 0.1
+    res = arrange(song, song.flip(0), None, checkpoint=r.last_checkpoint, mix_only=True, window_seconds=0.25)
+    assert res.metrics["complementarity"] == pytest.approx(100.0)
+
+
 def test_load_model_names_a_missing_plugin(tiny_learned, tmp_path, fresh_plugins):
     r = train(tiny(tmp_path, "--train-pairs", "4", "--batch-size", "4", "--max-steps", "1",
                    strategy=("--strategy", "tiny-learned")))
