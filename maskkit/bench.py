@@ -199,6 +199,8 @@ class BenchRow:
     version: str | None = None
     learnable: bool = False
     checkpoint: str | None = None
+    #: The checkpoint's run trained on hard masks, so they are the ones measured.
+    hard_masks: bool = False
     variant_label: str | None = None
     variant_spec: str | None = None
     params: int | None = None
@@ -230,7 +232,8 @@ class BenchRow:
     @property
     def label(self) -> str:
         if self.variant == "trained" and self.checkpoint:
-            return f"{self.display_name} (trained: {Path(self.checkpoint).name})"
+            hard = ", hard masks" if self.hard_masks else ""
+            return f"{self.display_name} (trained: {Path(self.checkpoint).name}{hard})"
         if self.variant == "untrained":
             return f"{self.display_name} (untrained)"
         return self.display_name
@@ -249,7 +252,8 @@ class BenchRow:
                                "variant_spec": self.variant_spec, "kind": self.kind,
                                "variant": self.variant, "plugin": self.plugin, "dist": self.dist,
                                "version": self.version, "learnable": self.learnable,
-                               "checkpoint": self.checkpoint, "params": self.params}
+                               "checkpoint": self.checkpoint, "hard_masks": self.hard_masks,
+                               "params": self.params}
         for k in METRIC_KEYS:
             out[f"metric_{k}"] = self.metrics.get(k)
         for key in ("forward", "fwd_bwd", "ref_forward", "ref_fwd_bwd"):
@@ -904,11 +908,13 @@ class _Subject:
     origin: str = ""
 
 
-def _strategy_subject(strategy: Any, name: str, origin: str) -> _Subject:
+def _strategy_subject(strategy: Any, name: str, origin: str, hard: bool = False) -> _Subject:
     from .strategy import validate_masks
 
+    kw = {"hard": True} if hard else {}
+
     def masks(module: Any, x_in: Tensor, x_tg: Tensor) -> MaskTriple:
-        out = validate_masks(module(x_in, x_tg), x_in, name, origin, check_values=False)
+        out = validate_masks(module(x_in, x_tg, **kw), x_in, name, origin, check_values=False)
         return out.input_mask, out.target_mask, out.reg_loss
 
     return _Subject(strategy, masks, origin=origin)
@@ -1051,9 +1057,11 @@ def _strategy_row(name: str, entry: Any, cfg: BenchConfig, data: BenchData, devi
     try:
         torch.manual_seed(cfg.seed)
         if checkpoint is not None:
-            from .checkpoint import strategy_from_checkpoint
+            from .checkpoint import load_checkpoint, strategy_from_checkpoint, trained_on_hard_masks
 
-            strategy = strategy_from_checkpoint(checkpoint)
+            ckpt = load_checkpoint(checkpoint)
+            strategy = strategy_from_checkpoint(ckpt)
+            row.hard_masks = trained_on_hard_masks(ckpt)
         else:
             from .plugins import build_strategy
 
@@ -1064,8 +1072,8 @@ def _strategy_row(name: str, entry: Any, cfg: BenchConfig, data: BenchData, devi
         row.traceback = traceback.format_exc()
         return row
     ref = (references or {}).get(REF_LEARNED if learnable else REF_FIXED)
-    _measure(row, _strategy_subject(strategy, name, entry.origin), data, cfg, device, backward=learnable,
-             reference=ref)
+    _measure(row, _strategy_subject(strategy, name, entry.origin, hard=row.hard_masks), data, cfg, device,
+             backward=learnable, reference=ref)
     return row
 
 

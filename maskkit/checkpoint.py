@@ -42,7 +42,7 @@ import pickle
 import random
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -202,6 +202,13 @@ def strategy_from_checkpoint(ckpt_or_path: dict[str, Any] | str | os.PathLike[st
             name = ckpt["strategy"]["name"]
             raise CheckpointError(f"{where}: the '{name}' weights do not fit: {e}") from None
     return strategy.eval()
+
+
+def trained_on_hard_masks(ckpt: Mapping[str, Any]) -> bool:
+    """Whether the run of ``ckpt`` trained on hard masks (``maskkit train --hard-masks``): its
+    users (arrange, masks, bench, agent inspect) then take the strategy's hard masks too."""
+    model_cfg = (ckpt.get("config") or {}).get("model") or {}
+    return bool(model_cfg.get("hard_masks", False))
 
 
 # --------------------------------------------------------------------------------------------

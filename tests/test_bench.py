@@ -50,6 +50,9 @@ class TinyLearned(MaskStrategy):
     def forward(self, x_input, x_target, *, hard=False):
         m = torch.sigmoid(self.net(torch.cat([x_input, x_target], dim=1)))
         mi, mt = m.chunk(2, dim=1)
+        if hard:  # straight-through
+            mi = (mi > mt).to(mi.dtype) + (mi - mi.detach())
+            mt = 1 - mi
         return Masks(mi, mt, reg_loss=(mi * mt).mean())
 
 
@@ -337,7 +340,7 @@ def test_bench_config_defaults_are_the_documented_ones():
 
 
 # -- trained strategies from checkpoints -----------------------------------------------------
-def _tiny_checkpoint(path, scale=3.0, name="test-tiny-learned"):
+def _tiny_checkpoint(path, scale=3.0, name="test-tiny-learned", hard_masks=None):
     from maskkit import EncodingSpec
     from maskkit.checkpoint import CHECKPOINT_FORMAT, atomic_save
 
@@ -349,7 +352,8 @@ def _tiny_checkpoint(path, scale=3.0, name="test-tiny-learned"):
     atomic_save({"format_version": CHECKPOINT_FORMAT, "kind": "maskkit-train",
                  "model": {f"strategy.{k}": v for k, v in s.state_dict().items()},
                  "strategy": {"name": name, "options": {"hidden": 4}},
-                 "spec": {"dim": 8, "frame_rate": None, "sample_rate": None, "channel_freqs": None}}, path)
+                 "spec": {"dim": 8, "frame_rate": None, "sample_rate": None, "channel_freqs": None},
+                 **({} if hard_masks is None else {"config": {"model": {"hard_masks": hard_masks}}})}, path)
     return s.eval()
 
 
@@ -368,6 +372,18 @@ def test_checkpoints_add_trained_rows_with_their_weights(test_plugin, tmp_path):
     assert row.metrics != untrained.metrics
     bad = result.rows[-1]
     assert bad.variant == "trained" and "not-installed" in bad.error
+
+
+def test_a_checkpoint_trained_on_hard_masks_is_measured_on_them(test_plugin, tmp_path):
+    trained = _tiny_checkpoint(tmp_path / "h.pt", hard_masks=True)
+    result = run_bench(strategies="test-tiny-learned", checkpoints=[str(tmp_path / "h.pt")], **TINY)
+    row = result.row("test-tiny-learned", "trained")
+    assert row.error is None and row.hard_masks and row.label.endswith("(trained: h.pt, hard masks)")
+    data = load_bench_data(result.config, torch.device("cpu"))
+    with torch.no_grad():
+        masks = trained(data.x_input, data.x_target, hard=True)
+    assert row.metrics == pytest.approx(mask_metrics(masks.input_mask, masks.target_mask), rel=1e-6)
+    assert row.metrics["complementarity"] == pytest.approx(100.0)
 
 
 # -- quick training comparison ---------------------------------------------------------------

@@ -199,14 +199,18 @@ def inspect_checkpoint(path: str | os.PathLike[str], *, pairs: int = 16, batch_s
     random ``N(0, 1)`` encodings of ``spec.dim x frames`` instead (no codec or data needed).
     The masks are hard with ``hard``, or when the run trained with ``hard_masks``.
     """
-    from maskkit.checkpoint import load_checkpoint, spec_from_dict, strategy_from_checkpoint
+    from maskkit.checkpoint import (
+        load_checkpoint,
+        spec_from_dict,
+        strategy_from_checkpoint,
+        trained_on_hard_masks,
+    )
 
     dev = torch.device(device)
     ckpt = load_checkpoint(path, require=("strategy", "spec"))
     strategy = strategy_from_checkpoint(ckpt).to(dev)
     spec = spec_from_dict(ckpt["spec"])
-    model_cfg = (ckpt.get("config") or {}).get("model") or {}
-    hard = hard or bool(model_cfg.get("hard_masks", False))  # trained with --hard-masks: measure those
+    hard = hard or trained_on_hard_masks(ckpt)  # trained with --hard-masks: measure those
     if random:
         g = torch.Generator().manual_seed(0 if seed is None else seed)
         batches = []
