@@ -28,7 +28,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -723,6 +723,27 @@ class FileReport:
     channels: int | None = None
     duration: float | None = None
     format: str = ""
+    #: Something to know that does not stop training (a pair whose two files differ in length).
+    note: str = ""
+
+
+#: A WAV pair's files may differ in length by this much (seconds, or this share) without a note.
+_PAIR_LENGTH_SLACK = (0.5, 0.05)
+
+
+def _note_pair_lengths(pairs: Sequence[tuple[str, Path, Path | None]], by_path: Mapping[str, FileReport]
+                       ) -> None:
+    """Note the output file of each pair much longer or shorter than its input: training crops
+    both to the shorter one, and a big difference often means two files that do not belong
+    together."""
+    for _pid, inp, out in pairs:
+        a, b = by_path.get(str(inp)), by_path.get(str(out)) if out is not None else None
+        if a is None or b is None or a.status != "ok" or b.status != "ok" or not a.duration or not b.duration:
+            continue
+        diff = abs(a.duration - b.duration)
+        if diff > max(_PAIR_LENGTH_SLACK[0], _PAIR_LENGTH_SLACK[1] * max(a.duration, b.duration)):
+            b.note = (f"{b.duration:.1f} s against {a.duration:.1f} s for {inp.name}: training uses the "
+                      f"first {min(a.duration, b.duration):.1f} s of both (are they a pair?)")
 
 
 def check_folder(root: str | os.PathLike, *, segment_seconds: float = 4.0, full: bool = True,
@@ -736,9 +757,11 @@ def check_folder(root: str | os.PathLike, *, segment_seconds: float = 4.0, full:
     layout = detect_layout(root)
     audio, unsupported, ignored = find_audio_files(root)
     partners: dict[str, str] = {}
+    all_pairs: list[tuple[str, Path, Path | None]] = []
     if layout == "pairs":
         for sub in ("train", "val"):
             pairs, orphans = _pair_files(Path(root) / sub)
+            all_pairs += pairs
             for pid, inp, outp in pairs:
                 if outp is None:
                     partners[str(inp)] = f"no matching pair_{pid}_output.wav"
@@ -761,6 +784,7 @@ def check_folder(root: str | os.PathLike, *, segment_seconds: float = 4.0, full:
         if rep.status == "ok" and str(path) in partners:
             rep.status, rep.problem = "bad", partners[str(path)]
         reports.append(rep)
+    _note_pair_lengths(all_pairs, {r.path: r for r in reports})
     for path in unsupported:
         reports.append(FileReport(path=str(path), status="bad",
                                   problem=f"unsupported format '{path.suffix.lower()}'"))

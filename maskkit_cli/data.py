@@ -152,12 +152,16 @@ def check(folder: Path, segment_seconds: float, quick: bool, as_json: bool) -> N
             rel = str(Path(r.path).relative_to(folder)) if Path(r.path).is_relative_to(folder) else r.path
             status = {"ok": "[green]ok[/green]", "ignored": "[dim]ignored (not audio)[/dim]"}.get(
                 r.status, f"[red]{escape(r.problem or '')}[/red]")
+            if r.note:
+                status += f" [yellow]note: {escape(r.note)}[/yellow]"
             table.add_row(escape(rel), escape(r.format or "-"), str(r.sample_rate or "-"),
                           str(r.channels or "-"), _fmt_duration(r.duration), status)
         console.print(table)
         rates = sorted({r.sample_rate for r in ok if r.sample_rate})
+        noted = sum(1 for r in reports if r.note)
         console.print(f"{len(ok)} usable file(s), {_fmt_duration(total)} in total; {len(bad)} with problems; "
-                      f"{len(ignored)} ignored. Rates: {', '.join(map(str, rates)) or '-'} Hz.")
+                      f"{len(ignored)} ignored. Rates: {', '.join(map(str, rates)) or '-'} Hz."
+                      + (f" {noted} note(s) above." if noted else ""))
     if not ok and not bad:
         from maskkit.audio import AUDIO_EXTENSIONS
 

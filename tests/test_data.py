@@ -429,6 +429,21 @@ def test_bad_files_in_wav_pairs(tmp_path):
     _check_item(train[0])
 
 
+def test_check_notes_a_wav_pair_whose_files_differ_in_length(tmp_path):
+    root = _original_layout(tmp_path / "p", n_train=2, n_val=1, seconds=1.0)
+    sf.write(str(root / "train" / "pair_0001_output.wav"), generate_song(7, 3.0, 24000), 24000)
+    res = CliRunner().invoke(data_cli, ["check", str(root), "--segment-seconds", "1", "--json"])
+    assert res.exit_code == 0, res.output  # a note, not a problem: it trains
+    files = json.loads(res.output)["files"]
+    by_name = {Path(f["path"]).parent.name + "/" + Path(f["path"]).name: f for f in files}
+    note = by_name["train/pair_0001_output.wav"]["note"]
+    assert "3.0 s against 1.0 s for pair_0001_input.wav" in note and "first 1.0 s" in note
+    assert [k for k, f in by_name.items() if f["note"]] == ["train/pair_0001_output.wav"]
+    table = CliRunner().invoke(data_cli, ["check", str(root), "--segment-seconds", "1"],
+                               env={"COLUMNS": "250"})
+    assert table.exit_code == 0 and "1 note(s) above" in table.output and "are they a pair?" in table.output
+
+
 def test_bad_source_paths(tmp_path):
     with pytest.raises(AudioError, match="missing_dir: no such file or directory"):
         make_datasets(str(tmp_path / "missing_dir"))
