@@ -238,21 +238,32 @@ def find_resume_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     files, the one that loads and has taken the most optimizer steps (the newest on a tie).
     ``best.pt`` is never chosen (it is older than, or the same as, ``last.pt``). A file that
     fails to load (truncated by a crash outside :func:`atomic_save`) is skipped with a warning.
-    ``None`` when there is nothing to resume."""
+    ``None`` when there is nothing to resume. When there are such files but none of them loads
+    (a newer maskkit wrote them, say), :class:`CheckpointError` lists them: starting a new run
+    there would write over them."""
     best: tuple[int, Path] | None = None
+    failed: list[str] = []
     for p in list_checkpoints(run_dir):
         if p.name == "best.pt":
             continue
         try:
             ck = load_checkpoint(p, mmap=True)  # only its step is read
         except CheckpointError as e:
-            import warnings
-
-            warnings.warn(f"--resume auto: skipping {p.name}, which does not load ({e})", stacklevel=2)
+            failed.append(f"{p.name}: {e}")
             continue
         step = int(ck.get("step", 0))
         if best is None or step > best[0]:
             best = (step, p)
+    if best is None and failed:
+        raise CheckpointError(f"--resume auto: {run_dir} holds checkpoints, but none of them loads, so the "
+                              f"run cannot continue (nothing was written):\n  " + "\n  ".join(failed)
+                              + "\nFix or move them, or start a new run in another --checkpoint-dir.")
+    if failed:
+        import warnings
+
+        for f in failed:
+            warnings.warn(f"--resume auto: skipping {f.split(': ', 1)[0]}, which does not load "
+                          f"({f.split(': ', 1)[1]})", stacklevel=2)
     return best[1] if best else None
 
 

@@ -36,6 +36,7 @@ import gc
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -59,6 +60,7 @@ from .checkpoint import (
     capture_rng_state,
     epoch_checkpoint_name,
     find_resume_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     prune_epoch_checkpoints,
     restore_rng_state,
@@ -455,10 +457,18 @@ def _lock_run_dir(run_dir: Path) -> Any:
 
 
 def _remove_if_empty(run_dir: Path) -> None:
-    """Take away a run folder this run created when it failed before writing anything in it."""
+    """Take away a run folder this run created when it failed before writing anything in it (a
+    ``.lock`` that nobody holds any more, left by a process that was terminated, included)."""
+    lock = run_dir / ".lock"
     try:
+        if [p.name for p in run_dir.iterdir()] == [".lock"]:
+            import fcntl
+
+            with open(lock, "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while a run holds it
+                lock.unlink()
         run_dir.rmdir()  # only succeeds on an empty folder
-    except OSError:
+    except (OSError, ImportError):
         pass
 
 
@@ -644,8 +654,32 @@ class Trainer:
             self._lock = _lock_run_dir(self.run_dir)
         if cfg.resume == "auto":
             found = find_resume_checkpoint(self.run_dir) if self.main else None
-            return str(found) if found else None
-        return cfg.resume or None
+            resume = str(found) if found else None
+        else:
+            resume = cfg.resume or None
+        if resume is None and self.main:
+            self._claim_for_new_run()
+        return resume
+
+    def _claim_for_new_run(self) -> None:
+        """Rank 0, before a new run: refuse a folder holding another run's checkpoints (a new run
+        would write over them and mix its metrics with theirs), or with ``overwrite`` delete
+        them and that run's snapshots and TensorBoard events (its metric rows are dropped when
+        the metric files open)."""
+        old = list_checkpoints(self.run_dir)
+        if not old:
+            return
+        if not self.cfg.overwrite:
+            names = ", ".join(p.name for p in old[:4]) + (", ..." if len(old) > 4 else "")
+            raise ConfigError(f"{self.run_dir} holds another run's checkpoints ({names}): continue it with "
+                              f"--resume auto, start over with --overwrite (deletes them), or choose another "
+                              f"--checkpoint-dir")
+        for p in old:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        for sub in ("snapshots", "tensorboard"):
+            shutil.rmtree(self.run_dir / sub, ignore_errors=True)
+        self.print(f"--overwrite: deleted the previous run's {len(old)} checkpoint(s) in {self.run_dir}")
 
     def _setup_local(self, resume_path: str | None) -> None:
         from .plugins import build_codec, build_strategy, get_strategy_entry
@@ -777,8 +811,8 @@ class Trainer:
             from .logging_utils import MetricsLogger
 
             self.logger = MetricsLogger(self.run_dir)
-            if self.ckpt is not None:
-                self.logger.truncate_after(self.step)
+            # a resumed run drops the rows logged after its checkpoint; a new run, every old row
+            self.logger.truncate_after(self.step if self.ckpt is not None else 0)
             self._write_config_json()
 
     def _ddp(self, module: torch.nn.Module, find_unused: bool = False) -> Any:
@@ -843,8 +877,12 @@ class Trainer:
         if self.styles is not None and ck.get("styles") not in (None, self.styles):
             raise ConfigError(f"cannot resume from {path}: it was trained with the style labels "
                               f"{ck['styles']}, the data now has {self.styles}")
-        changed = [k for k in ("batch_size", "seed", "optim", "loss", "data", "adversarial") if k in saved
+        changed = [k for k in ("seed", "optim", "loss", "data", "adversarial") if k in saved
                    and _normalise(saved[k]) != _normalise(mine[k])]
+        if "batch_size" in saved:  # the global batch is what the run sees: 2 x 2 processes = 1 x 4
+            old_global = int(saved["batch_size"]) * int(ck.get("world_size", 1))
+            if old_global != self.cfg.batch_size * self.world:
+                changed.insert(0, "global batch")
         if changed:
             self.warn(f"resuming {path} with changed settings ({', '.join(changed)}): the run continues, "
                       f"but not exactly as it would have")

@@ -137,6 +137,7 @@ class TrainConfig:
     bf16: bool | None = None
     compile: bool = False
     quiet: bool = False
+    overwrite: bool = False
     log_every: int = 1
     snapshot_every: int = 0
     dist_timeout_s: float = 600.0
@@ -169,8 +170,9 @@ class TrainConfig:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
         """The config stored in a checkpoint (with ``resume`` set to it), plus ``overrides``. How
-        the run is launched (``world_size``, ``device``) is not taken from the checkpoint: a run
-        of 2 local processes resumes under srun with 4 tasks, a GPU run on a CPU node."""
+        the run is launched (``world_size``, ``device``, ``quiet``, ``overwrite``) is not taken
+        from the checkpoint: a run of 2 local processes resumes under srun with 4 tasks, a GPU
+        run on a CPU node, a quiet batch job in a terminal that shows its progress."""
         return cls._continuing(load_checkpoint(path, require=("config",))["config"], path, overrides)
 
     @classmethod
@@ -271,7 +273,7 @@ class TrainConfig:
 
 #: TrainConfig fields that describe how a run is launched, not what it trains: a resumed run
 #: takes them from its own launch (the launcher, the command line), never from the checkpoint.
-_LAUNCH_FIELDS = ("world_size", "device")
+_LAUNCH_FIELDS = ("world_size", "device", "quiet", "overwrite")
 
 
 def preset_dict(name: str) -> dict[str, Any]:

@@ -97,6 +97,9 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--log-every", type=int, help="Write a metrics row every N steps. [default: 1]")
 @click.option("--dist-timeout", type=float, help="Seconds before a collective gives up. [default: 600]")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="Print nothing but errors.")
+@click.option("--overwrite", is_flag=True, default=None,
+              help="Start a new run in a run folder that holds another run's checkpoints, deleting them "
+                   "(without it such a folder is refused: continue it with --resume auto).")
 @click.option("--encoding-dim", "--encoding_dim", "encoding_dim", type=int,
               help="The seed's flag: checked against the codec's D (the codec decides it).")
 @click.option("--use-creative-agent", "--use_creative_agent", "use_creative_agent", metavar="true|false",
@@ -170,7 +173,7 @@ def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> TrainConf
                       ("world_size", "world_size"), ("device", "device"), ("bf16", "bf16"),
                       ("compile_", "compile"), ("seed", "seed"), ("log_every", "log_every"),
                       ("snapshot_every", "snapshot_every"),
-                      ("dist_timeout", "dist_timeout_s"), ("quiet", "quiet"),
+                      ("dist_timeout", "dist_timeout_s"), ("quiet", "quiet"), ("overwrite", "overwrite"),
                       ("simulate_preemption_at_step", "simulate_preemption_at_step")):
         if given(name):
             over[key] = opts[name]

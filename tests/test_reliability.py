@@ -14,6 +14,7 @@ checkpoint folder, a SIGKILLed spawned rank) is not repeated here.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -285,6 +286,62 @@ def test_a_checkpoint_of_a_newer_format_is_refused_clearly(tiny_run, tmp_path):
     assert not (tmp_path / "new" / "last.pt").exists()
 
 
+def _digests(run: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(run.iterdir())
+            if p.is_file() and p.name != ".lock"}  # the lock file holds whoever last ran there
+
+
+def test_resume_auto_over_checkpoints_none_of_which_loads_refuses_and_writes_nothing(tiny_run, tmp_path):
+    """A requeued job on a node with an older maskkit (or after damage): it must not start a
+    new run over the old one's checkpoints."""
+    run = _copy_run(tiny_run, tmp_path / "run")
+    for p in run.glob("*.pt"):
+        ck = load_checkpoint(p)
+        ck["format_version"] = CHECKPOINT_FORMAT + 1
+        atomic_save(ck, p)
+    before = _digests(run)
+    with pytest.raises(CheckpointError, match=r"holds checkpoints, but none of them loads.*nothing was "
+                                              r"written(.|\n)*last\.pt: .*newer"):
+        find_resume_checkpoint(run)
+    with pytest.raises(CheckpointError, match="none of them loads"):
+        train(tiny(run, "--train-pairs", "8", "--batch-size", "4", "--resume", "auto"))
+    assert _digests(run) == before
+
+
+def test_a_new_run_refuses_a_folder_holding_another_run_unless_overwrite(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    before = _digests(run)
+    with pytest.raises(ConfigError, match=r"holds another run's checkpoints \(.*last\.pt.*\): continue it "
+                                          r"with --resume auto, start over with --overwrite"):
+        train(tiny(run, "--train-pairs", "8", "--batch-size", "4", "--epochs", "1"))
+    assert _digests(run) == before
+    # --overwrite: the old run's files go, and the metrics hold the new run's rows only.
+    (run / "snapshots").mkdir()
+    r = train(tiny(run, "--train-pairs", "4", "--batch-size", "4", "--epochs", "1", "--overwrite"))
+    assert r.steps == 1 and not (run / "snapshots").exists()
+    assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "epoch_0001.pt", "last.pt"]
+    steps = [json.loads(x)["step"] for x in open(run / "metrics.jsonl")]
+    assert steps == sorted(steps) and max(steps) == 1
+    # A folder with the metrics of a run that saved no checkpoint is taken, its stale rows dropped.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "metrics.jsonl").write_text(json.dumps({"kind": "step", "step": 7, "loss": 1.0}) + "\n")
+    train(tiny(bare, "--train-pairs", "4", "--batch-size", "4", "--epochs", "1"))
+    assert max(json.loads(x)["step"] for x in open(bare / "metrics.jsonl")) == 1
+
+
+def test_quiet_is_not_inherited_by_a_resumed_run(tiny_run, tmp_path):
+    from maskkit.train import TrainConfig
+
+    run = _copy_run(tiny_run, tmp_path / "run")
+    ck = load_checkpoint(run / "last.pt")
+    assert ck["config"]["quiet"] is True  # the tiny run was quiet
+    cfg = TrainConfig.for_resume(str(run / "last.pt"), epochs=2)
+    assert cfg.quiet is False and cfg.overwrite is False
+
+
 @pytest.mark.parametrize("drop", ["config", "strategy"])
 def test_a_checkpoint_without_its_config_or_strategy_is_named_not_a_key_error(tiny_run, tmp_path, drop):
     from maskkit.checkpoint import strategy_from_checkpoint
@@ -429,6 +486,29 @@ def _start_and_signal(tmp_path: Path, extra: list[str], signals: list[tuple[floa
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     return proc, out, run
+
+
+@pytest.mark.slow
+def test_a_stop_while_waiting_for_a_missing_process_ends_at_once(tmp_path):
+    """A SLURM job script that runs `maskkit train` without srun starts one process of two: a
+    SIGTERM (or Ctrl-C) must end it within the grace period, not after --dist-timeout."""
+    from maskkit.distributed import RENDEZVOUS_STOP_GRACE_S
+
+    env = {**SUBPROCESS_ENV, "SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+           "SLURM_JOB_ID": "4242", "SLURM_NODELIST": "localhost", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(free_port())}
+    cmd = [sys.executable, "-m", "maskkit_cli.main", "train", *TINY_ARGS, "--dist-timeout", "300",
+           "--checkpoint-dir", str(tmp_path / "run")]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    time.sleep(4)  # imports, then waiting for the second task
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out[-3000:]
+    assert time.monotonic() - t0 < RENDEZVOUS_STOP_GRACE_S + 10
+    assert "stopped by SIGTERM while waiting for the other processes (1 of 2 joined)" in out
+    assert "Traceback" not in out and not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

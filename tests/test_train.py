@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from maskkit import Masks, MaskStrategy, hookimpl
 from maskkit.checkpoint import find_resume_checkpoint, load_checkpoint, strategy_from_checkpoint
-from maskkit.errors import CheckpointError, ConfigError
+from maskkit.errors import AudioError, CheckpointError, ConfigError
 from maskkit.train import TrainConfig, TrainingError, WarmupCosine, load_model, train
 
 # The tiny run, as command-line arguments (the CLI builds the same TrainConfig as the API).
@@ -111,6 +111,10 @@ def test_two_gloo_processes_match_one_process(ref6, tmp_path):
 def test_spawned_ranks_report_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="too few for a global batch of 2 x 2"):
         train(tiny(tmp_path, "--train-pairs", "3", "--batch-size", "2", "--world-size", "2"))
+    # A run folder the failed run created is taken away again, lock file and all.
+    with pytest.raises(AudioError, match="nonexistent: no such file or directory"):
+        train(tiny(tmp_path / "new", "--data", str(tmp_path / "nonexistent"), "--world-size", "2"))
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.slow
