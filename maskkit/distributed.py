@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, RendezvousError
 
 #: SLURM job names of interactive allocations (``salloc`` + ``srun --pty bash``): a shell in
 #: such a job is not one task of a training step, whatever SLURM_NTASKS says.
@@ -146,7 +146,10 @@ def first_host(nodelist: str) -> str:
 
 def slurm_port(job_id: str | int) -> int:
     """A rendezvous port derived from the SLURM job id: the same on every task of the job,
-    different between jobs that share a node, in 12000-31999 (below Linux's ephemeral range)."""
+    different between jobs whose ids differ by less than 20,000 (jobs that share a node at the
+    same time usually do), in 12000-31999 (below Linux's ephemeral range). Two jobs that still
+    meet on one port keep apart: :func:`rendezvous` keys every run by its job id, and the second
+    job's rank 0 stops with "port ... is taken"."""
     digits = re.sub(r"\D", "", str(job_id))
     if not digits:
         raise ValueError(f"SLURM_JOB_ID {job_id!r} holds no digits")
@@ -277,7 +280,9 @@ def init_process_group(info: LaunchInfo, device: Any, timeout_s: float = 600.0) 
     """Join the process group of ``info`` (no-op for a single process).
 
     gloo on CPU, nccl on CUDA; ``timeout_s`` bounds every collective, so a rank that dies
-    makes the others fail with an error instead of hanging forever.
+    makes the others fail with an error instead of hanging forever. The processes first meet
+    through :func:`rendezvous`, whose wait answers SIGTERM / Ctrl-C and whose failures are
+    :class:`RendezvousError` messages; the backend then starts with every process present.
     """
     if not info.distributed:
         return
@@ -291,26 +296,170 @@ def init_process_group(info: LaunchInfo, device: Any, timeout_s: float = 600.0) 
     if device.type == "cuda":
         torch.cuda.set_device(device)
         kwargs["device_id"] = device
+    store = rendezvous(info, timeout_s)
     try:
         # The backend's helper threads are created here and inherit this thread's signal mask:
         # with SIGINT/SIGTERM blocked while they start, those signals always reach the main
         # thread (whose handler only sets a flag) and never interrupt a system call inside
         # gloo/nccl, which can abort the process ("terminate called without an active exception").
         with _stop_signals_blocked():
-            dist.init_process_group(
-                backend=backend, init_method=f"tcp://{info.master_addr}:{info.master_port}",
-                rank=info.rank, world_size=info.world_size, timeout=_dt.timedelta(seconds=timeout_s),
-                **kwargs)
+            dist.init_process_group(backend=backend, store=store, rank=info.rank, world_size=info.world_size,
+                                    timeout=_dt.timedelta(seconds=timeout_s), **kwargs)
     except Exception as e:
-        hint = ""
-        if "address already in use" in str(e).lower() or "eaddrinuse" in str(e).lower():
-            hint = (f" Port {info.master_port} is taken (another job on this node?): set MASTER_PORT to a "
-                    f"free port for every rank.")
-        elif info.launcher == "slurm":
-            hint = " Under SLURM, start one task per GPU with `srun maskkit train ...` (not plain `maskkit`)."
-        raise RuntimeError(
-            f"rank {info.rank} of {info.world_size} ({info.launcher}) could not join the process group at "
-            f"{info.master_addr}:{info.master_port} with {backend}: {e}.{hint}") from e
+        raise RendezvousError(
+            f"rank {info.rank} of {info.world_size} ({info.launcher}) could not start {backend} with the "
+            f"other processes at {info.master_addr}:{info.master_port}: {_first_line(e)}") from e
+
+
+_STORE: Any = None  # rank 0's store server lives as long as the process group
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(e).__name__
+
+
+def _agent_store_serves(info: LaunchInfo) -> bool:
+    """torchrun's agent hosts a store at its own MASTER_ADDR:MASTER_PORT for the workers to share
+    (``TORCHELASTIC_USE_AGENT_STORE``): then every rank is a client of it."""
+    env = os.environ
+    return (env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and env.get("MASTER_ADDR") == info.master_addr
+            and env.get("MASTER_PORT") == str(info.master_port))
+
+
+def _run_key(info: LaunchInfo) -> str:
+    """What tells this run's keys from another's on a shared store (or a store of another job
+    that got the same port): the launcher's job id and attempt."""
+    env = os.environ
+    if info.launcher == "torchrun":
+        return f"torchrun/{env.get('TORCHELASTIC_RUN_ID', '')}/{env.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    if info.launcher == "slurm":
+        return f"slurm/{env.get('SLURM_JOB_ID') or env.get('SLURM_JOBID', '')}/{env.get('SLURM_STEP_ID', '')}"
+    return info.launcher
+
+
+#: Seconds a stop request waits for the missing processes before it ends the rendezvous.
+RENDEZVOUS_STOP_GRACE_S = 5.0
+
+
+def _stop_requested() -> int | None:
+    """The signal number of a pending stop request (SIGTERM, Ctrl-C), or None."""
+    flag = held_stop_flag()
+    return int(flag.signum or signal.SIGTERM) if flag is not None and flag.requested else None
+
+
+def _exit_stopped(signum: int, what: str) -> None:
+    """End the process with 128 + ``signum``: nothing was trained, nothing is lost."""
+    import sys
+
+    print(f"maskkit: stopped by {signal.Signals(signum).name} while {what}; nothing was trained",
+          file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
+
+
+def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
+    """Meet the other processes of ``info``'s run; returns the store to start the backend with.
+
+    Rank 0 hosts a TCP store at ``master_port`` (torchrun's agent hosts it instead, when it
+    says so); every process counts itself in under a key of its run (:func:`_run_key`, so two
+    jobs that got the same port never mix) and waits until all ``world_size`` are in. The
+    waits poll, so a SIGTERM / Ctrl-C ends the process at once (128 + the signal's number),
+    and each failure is a one-line :class:`RendezvousError`: the port taken, rank 0
+    unreachable, or too few processes after ``timeout_s`` (with the usual cause for the
+    launcher: a plain ``maskkit train`` in an sbatch script is one process, not a task each).
+    """
+    global _STORE
+    import torch.distributed as dist
+
+    who = f"rank {info.rank} of {info.world_size} ({info.launcher})"
+    where = f"{info.master_addr}:{info.master_port}"
+    deadline = time.monotonic() + timeout_s
+    timeout = _dt.timedelta(seconds=timeout_s)
+    hosting = info.rank == 0 and not _agent_store_serves(info)
+    store = None
+    if hosting:
+        try:
+            store = dist.TCPStore(info.master_addr, info.master_port, info.world_size, is_master=True,
+                                  timeout=timeout, wait_for_workers=False)
+        except Exception as e:
+            text = str(e).lower()
+            if "address already in use" in text or "eaddrinuse" in text or "errno: 98" in text:
+                raise RendezvousError(
+                    f"{who}: port {info.master_port} is taken on {socket.gethostname()} (another job on this "
+                    f"node?): set MASTER_PORT to a free port, the same for every process") from None
+            raise RendezvousError(f"{who}: could not open the rendezvous store at {where}: "
+                                  f"{_first_line(e)}") from None
+    stop_since: float | None = None
+    while store is None:
+        try:
+            store = dist.TCPStore(info.master_addr, info.master_port, info.world_size, is_master=False,
+                                  timeout=_dt.timedelta(seconds=2))
+        except Exception as e:
+            if time.monotonic() > deadline:
+                raise RendezvousError(
+                    f"{who}: rank 0 was not reachable at {where} within {timeout_s:g} s "
+                    f"({_first_line(e)}). Is rank 0 running, and is {info.master_addr} its address?"
+                    + _launch_hint(info)) from None
+            signum = _stop_requested()
+            if signum is not None:  # nobody counts on this process yet: give rank 0 the grace period
+                stop_since = time.monotonic() if stop_since is None else stop_since
+                if time.monotonic() - stop_since >= RENDEZVOUS_STOP_GRACE_S:
+                    _exit_stopped(signum, f"waiting for rank 0 at {where}")
+            time.sleep(0.1)
+    store.set_timeout(timeout)
+    store = dist.PrefixStore(f"maskkit/{_run_key(info)}/", store)
+    if hosting:
+        _STORE = store
+    try:
+        _join(store, info, who, where, deadline, timeout_s)
+    except (RendezvousError, SystemExit):
+        raise
+    except Exception as e:  # the store's host went away (rank 0 died, or it was another job's)
+        raise RendezvousError(
+            f"{who}: lost the rendezvous store at {where} while waiting for the other processes "
+            f"({_first_line(e)}): rank 0 stopped, or another job on this node holds the same port (set "
+            f"MASTER_PORT to a free port, the same for every process)") from None
+    return store
+
+
+def _join(store: Any, info: LaunchInfo, who: str, where: str, deadline: float, timeout_s: float) -> None:
+    """Count this process in and wait for all of them. The outcome is agreed through one key
+    set once (``compare_set``): ``complete`` when every process is in (a stop request then
+    stops the run at its first step, as any start-up signal does), or ``stopped:N`` when a
+    process with a stop request has waited :data:`RENDEZVOUS_STOP_GRACE_S` for the missing
+    ones; every process then exits with 128 + N, none is left waiting for another."""
+    ws = info.world_size
+    joined = int(store.add("joined", 1))
+    stop_since: float | None = None
+    while True:
+        outcome = store.get("outcome") if store.check(["outcome"]) else b""
+        if joined >= ws and not outcome:
+            outcome = store.compare_set("outcome", "", "complete")
+        signum = _stop_requested()
+        now = time.monotonic()
+        if signum is not None and not outcome:
+            stop_since = now if stop_since is None else stop_since
+            if now - stop_since >= RENDEZVOUS_STOP_GRACE_S:
+                outcome = store.compare_set("outcome", "", f"stopped:{signum}")
+        if outcome == b"complete":
+            return
+        if outcome.startswith(b"stopped:"):
+            _exit_stopped(int(outcome.split(b":")[1]), f"waiting for the other processes ({joined} of {ws} "
+                                                      f"joined)")
+        if now > deadline:
+            raise RendezvousError(f"{who}: only {joined} of {ws} processes joined at {where} within "
+                                  f"{timeout_s:g} s." + _launch_hint(info))
+        time.sleep(0.1)
+        joined = int(store.add("joined", 0))
+
+
+def _launch_hint(info: LaunchInfo) -> str:
+    if info.launcher == "slurm":
+        return (" Under SLURM, start every task with `srun maskkit train ...` inside the job script (a plain "
+                "`maskkit train` there is one process, not one per task).")
+    if info.launcher == "torchrun":
+        return " Check that every node runs torchrun with the same --nnodes and --rdzv-endpoint."
+    return ""
 
 
 class _stop_signals_blocked:
@@ -331,10 +480,12 @@ class _stop_signals_blocked:
 
 def destroy_process_group() -> None:
     """Leave the process group if one is active."""
+    global _STORE
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _STORE = None
 
 
 def is_distributed() -> bool:

@@ -33,3 +33,8 @@ class AudioError(MaskkitError, ValueError):
 
 class CheckpointError(MaskkitError, ValueError):
     """A checkpoint that cannot be loaded or does not fit; the message names the file."""
+
+
+class RendezvousError(MaskkitError):
+    """The processes of a distributed run could not meet (a port taken, rank 0 unreachable, too
+    few processes started); the message names the address, the ranks and what to check."""

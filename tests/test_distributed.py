@@ -13,11 +13,12 @@ from maskkit.distributed import (
     first_host,
     free_port,
     parse_nodelist,
+    rendezvous,
     resolve_launch,
     slurm_port,
     spawn,
 )
-from maskkit.errors import ConfigError
+from maskkit.errors import ConfigError, RendezvousError
 
 
 # -- SLURM host lists ------------------------------------------------------------------------------
@@ -190,3 +191,67 @@ def test_spawn_forwards_sigterm_to_children(tmp_path):
     assert seen == [signal.SIGTERM]
     for r in range(2):
         assert (tmp_path / f"stopped{r}").read_text() == f"[{int(signal.SIGTERM)}]"
+
+
+# -- the rendezvous ---------------------------------------------------------------------------------
+def _meet(infos: list[LaunchInfo], timeout_s: float = 20.0) -> list:
+    """``rendezvous`` of each info in its own thread; its store, or the exception it raised."""
+    import threading
+
+    out: list = [None] * len(infos)
+
+    def run(i: int) -> None:
+        try:
+            out[i] = rendezvous(infos[i], timeout_s)
+        except BaseException as e:  # noqa: BLE001 - returned to the test
+            out[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(infos))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout_s + 10)
+    return out
+
+
+def test_rendezvous_meets_every_rank_and_names_what_is_missing(monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    port = free_port()
+    a = [LaunchInfo("slurm", r, r, 2, "127.0.0.1", port) for r in range(2)]
+    stores = _meet(a)
+    assert not any(isinstance(x, BaseException) for x in stores), stores
+    assert int(stores[0].add("joined", 0)) == 2
+    # A second job that got the same port (job ids 20,000 apart): its rank 0 cannot host, and its
+    # rank 1 counts itself in under its own job's key, so the first job's count is untouched.
+    monkeypatch.setenv("SLURM_JOB_ID", "24242")
+    b0, b1 = (LaunchInfo("slurm", r, r, 2, "127.0.0.1", port) for r in range(2))
+    with pytest.raises(RendezvousError, match=rf"rank 0 of 2 \(slurm\): port {port} is taken .*MASTER_PORT"):
+        rendezvous(b0, 5)
+    with pytest.raises(RendezvousError, match=r"only 1 of 2 processes joined .* within 1 s\. Under SLURM, "
+                                              r"start every task with `srun maskkit train"):
+        rendezvous(b1, 1)
+    assert int(stores[0].add("joined", 0)) == 2
+    # Rank 1 with nobody at the port.
+    lone = LaunchInfo("torchrun", 1, 1, 2, "127.0.0.1", free_port())
+    with pytest.raises(RendezvousError, match=r"rank 1 of 2 \(torchrun\): rank 0 was not reachable at "
+                                              r"127\.0\.0\.1:\d+ within 1 s"):
+        rendezvous(lone, 1)
+
+
+def test_rendezvous_agrees_on_a_stop_request(monkeypatch):
+    """A stop request while a process is missing ends every waiting process with 128 + N after the
+    grace period, the same for all (never one gone and another still waiting for it)."""
+    import maskkit.distributed as d
+
+    class Flag:
+        requested, signum = True, int(signal.SIGTERM)
+
+    monkeypatch.setattr(d, "RENDEZVOUS_STOP_GRACE_S", 0.3)
+    monkeypatch.setattr(d, "held_stop_flag", lambda: Flag())
+    port = free_port()
+    out = _meet([LaunchInfo("spawn", r, r, 3, "127.0.0.1", port) for r in range(2)])  # rank 2 never comes
+    assert all(isinstance(x, SystemExit) and x.code == 143 for x in out), out
+    # With everyone there, a stop request is left to the trainer (its first step saves and stops).
+    port = free_port()
+    out = _meet([LaunchInfo("spawn", r, r, 2, "127.0.0.1", port) for r in range(2)])
+    assert not any(isinstance(x, BaseException) for x in out), out
