@@ -173,8 +173,9 @@ class SimpleTransformer(nn.Module):
     def masks(self, enc_input: Tensor, enc_target: Tensor, *, hard: bool = False,
               style: Tensor | None = None) -> Masks:
         """The strategy's masks for this pair (validated when ``check_strategy_output``);
-        ``style``: ``[B]`` style labels for strategies with ``supports_style``, or None."""
-        kw: dict[str, Any] = {"hard": hard}
+        ``style``: ``[B]`` style labels for strategies with ``supports_style``, or None. Hard
+        with ``hard``, or always when the model is configured with ``hard_masks``."""
+        kw: dict[str, Any] = {"hard": hard or self.config.hard_masks}
         if style is not None:
             if not self.strategy.supports_style:
                 raise ValueError(f"strategy '{self.strategy.name}' does not support style conditioning "
@@ -191,7 +192,7 @@ class SimpleTransformer(nn.Module):
         ``style``: ``[B]`` style labels, passed to a strategy with ``supports_style``. The masks
         are hard with ``hard`` or when the model was configured (trained) with ``hard_masks``."""
         self._check_inputs(enc_input, enc_target)
-        masks = self.masks(enc_input, enc_target, hard=hard or self.config.hard_masks, style=style)
+        masks = self.masks(enc_input, enc_target, hard=hard, style=style)
         mi, mt = masks.apply(enc_input, enc_target)
         # apply() broadcasts, but a mask may carry a lower dtype under autocast: keep the input's.
         mi, mt = mi.to(enc_input.dtype), mt.to(enc_input.dtype)

@@ -392,6 +392,12 @@ def test_hard_masks_train_the_creative_agent_and_stay_hard_after_loading(tmp_pat
     # The other users of the checkpoint take its hard masks too.
     from maskkit_creative_agent.diagnostics import inspect_checkpoint
 
+    from maskkit.snapshots import save_validation_snapshot
+
+    x = torch.randn(2, 1, 2000) * 0.1
+    snap = save_validation_snapshot(model, codec, x, x.flip(0), tmp_path / "snap", 1, max_pairs=2)
+    assert all(m["complementarity"] == pytest.approx(100.0) for m in snap.metrics)
+
     from maskkit.arrange import arrange
 
     assert inspect_checkpoint(r.last_checkpoint, random=True, pairs=2, frames=20).hard
