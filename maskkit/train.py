@@ -1279,6 +1279,7 @@ class Trainer:
         cfg = self.cfg
         self._announce()
         self._train_time, self._train_pairs, self._bad_in_row = 0.0, 0, 0
+        self._batches_this_run = 0
         done = cfg.max_steps is not None and self.step >= cfg.max_steps
         stopped = "max_steps" if done and self.epoch < cfg.epochs else "completed"
         if stopped == "max_steps":
@@ -1310,11 +1311,13 @@ class Trainer:
         task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=self.steps_per_epoch,
                                  completed=self.batch_in_epoch, stats="")
         t_epoch = t_last = time.perf_counter()
+        self._batches_this_run = 0  # this epoch's batches trained by this process (not a resumed run's)
         end = None
         with _batches(self.loader) as batches:
             for batch in self._guarded(batches):
                 metrics, skipped, stop_all = self.train_step(*self._batch(batch))
                 self.batch_in_epoch += 1
+                self._batches_this_run += 1
                 now = time.perf_counter()
                 dt, t_last = now - t_last, now
                 self._train_time += dt
@@ -1403,7 +1406,10 @@ class Trainer:
                **{f"train_{k}": v for k, v in train_means.items()},
                **{f"val_{k}": v for k, v in val.items()},
                "best_val_loss": self.best_val, "epoch_time_s": round(epoch_time, 3),
-               "pairs_per_s": (self.epoch_count * gb / epoch_time) if epoch_time > 0 else None}
+               # the pairs this process trained in the time it took (a resumed epoch's earlier
+               # batches were timed by the run before)
+               "pairs_per_s": (self._batches_this_run * gb / epoch_time)
+               if epoch_time > 0 and self._batches_this_run else None}
         self.history.append(row)
         self.last_metrics = row
         if not partial:
@@ -1473,7 +1479,8 @@ class Trainer:
         self.print(f"epoch {row['epoch']}/{cfg.epochs}  step {row['step']}  "
                    f"train loss {train_means.get('loss', float('nan')):.4f}  val loss {row['val_loss']:.4f}  "
                    f"val compl {row.get('val_complementarity', float('nan')):.1f}%  "
-                   f"lr {row['lr']:.2e}  {row['pairs_per_s'] or 0:.1f} pairs/s")
+                   f"lr {row['lr']:.2e}  "
+                   + (f"{row['pairs_per_s']:.1f} pairs/s" if row["pairs_per_s"] else "no step this run"))
         if self.model.strategy.learnable or train_means.get("mask_reg", 0.0) != 0.0:
             self.print(f"{display_name(cfg.strategy)} mask regularization loss: "
                        f"{train_means.get('mask_reg', 0.0):.6f} (weight={cfg.loss.mask_reg_weight})")

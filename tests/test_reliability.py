@@ -332,6 +332,20 @@ def test_a_new_run_refuses_a_folder_holding_another_run_unless_overwrite(tiny_ru
     assert max(json.loads(x)["step"] for x in open(bare / "metrics.jsonl")) == 1
 
 
+def test_an_epoch_resumed_after_its_last_step_reports_no_speed(tmp_path):
+    """Stopped after an epoch's last step, before its validation: the resumed run validates it
+    without training a batch, so it has no pairs/s of its own to report (it used to divide the
+    whole epoch's pairs by the validation time)."""
+    run = tmp_path / "run"
+    r = train(tiny(run, "--train-pairs", "8", "--batch-size", "4", "--epochs", "2",
+                   simulate_preemption_at_step=2))
+    assert r.stopped == "interrupted" and r.steps == 2
+    train(tiny(run, "--train-pairs", "8", "--batch-size", "4", "--epochs", "2", "--resume", "auto"))
+    epochs = [json.loads(x) for x in open(run / "metrics.jsonl") if '"kind": "epoch"' in x]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert epochs[0]["pairs_per_s"] is None and epochs[1]["pairs_per_s"] > 0
+
+
 def test_quiet_is_not_inherited_by_a_resumed_run(tiny_run, tmp_path):
     from maskkit.train import TrainConfig
 
