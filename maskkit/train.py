@@ -866,6 +866,10 @@ class Trainer:
 
     def _check_resumable(self, ck: dict[str, Any], path: str) -> None:
         saved = ck.get("config") or {}
+        try:  # a checkpoint from before an option existed was trained with that option's default
+            saved = {**saved, **TrainConfig.from_dict(saved).to_dict()}
+        except MaskkitError:  # (keys this version does not know: compare them as saved)
+            pass
         mine = self.cfg.to_dict()
         diffs = [k for k in ARCHITECTURE_KEYS if k in saved and _normalise(saved[k]) != _normalise(mine[k])]
         if diffs:
@@ -974,7 +978,7 @@ class Trainer:
     def _write_config_json(self) -> None:
         import json
 
-        text = json.dumps(self.cfg.to_dict(), indent=2, default=str) + "\n"
+        text = json.dumps({**self.cfg.to_dict(), "overwrite": False}, indent=2, default=str) + "\n"
         atomic_write(self.run_dir / "config.json", lambda f: f.write(text.encode()))
 
     # -- checkpoints ------------------------------------------------------------------------------
@@ -984,7 +988,7 @@ class Trainer:
             "format_version": CHECKPOINT_FORMAT,
             "maskkit_version": __version__,
             "kind": "maskkit-train",
-            "config": cfg.to_dict(),
+            "config": {**cfg.to_dict(), "overwrite": False},  # a launch setting, never replayed
             "strategy": {"name": cfg.strategy, "options": self.model.strategy.config_dict(),
                          "plugin": self.entry.plugin, "dist": self.entry.dist, "version": self.entry.version,
                          "learnable": bool(self.model.strategy.learnable)},

@@ -346,6 +346,22 @@ def test_an_epoch_resumed_after_its_last_step_reports_no_speed(tmp_path):
     assert epochs[0]["pairs_per_s"] is None and epochs[1]["pairs_per_s"] > 0
 
 
+def test_a_checkpoint_from_before_a_model_option_existed_resumes(tiny_run, tmp_path):
+    """Checkpoints of an older maskkit lack options added since (here ``hard_masks``): they were
+    trained with the option's default, so they resume, by path and with ``auto``."""
+    run = _copy_run(tiny_run, tmp_path / "run")
+    for p in run.glob("*.pt"):
+        ck = load_checkpoint(p)
+        del ck["config"]["model"]["hard_masks"]
+        atomic_save(ck, p)
+    r = train(tiny(run, "--train-pairs", "8", "--batch-size", "4", "--epochs", "2", "--resume", "auto"))
+    assert r.stopped == "completed" and r.steps == 4
+    # A real difference is still refused.
+    with pytest.raises(ConfigError, match="other model settings"):
+        train(tiny(run, "--train-pairs", "8", "--batch-size", "4", "--epochs", "3", "--resume",
+                   str(run / "last.pt"), "--hard-masks"))
+
+
 def test_quiet_is_not_inherited_by_a_resumed_run(tiny_run, tmp_path):
     from maskkit.train import TrainConfig
 
