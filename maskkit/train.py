@@ -456,6 +456,24 @@ def _lock_run_dir(run_dir: Path) -> Any:
     return f
 
 
+def _find_resume(run_dir: Path, overwrite: bool) -> Path | None:
+    """``find_resume_checkpoint``; with ``overwrite``, checkpoints none of which loads are no
+    reason to stop (the new run deletes them)."""
+    try:
+        return find_resume_checkpoint(run_dir)
+    except CheckpointError:
+        if overwrite:
+            return None
+        raise
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
 def _remove_if_empty(run_dir: Path) -> None:
     """Take away a run folder this run created when it failed before writing anything in it (a
     ``.lock`` that nobody holds any more, left by a process that was terminated, included)."""
@@ -653,11 +671,12 @@ class Trainer:
             self.made_run_dir = _check_writable(self.run_dir)
             self._lock = _lock_run_dir(self.run_dir)
         if cfg.resume == "auto":
-            found = find_resume_checkpoint(self.run_dir) if self.main else None
+            found = _find_resume(self.run_dir, cfg.overwrite) if self.main else None
             resume = str(found) if found else None
         else:
             resume = cfg.resume or None
-        if resume is None and self.main:
+        # a new run, or one continued from a checkpoint of another folder, takes this folder over
+        if self.main and (resume is None or not _same_path(Path(resume).parent, self.run_dir)):
             self._claim_for_new_run()
         return resume
 

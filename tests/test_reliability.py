@@ -324,6 +324,19 @@ def test_a_new_run_refuses_a_folder_holding_another_run_unless_overwrite(tiny_ru
     assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "epoch_0001.pt", "last.pt"]
     steps = [json.loads(x)["step"] for x in open(run / "metrics.jsonl")]
     assert steps == sorted(steps) and max(steps) == 1
+    # Continuing a checkpoint of another folder into this one takes the folder over as well.
+    other = _copy_run(tiny_run, tmp_path / "other")
+    before = _digests(run)
+    with pytest.raises(ConfigError, match="holds another run's checkpoints"):
+        train(tiny(run, "--train-pairs", "8", "--batch-size", "4", "--epochs", "2", "--resume",
+                   str(other / "last.pt"), "--checkpoint-dir", str(run)))
+    assert _digests(run) == before
+    # --resume auto --overwrite over checkpoints none of which loads: a new run replaces them.
+    for p in other.glob("*.pt"):
+        p.write_bytes(b"damaged")
+    r = train(tiny(other, "--train-pairs", "4", "--batch-size", "4", "--epochs", "1", "--resume", "auto",
+                   "--overwrite"))
+    assert r.steps == 1 and load_checkpoint(other / "last.pt")["step"] == 1
     # A folder with the metrics of a run that saved no checkpoint is taken, its stale rows dropped.
     bare = tmp_path / "bare"
     bare.mkdir()
