@@ -296,6 +296,7 @@ def init_process_group(info: LaunchInfo, device: Any, timeout_s: float = 600.0) 
     if device.type == "cuda":
         torch.cuda.set_device(device)
         kwargs["device_id"] = device
+    global _STORE
     store = rendezvous(info, timeout_s)
     try:
         # The backend's helper threads are created here and inherit this thread's signal mask:
@@ -306,6 +307,7 @@ def init_process_group(info: LaunchInfo, device: Any, timeout_s: float = 600.0) 
             dist.init_process_group(backend=backend, store=store, rank=info.rank, world_size=info.world_size,
                                     timeout=_dt.timedelta(seconds=timeout_s), **kwargs)
     except Exception as e:
+        _STORE = None
         raise RendezvousError(
             f"rank {info.rank} of {info.world_size} ({info.launcher}) could not start {backend} with the "
             f"other processes at {info.master_addr}:{info.master_port}: {_first_line(e)}") from e
@@ -329,7 +331,10 @@ def _agent_store_serves(info: LaunchInfo) -> bool:
 
 def _run_key(info: LaunchInfo) -> str:
     """What tells this run's keys from another's on a shared store (or a store of another job
-    that got the same port): the launcher's job id and attempt."""
+    that got the same port): the launcher's job id and attempt. SLURM jobs are told apart by
+    their job ids, and torchrun's agent holds its port for its own job; processes started by
+    hand with only ``RANK`` / ``WORLD_SIZE`` carry no job id, so two such runs must not share
+    a ``MASTER_PORT``."""
     env = os.environ
     if info.launcher == "torchrun":
         return f"torchrun/{env.get('TORCHELASTIC_RUN_ID', '')}/{env.get('TORCHELASTIC_RESTART_COUNT', '0')}"
@@ -361,8 +366,8 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
     """Meet the other processes of ``info``'s run; returns the store to start the backend with.
 
     Rank 0 hosts a TCP store at ``master_port`` (torchrun's agent hosts it instead, when it
-    says so); every process counts itself in under a key of its run (:func:`_run_key`, so two
-    jobs that got the same port never mix) and waits until all ``world_size`` are in. The
+    says so); every process counts itself in under a key of its run (:func:`_run_key`: two
+    SLURM jobs that got the same port never mix) and waits until all ``world_size`` are in. The
     waits poll, so a SIGTERM / Ctrl-C ends the process at once (128 + the signal's number),
     and each failure is a one-line :class:`RendezvousError`: the port taken, rank 0
     unreachable, or too few processes after ``timeout_s`` (with the usual cause for the
@@ -392,8 +397,10 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
     stop_since: float | None = None
     while store is None:
         try:
+            # a plain connection first: torch's store client logs a C++ error block per failed try
+            socket.create_connection((info.master_addr, info.master_port), timeout=2).close()
             store = dist.TCPStore(info.master_addr, info.master_port, info.world_size, is_master=False,
-                                  timeout=_dt.timedelta(seconds=2))
+                                  timeout=_dt.timedelta(seconds=10))
         except Exception as e:
             if time.monotonic() > deadline:
                 raise RendezvousError(
@@ -413,8 +420,10 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
     try:
         _join(store, info, who, where, deadline, timeout_s)
     except (RendezvousError, SystemExit):
+        _STORE = None  # close the server: a retry in this process can take the port again
         raise
     except Exception as e:  # the store's host went away (rank 0 died, or it was another job's)
+        _STORE = None
         raise RendezvousError(
             f"{who}: lost the rendezvous store at {where} while waiting for the other processes "
             f"({_first_line(e)}): rank 0 stopped, or another job on this node holds the same port (set "
