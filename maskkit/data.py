@@ -737,7 +737,9 @@ def _note_pair_lengths(pairs: Sequence[tuple[str, Path, Path | None]], by_path: 
     both to the shorter one, and a big difference often means two files that do not belong
     together."""
     for _pid, inp, out in pairs:
-        a, b = by_path.get(str(inp)), by_path.get(str(out)) if out is not None else None
+        if out is None:
+            continue
+        a, b = by_path.get(os.path.realpath(inp)), by_path.get(os.path.realpath(out))
         if a is None or b is None or a.status != "ok" or b.status != "ok" or not a.duration or not b.duration:
             continue
         diff = abs(a.duration - b.duration)
@@ -764,9 +766,9 @@ def check_folder(root: str | os.PathLike, *, segment_seconds: float = 4.0, full:
             all_pairs += pairs
             for pid, inp, outp in pairs:
                 if outp is None:
-                    partners[str(inp)] = f"no matching pair_{pid}_output.wav"
+                    partners[os.path.realpath(inp)] = f"no matching pair_{pid}_output.wav"
             for o in orphans:
-                partners[str(o)] = "no matching input file"
+                partners[os.path.realpath(o)] = "no matching input file"
     min_s = segment_seconds - (0.05 if layout == "pairs" else 0.0)
     reports: list[FileReport] = []
     for path in audio:
@@ -781,10 +783,10 @@ def check_folder(root: str | os.PathLike, *, segment_seconds: float = 4.0, full:
             rep.duration = info.duration
         except AudioError as e:
             rep.status, rep.problem = "bad", str(e).split(": ", 1)[-1]
-        if rep.status == "ok" and str(path) in partners:
-            rep.status, rep.problem = "bad", partners[str(path)]
+        if rep.status == "ok" and os.path.realpath(path) in partners:  # (train/ may be a link)
+            rep.status, rep.problem = "bad", partners[os.path.realpath(path)]
         reports.append(rep)
-    _note_pair_lengths(all_pairs, {r.path: r for r in reports})
+    _note_pair_lengths(all_pairs, {os.path.realpath(r.path): r for r in reports})
     for path in unsupported:
         reports.append(FileReport(path=str(path), status="bad",
                                   problem=f"unsupported format '{path.suffix.lower()}'"))

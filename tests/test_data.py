@@ -442,6 +442,17 @@ def test_check_notes_a_wav_pair_whose_files_differ_in_length(tmp_path):
     table = CliRunner().invoke(data_cli, ["check", str(root), "--segment-seconds", "1"],
                                env={"COLUMNS": "250"})
     assert table.exit_code == 0 and "1 note(s) above" in table.output and "are they a pair?" in table.output
+    # train/ as a link to a folder elsewhere under the root: the same note, and a missing partner
+    # is still found.
+    (root / "store").mkdir()
+    (root / "train").rename(root / "store" / "train")
+    (root / "train").symlink_to(root / "store" / "train", target_is_directory=True)
+    (root / "store" / "train" / "pair_0000_output.wav").unlink()
+    files = json.loads(CliRunner().invoke(data_cli, ["check", str(root), "--segment-seconds", "1",
+                                                     "--json"]).output)["files"]
+    noted = [f for f in files if f["note"]]
+    assert len(noted) == 1 and "3.0 s against 1.0 s" in noted[0]["note"]
+    assert any(f["path"].endswith("pair_0000_input.wav") and "no matching" in f["problem"] for f in files)
 
 
 def test_bad_source_paths(tmp_path):
