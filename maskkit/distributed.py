@@ -314,6 +314,7 @@ def init_process_group(info: LaunchInfo, device: Any, timeout_s: float = 600.0) 
 
 
 _STORE: Any = None  # rank 0's store server lives as long as the process group
+_RENDEZVOUS_CALLS: dict[tuple[str, int], int] = {}
 
 
 def _first_line(e: BaseException) -> str:
@@ -414,7 +415,11 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
                     _exit_stopped(signum, f"waiting for rank 0 at {where}")
             time.sleep(0.1)
     store.set_timeout(timeout)
-    store = dist.PrefixStore(f"maskkit/{_run_key(info)}/", store)
+    # Every process of a run calls train() as often: a second run in the same processes (the
+    # Python API) gets keys of its own.
+    key = _run_key(info)
+    n = _RENDEZVOUS_CALLS[(key, info.rank)] = _RENDEZVOUS_CALLS.get((key, info.rank), 0) + 1
+    store = dist.PrefixStore(f"maskkit/{key}/{n}/", store)
     if hosting:
         _STORE = store
     try:
