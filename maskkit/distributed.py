@@ -297,15 +297,21 @@ def init_process_group(info: LaunchInfo, device: Any, timeout_s: float = 600.0) 
         torch.cuda.set_device(device)
         kwargs["device_id"] = device
     global _STORE
-    store = rendezvous(info, timeout_s)
+    if info.launcher == "torchrun":
+        # torchrun's agents have met already and started every worker of this round; they also
+        # restart a failed round, with a store and restart count of their own: torch's own
+        # rendezvous (the agent's store) is the one that knows the round.
+        rdzv: dict[str, Any] = {"init_method": f"tcp://{info.master_addr}:{info.master_port}"}
+    else:
+        rdzv = {"store": rendezvous(info, timeout_s)}
     try:
         # The backend's helper threads are created here and inherit this thread's signal mask:
         # with SIGINT/SIGTERM blocked while they start, those signals always reach the main
         # thread (whose handler only sets a flag) and never interrupt a system call inside
         # gloo/nccl, which can abort the process ("terminate called without an active exception").
         with _stop_signals_blocked():
-            dist.init_process_group(backend=backend, store=store, rank=info.rank, world_size=info.world_size,
-                                    timeout=_dt.timedelta(seconds=timeout_s), **kwargs)
+            dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size,
+                                    timeout=_dt.timedelta(seconds=timeout_s), **rdzv, **kwargs)
     except Exception as e:
         _STORE = None
         raise RendezvousError(
@@ -400,8 +406,9 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
         try:
             # a plain connection first: torch's store client logs a C++ error block per failed try
             socket.create_connection((info.master_addr, info.master_port), timeout=2).close()
-            store = dist.TCPStore(info.master_addr, info.master_port, info.world_size, is_master=False,
-                                  timeout=_dt.timedelta(seconds=10))
+            store = _store_client(info, who, where, deadline)
+        except RendezvousError:
+            raise
         except Exception as e:
             if time.monotonic() > deadline:
                 raise RendezvousError(
@@ -429,11 +436,50 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
         raise
     except Exception as e:  # the store's host went away (rank 0 died, or it was another job's)
         _STORE = None
+        signum = _stop_requested()
+        if signum is not None:  # stopped too: rank 0 left on the same request
+            _exit_stopped(signum, f"waiting for the other processes (rank 0 at {where} left)")
         raise RendezvousError(
             f"{who}: lost the rendezvous store at {where} while waiting for the other processes "
             f"({_first_line(e)}): rank 0 stopped, or another job on this node holds the same port (set "
             f"MASTER_PORT to a free port, the same for every process)") from None
     return store
+
+
+def _store_client(info: LaunchInfo, who: str, where: str, deadline: float) -> Any:
+    """A client of the store at ``where``, made in a helper thread: a port held by some other
+    service accepts the connection and then never answers the store's handshake, and that wait
+    (in C++) would neither time out nor let a stop request through."""
+    import torch.distributed as dist
+
+    result: list[Any] = []
+
+    def connect() -> None:
+        try:
+            result.append(dist.TCPStore(info.master_addr, info.master_port, info.world_size, is_master=False,
+                                        timeout=_dt.timedelta(seconds=10)))
+        except Exception as e:  # noqa: BLE001 - handed to the waiting thread
+            result.append(e)
+
+    t = threading.Thread(target=connect, name="maskkit-store-connect", daemon=True)
+    t.start()
+    answer_by = min(deadline, time.monotonic() + 15.0)
+    stop_since: float | None = None
+    while t.is_alive():
+        t.join(0.1)
+        now = time.monotonic()
+        signum = _stop_requested()
+        if signum is not None:
+            stop_since = now if stop_since is None else stop_since
+            if now - stop_since >= RENDEZVOUS_STOP_GRACE_S:
+                _exit_stopped(signum, f"connecting to rank 0 at {where}")
+        if t.is_alive() and now > answer_by:
+            raise RendezvousError(f"{who}: {where} accepts connections but does not answer as rank 0's "
+                                  f"store (another service on this port?): set MASTER_PORT to a free port, "
+                                  f"the same for every process")
+    if isinstance(result[0], Exception):
+        raise result[0]
+    return result[0]
 
 
 def _join(store: Any, info: LaunchInfo, who: str, where: str, deadline: float, timeout_s: float) -> None:
@@ -458,6 +504,12 @@ def _join(store: Any, info: LaunchInfo, who: str, where: str, deadline: float, t
         if outcome == b"complete":
             return
         if outcome.startswith(b"stopped:"):
+            seen = int(store.add("left", 1))
+            if info.rank == 0:  # it may host the store: let the others read the outcome first
+                wait_until = time.monotonic() + 3.0
+                while seen < int(store.add("joined", 0)) and time.monotonic() < wait_until:
+                    time.sleep(0.05)
+                    seen = int(store.add("left", 0))
             _exit_stopped(int(outcome.split(b":")[1]), f"waiting for the other processes ({joined} of {ws} "
                                                       f"joined)")
         if now > deadline:
@@ -590,6 +642,13 @@ def spawn(worker: Callable[..., Any], nprocs: int, args: tuple[Any, ...] = (),
                 except ProcessLookupError:
                     pass
 
+    import logging
+
+    # torch logs "Terminating process N via signal SIGTERM" when a rank fails; the failure is
+    # reported in one line by the caller, which says the others were stopped.
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    old_level = spawn_log.level
+    spawn_log.setLevel(logging.ERROR)
     old: dict[int, Any] = {}
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -607,6 +666,7 @@ def spawn(worker: Callable[..., Any], nprocs: int, args: tuple[Any, ...] = (),
         while not ctx.join():
             pass
     finally:
+        spawn_log.setLevel(old_level)
         for sig, handler in old.items():
             signal.signal(sig, handler)
 

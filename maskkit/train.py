@@ -591,6 +591,7 @@ class Trainer:
         held = dist_utils.held_stop_flag()
         self.stop = held if held is not None else StopFlag()  # the process's, when it holds one
         self.made_run_dir = False  # created by this run (rank 0): taken away if it fails before writing
+        self._replaced: list[Path] = []  # the previous run's checkpoints, with --overwrite
         self._lock: Any = None  # rank 0's lock of the run folder (one run writes it at a time)
         self.console: Any = None
         self.logger: Any = None
@@ -682,17 +683,26 @@ class Trainer:
 
     def _claim_for_new_run(self) -> None:
         """Rank 0, before a new run: refuse a folder holding another run's checkpoints (a new run
-        would write over them and mix its metrics with theirs), or with ``overwrite`` delete
-        them and that run's snapshots and TensorBoard events (its metric rows are dropped when
-        the metric files open)."""
+        would write over them and mix its metrics with theirs), or with ``overwrite`` mark them
+        for :meth:`_delete_replaced_run` (its metric rows are dropped when the files open)."""
         old = list_checkpoints(self.run_dir)
         if not old:
             return
         if not self.cfg.overwrite:
             names = ", ".join(p.name for p in old[:4]) + (", ..." if len(old) > 4 else "")
+            # --resume auto never takes best.pt (older than last.pt): name it when it is all there is
+            how = (f"--resume {old[0]}" if all(p.name == "best.pt" for p in old) else "--resume auto")
             raise ConfigError(f"{self.run_dir} holds another run's checkpoints ({names}): continue it with "
-                              f"--resume auto, start over with --overwrite (deletes them), or choose another "
+                              f"{how}, start over with --overwrite (deletes them), or choose another "
                               f"--checkpoint-dir")
+        self._replaced = old  # deleted once the new run is set up (a bad --data loses nothing)
+
+    def _delete_replaced_run(self) -> None:
+        """Rank 0, ``overwrite``: delete the previous run's checkpoints, snapshots and TensorBoard
+        events, now that the new run is set up and about to write its own."""
+        old, self._replaced = self._replaced, []
+        if not old:
+            return
         for p in old:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
@@ -829,6 +839,7 @@ class Trainer:
         if self.main:
             from .logging_utils import MetricsLogger
 
+            self._delete_replaced_run()
             self.logger = MetricsLogger(self.run_dir)
             # a resumed run drops the rows logged after its checkpoint; a new run, every old row
             self.logger.truncate_after(self.step if self.ckpt is not None else 0)

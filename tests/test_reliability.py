@@ -36,7 +36,7 @@ from maskkit.checkpoint import (
     strategy_from_checkpoint,
 )
 from maskkit.distributed import free_port
-from maskkit.errors import CheckpointError, ConfigError
+from maskkit.errors import AudioError, CheckpointError, ConfigError
 from maskkit.train import load_model, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -316,6 +316,10 @@ def test_a_new_run_refuses_a_folder_holding_another_run_unless_overwrite(tiny_ru
     with pytest.raises(ConfigError, match=r"holds another run's checkpoints \(.*last\.pt.*\): continue it "
                                           r"with --resume auto, start over with --overwrite"):
         train(tiny(run, "--train-pairs", "8", "--batch-size", "4", "--epochs", "1"))
+    assert _digests(run) == before
+    # --overwrite with a setup that fails (no such data): nothing is deleted.
+    with pytest.raises(AudioError, match="nowhere"):
+        train(tiny(run, "--train-pairs", "4", "--data", str(tmp_path / "nowhere"), "--overwrite"))
     assert _digests(run) == before
     # --overwrite: the old run's files go, and the metrics hold the new run's rows only.
     (run / "snapshots").mkdir()
