@@ -280,9 +280,10 @@ def init_process_group(info: LaunchInfo, device: Any, timeout_s: float = 600.0) 
     """Join the process group of ``info`` (no-op for a single process).
 
     gloo on CPU, nccl on CUDA; ``timeout_s`` bounds every collective, so a rank that dies
-    makes the others fail with an error instead of hanging forever. The processes first meet
-    through :func:`rendezvous`, whose wait answers SIGTERM / Ctrl-C and whose failures are
-    :class:`RendezvousError` messages; the backend then starts with every process present.
+    makes the others fail with an error instead of hanging forever. Under SLURM and spawn the
+    processes first meet through :func:`rendezvous`, whose wait answers SIGTERM / Ctrl-C and
+    whose failures are :class:`RendezvousError` messages; the backend then starts with every
+    process present. Under torchrun its agents have met already: torch's own rendezvous.
     """
     if not info.distributed:
         return
