@@ -404,7 +404,7 @@ def test_a_strategy_that_raises_is_named_not_a_traceback(fresh_plugins, tmp_path
         sf.write(f, 0.3 * np.sin(2 * np.pi * hz * np.arange(24000) / 24000), 24000)
     a, b, out = str(a), str(b), str(tmp_path / "out")
     args = {"train": ["train", "--strategy", "raising", "--epochs", "1", "--checkpoint-dir", out],
-            "masks": ["masks", "raising", a, b, "--png", out + ".png"],
+            "masks": ["masks", "raising", a, b, "--png", out + ".png", "--seconds", "1"],
             "arrange": ["arrange", "--mix-only", "-s", "raising", a, b, "-o", out + ".wav"]}
     result = CliRunner().invoke(cli, args[command])
     assert result.exit_code == 2, result.output
