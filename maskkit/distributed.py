@@ -515,7 +515,8 @@ def _join(store: Any, info: LaunchInfo, who: str, where: str, deadline: float, t
                                                       f"joined)")
         if now > deadline:
             raise RendezvousError(f"{who}: only {joined} of {ws} processes joined at {where} within "
-                                  f"{timeout_s:g} s." + _launch_hint(info))
+                                  f"{timeout_s:g} s (a process that never started, or that stopped or "
+                                  f"failed before it joined: see its log)." + _launch_hint(info))
         time.sleep(0.1)
         joined = int(store.add("joined", 0))
 

@@ -717,6 +717,8 @@ class Trainer:
         self.ckpt: dict[str, Any] | None = None
         if resume_path:
             self.ckpt = load_checkpoint(resume_path, map_location="cpu", require=("config", "strategy"))
+        elif cfg.resume == "auto" and self._replaced:
+            self.print(f"--resume auto: no checkpoint in {self.run_dir} loads; --overwrite starts a new run")
         elif cfg.resume == "auto":
             self.print(f"--resume auto: no checkpoint in {self.run_dir}; starting a new run")
         self.resume_path = resume_path

@@ -227,8 +227,8 @@ def test_rendezvous_meets_every_rank_and_names_what_is_missing(monkeypatch):
     b0, b1 = (LaunchInfo("slurm", r, r, 2, "127.0.0.1", port) for r in range(2))
     with pytest.raises(RendezvousError, match=rf"rank 0 of 2 \(slurm\): port {port} is taken .*MASTER_PORT"):
         rendezvous(b0, 5)
-    with pytest.raises(RendezvousError, match=r"only 1 of 2 processes joined .* within 1 s\. Under SLURM, "
-                                              r"start every task with `srun maskkit train"):
+    with pytest.raises(RendezvousError, match=r"only 1 of 2 processes joined .* within 1 s \(a process that "
+                                              r"never started.*\)\. Under SLURM, start every task with "):
         rendezvous(b1, 1)
     assert int(stores[0].add("joined", 0)) == 2
     # Rank 1 with nobody at the port.
