@@ -361,6 +361,22 @@ def _stop_requested() -> int | None:
     return int(flag.signum or signal.SIGTERM) if flag is not None and flag.requested else None
 
 
+class _StopGrace:
+    """A wait's view of the stop request: :meth:`expired` gives its signal number once it has
+    been pending for :data:`RENDEZVOUS_STOP_GRACE_S` (time for the missing processes to come)."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def expired(self) -> int | None:
+        signum = _stop_requested()
+        if signum is None:
+            return None
+        now = time.monotonic()
+        self.since = now if self.since is None else self.since
+        return signum if now - self.since >= RENDEZVOUS_STOP_GRACE_S else None
+
+
 def _exit_stopped(signum: int, what: str) -> None:
     """End the process with 128 + ``signum``: nothing was trained, nothing is lost."""
     import sys
@@ -402,7 +418,7 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
                     f"node?): set MASTER_PORT to a free port, the same for every process") from None
             raise RendezvousError(f"{who}: could not open the rendezvous store at {where}: "
                                   f"{_first_line(e)}") from None
-    stop_since: float | None = None
+    grace = _StopGrace()
     while store is None:
         try:
             # a plain connection first: torch's store client logs a C++ error block per failed try
@@ -416,11 +432,9 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
                     f"{who}: rank 0 was not reachable at {where} within {timeout_s:g} s "
                     f"({_first_line(e)}). Is rank 0 running, and is {info.master_addr} its address?"
                     + _launch_hint(info)) from None
-            signum = _stop_requested()
-            if signum is not None:  # nobody counts on this process yet: give rank 0 the grace period
-                stop_since = time.monotonic() if stop_since is None else stop_since
-                if time.monotonic() - stop_since >= RENDEZVOUS_STOP_GRACE_S:
-                    _exit_stopped(signum, f"waiting for rank 0 at {where}")
+            signum = grace.expired()  # nobody counts on this process yet
+            if signum is not None:
+                _exit_stopped(signum, f"waiting for rank 0 at {where}")
             time.sleep(0.1)
     store.set_timeout(timeout)
     # Every process of a run calls train() as often: a second run in the same processes (the
@@ -465,16 +479,13 @@ def _store_client(info: LaunchInfo, who: str, where: str, deadline: float) -> An
     t = threading.Thread(target=connect, name="maskkit-store-connect", daemon=True)
     t.start()
     answer_by = min(deadline, time.monotonic() + 15.0)
-    stop_since: float | None = None
+    grace = _StopGrace()
     while t.is_alive():
         t.join(0.1)
-        now = time.monotonic()
-        signum = _stop_requested()
+        signum = grace.expired()
         if signum is not None:
-            stop_since = now if stop_since is None else stop_since
-            if now - stop_since >= RENDEZVOUS_STOP_GRACE_S:
-                _exit_stopped(signum, f"connecting to rank 0 at {where}")
-        if t.is_alive() and now > answer_by:
+            _exit_stopped(signum, f"connecting to rank 0 at {where}")
+        if t.is_alive() and time.monotonic() > answer_by:
             raise RendezvousError(f"{who}: {where} accepts connections but does not answer as rank 0's "
                                   f"store (another service on this port?): set MASTER_PORT to a free port, "
                                   f"the same for every process")
@@ -491,17 +502,14 @@ def _join(store: Any, info: LaunchInfo, who: str, where: str, deadline: float, t
     ones; every process then exits with 128 + N, none is left waiting for another."""
     ws = info.world_size
     joined = int(store.add("joined", 1))
-    stop_since: float | None = None
+    grace = _StopGrace()
     while True:
         outcome = store.get("outcome") if store.check(["outcome"]) else b""
         if joined >= ws and not outcome:
             outcome = store.compare_set("outcome", "", "complete")
-        signum = _stop_requested()
-        now = time.monotonic()
-        if signum is not None and not outcome:
-            stop_since = now if stop_since is None else stop_since
-            if now - stop_since >= RENDEZVOUS_STOP_GRACE_S:
-                outcome = store.compare_set("outcome", "", f"stopped:{signum}")
+        signum = grace.expired() if not outcome else None
+        if signum is not None:
+            outcome = store.compare_set("outcome", "", f"stopped:{signum}")
         if outcome == b"complete":
             return
         if outcome.startswith(b"stopped:"):
@@ -513,7 +521,7 @@ def _join(store: Any, info: LaunchInfo, who: str, where: str, deadline: float, t
                     seen = int(store.add("left", 0))
             _exit_stopped(int(outcome.split(b":")[1]), f"waiting for the other processes ({joined} of {ws} "
                                                       f"joined)")
-        if now > deadline:
+        if time.monotonic() > deadline:
             raise RendezvousError(f"{who}: only {joined} of {ws} processes joined at {where} within "
                                   f"{timeout_s:g} s (a process that never started, or that stopped or "
                                   f"failed before it joined: see its log)." + _launch_hint(info))
