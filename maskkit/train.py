@@ -786,11 +786,14 @@ class Trainer:
         """The training loader (resumable sampler, one shard per rank) and the validation loader."""
         cfg = self.cfg
         self.sampler = _ResumableSampler(self.train_ds, self.world, self.rank, cfg.seed, cfg.batch_size)
-        self.steps_per_epoch = self.sampler.batches_per_epoch
+        self.accum = cfg.optim.grad_accum  # micro-batches (loader batches) per optimizer step
+        self.steps_per_epoch = self.sampler.batches_per_epoch // self.accum
         if self.steps_per_epoch < 1:
+            accum = f" x {self.accum} accumulated" if self.accum > 1 else ""
             raise ConfigError(
                 f"the training set has {len(self.train_ds)} pairs: too few for a global batch of "
-                f"{cfg.batch_size} x {self.world} processes (lower --batch-size, or add data)")
+                f"{cfg.batch_size} x {self.world} processes{accum} (lower --batch-size"
+                f"{' or --grad-accum' if self.accum > 1 else ''}, or add data)")
         if len(self.val_ds) < 1:
             raise ConfigError("the validation set is empty (raise --val-pairs / val_fraction, or add songs)")
         workers = cfg.data.num_workers
@@ -916,8 +919,9 @@ class Trainer:
         changed = [k for k in ("seed", "optim", "loss", "data", "adversarial") if k in saved
                    and _normalise(saved[k]) != _normalise(mine[k])]
         if "batch_size" in saved:  # the global batch is what the run sees: 2 x 2 processes = 1 x 4
-            old_global = int(saved["batch_size"]) * int(ck.get("world_size", 1))
-            if old_global != self.cfg.batch_size * self.world:
+            old_accum = int((saved.get("optim") or {}).get("grad_accum", 1))
+            old_global = int(saved["batch_size"]) * int(ck.get("world_size", 1)) * old_accum
+            if old_global != self.cfg.batch_size * self.world * self.cfg.optim.grad_accum:
                 changed.insert(0, "global batch")
         if changed:
             self.warn(f"resuming {path} with changed settings ({', '.join(changed)}): the run continues, "
@@ -1129,32 +1133,58 @@ class Trainer:
 
     def train_step(self, x_in: Tensor, x_tg: Tensor, style: Tensor | None = None
                    ) -> tuple[dict[str, float], bool, bool]:
-        """One optimizer step. Returns (global mean metrics, skipped?, stop requested?).
+        """One optimizer step on one batch. Returns (global mean metrics, skipped?, stop requested?).
 
         With adversarial training active: the critic's update first (every
         ``disc_update_freq`` steps), then the generator's with ``weight * generator_loss``."""
+        return self.accumulated_step([(x_in, x_tg, style)])
+
+    def accumulated_step(self, micro: list[tuple[Tensor, Tensor, Tensor | None]]
+                         ) -> tuple[dict[str, float], bool, bool]:
+        """One optimizer step on the gradient summed over ``micro`` batches, each loss divided by
+        their number (the mean over all their pairs, as one batch of them all would give; DDP
+        averages over the processes on the last one only). The critic, when due, updates on
+        the first. Metrics are the means over the micro-batches."""
         from .metrics import complementarity
 
         self.model.train()
-        total, comps, masks, (e_in, e_tg, out) = self._forward(self.fwd_model, x_in, x_tg, style)
-        adv_values: list[Tensor] = []
+        n = len(micro)
+        totals: list[Tensor] = []
+        comp_sums: dict[str, Tensor] = {}
+        compls: list[Tensor] = []
+        adv_sums: list[Tensor] = []
         d_bad = torch.zeros((), dtype=torch.bool, device=self.device)
-        if self.adversarial_active():
-            assert self.critic is not None
-            if self._critic_due():
-                d_bad = self._critic_step(e_in, e_tg, out)
-            with self._autocast():
-                fake_logits = adversarial.frozen_logits(self.critic, out).float()
-            g_adv = adversarial.generator_loss(fake_logits)
-            total = total + self.cfg.adversarial.weight * g_adv
-            assert self._d_last is not None
-            adv_values = [g_adv.detach(), self._d_last[0], self._d_last[1],
-                          torch.sigmoid(fake_logits.detach()).mean()]
-        total.backward()
+        for i, (x_in, x_tg, style) in enumerate(micro):
+            last = i == n - 1
+            sync = contextlib.nullcontext() if last or self.world == 1 else self.fwd_model.no_sync()
+            with sync:
+                total, comps, masks, (e_in, e_tg, out) = self._forward(self.fwd_model, x_in, x_tg, style)
+                if self.adversarial_active():
+                    assert self.critic is not None
+                    if i == 0 and self._critic_due():
+                        d_bad = self._critic_step(e_in, e_tg, out)
+                    with self._autocast():
+                        fake_logits = adversarial.frozen_logits(self.critic, out).float()
+                    g_adv = adversarial.generator_loss(fake_logits)
+                    total = total + self.cfg.adversarial.weight * g_adv
+                    assert self._d_last is not None
+                    adv = [g_adv.detach(), self._d_last[0], self._d_last[1],
+                           torch.sigmoid(fake_logits.detach()).mean()]
+                    adv_sums = adv if not adv_sums else [a + b for a, b in zip(adv_sums, adv, strict=True)]
+                (total / n if n > 1 else total).backward()
+            totals.append(total.detach())
+            for k in COMPONENTS:
+                comp_sums[k] = comps[k] if k not in comp_sums else comp_sums[k] + comps[k]
+            with torch.no_grad():
+                compls.append(complementarity(masks.input_mask.detach().float(),
+                                              masks.target_mask.detach().float()))
+        comps = {k: v / n for k, v in comp_sums.items()}
+        compl = torch.stack(compls).mean()
+        adv_values = [v / n for v in adv_sums]
+        total = torch.stack(totals)
         norm = self._clip_gradients(self.model)
         with torch.no_grad():
-            compl = complementarity(masks.input_mask.detach().float(), masks.target_mask.detach().float())
-            bad = (~torch.isfinite(total.detach())) | (~torch.isfinite(norm)) | d_bad
+            bad = (~torch.isfinite(total).all()) | (~torch.isfinite(norm)) | d_bad
             simulated = (self.cfg.simulate_preemption_at_step is not None
                          and self.step + 1 == self.cfg.simulate_preemption_at_step)
             stop = float(self.stop.requested or simulated)
@@ -1266,7 +1296,7 @@ class Trainer:
                        f"parameters, {self.entry.origin})")
         else:
             self.print(f"Strategy '{strat.name}' (fixed, no parameters; {self.entry.origin})")
-        gb = cfg.batch_size * self.world
+        gb = cfg.batch_size * self.world * self.accum
         how = {"single": "1 process", "spawn": f"{self.world} local processes",
                "torchrun": f"torchrun, {self.world} processes", "slurm": f"SLURM, {self.world} tasks"}[
             self.info.launcher]
@@ -1277,7 +1307,8 @@ class Trainer:
                    f"{', bf16' if self.bf16 else ''}{', compiled' if cfg.compile else ''}")
         src = cfg.data.source or "synthetic music"
         self.print(f"Data: {src}: {len(self.train_ds)} training / {len(self.val_ds)} validation pairs of "
-                   f"{cfg.data.segment_seconds:g} s; batch {cfg.batch_size} per process x {self.world} = "
+                   f"{cfg.data.segment_seconds:g} s; batch {cfg.batch_size} per process x {self.world}"
+                   f"{f' x {self.accum} accumulated' if self.accum > 1 else ''} = "
                    f"{gb}; {_plural(self.steps_per_epoch, 'step')} per epoch, {self.total_steps} in all")
         if (cfg.max_steps is not None and self.total_steps < self.steps_per_epoch * cfg.epochs
                 and cfg.optim.schedule != "constant"):
@@ -1340,20 +1371,28 @@ class Trainer:
         """Train the rest of the current epoch. Returns ``(end, seconds)``: ``end`` is
         ``"interrupted"`` (a stop request), ``"max_steps"`` (the cap was reached) or None."""
         cfg, epoch = self.cfg, self.epoch
-        gb = cfg.batch_size * self.world
+        gb = cfg.batch_size * self.world * self.accum  # pairs per optimizer step
         if hasattr(self.train_ds, "set_epoch"):
             self.train_ds.set_epoch(epoch)
         self.sampler.set_epoch(epoch, self.batch_in_epoch)
         task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=self.steps_per_epoch,
-                                 completed=self.batch_in_epoch, stats="")
+                                 completed=self.batch_in_epoch // self.accum, stats="")
         t_epoch = t_last = time.perf_counter()
         self._batches_this_run = 0  # this epoch's batches trained by this process (not a resumed run's)
         end = None
+        micro: list[tuple[Tensor, Tensor, Tensor | None]] = []
+        epoch_batches = self.steps_per_epoch * self.accum  # a last few that make no whole step are left
         with _batches(self.loader) as batches:
             for batch in self._guarded(batches):
-                metrics, skipped, stop_all = self.train_step(*self._batch(batch))
-                self.batch_in_epoch += 1
-                self._batches_this_run += 1
+                if self.batch_in_epoch + len(micro) >= epoch_batches:
+                    break
+                micro.append(self._batch(batch))
+                if len(micro) < self.accum:
+                    continue
+                metrics, skipped, stop_all = self.accumulated_step(micro)
+                self.batch_in_epoch += len(micro)
+                self._batches_this_run += len(micro)
+                micro = []
                 now = time.perf_counter()
                 dt, t_last = now - t_last, now
                 self._train_time += dt
@@ -1431,7 +1470,7 @@ class Trainer:
         # --max-steps can end a run inside an epoch: its validation runs, but the checkpoint
         # keeps the position, so a resume with more steps trains the rest of that epoch; and
         # that epoch counts once towards early stopping, when it ends.
-        partial = done and self.batch_in_epoch < self.steps_per_epoch
+        partial = done and self.batch_in_epoch < self.steps_per_epoch * self.accum
         improved = self.best_val is None or val["loss"] < self.best_val
         if improved:
             self.best_val, self.bad_epochs = val["loss"], 0

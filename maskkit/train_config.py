@@ -71,6 +71,9 @@ class OptimConfig:
     min_lr_ratio: float = field(default=0.1, metadata={
         "help": "the cosine ends at lr * min_lr_ratio", "min": 0.0, "max": 1.0})
     grad_clip: float = field(default=1.0, metadata={"help": "max global gradient norm (0: off)", "min": 0.0})
+    grad_accum: int = field(default=1, metadata={
+        "help": "micro-batches per optimizer step (gradient accumulation): the global batch is "
+                "batch_size x processes x grad_accum", "min": 1})
 
 
 #: The presets: nested overrides of TrainConfig's fields. ``small`` is the default (TrainConfig()).

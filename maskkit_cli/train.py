@@ -43,6 +43,9 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--warmup-steps", type=int, help="Linear warm-up steps [default: 5% of the run].")
 @click.option("--schedule", type=click.Choice(["cosine", "constant"]), help="LR schedule after warm-up.")
 @click.option("--grad-clip", type=float, help="Max global gradient norm (0 = off). [default: 1.0]")
+@click.option("--grad-accum", type=click.IntRange(min=1),
+              help="Micro-batches per optimizer step (gradient accumulation): global batch = batch size x "
+                   "processes x N. [default: 1]")
 @click.option("--patience", type=int, help="Early stopping: epochs without a better validation loss.")
 @click.option("--mask-reg-weight", "--mask_reg_weight", "mask_reg_weight", type=float,
               help="Weight of the strategy's regularization loss. [default: 0.1]")
@@ -195,7 +198,7 @@ def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> TrainConf
                  "style_labels"):
         if given(name):
             data[name] = opts[name]
-    for name in ("lr", "weight_decay", "warmup_steps", "schedule", "grad_clip"):
+    for name in ("lr", "weight_decay", "warmup_steps", "schedule", "grad_clip", "grad_accum"):
         if given(name):
             optim[name] = opts[name]
     for name, key in (("adversarial_weight", "weight"), ("disc_lr", "disc_lr"),

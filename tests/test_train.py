@@ -91,6 +91,52 @@ def ref6(tmp_path_factory):
     return d, weights(d / "last.pt"), weights(Path(init.run_dir) / "last.pt")
 
 
+# -- gradient accumulation == one larger batch --------------------------------------------------------
+def test_accumulated_micro_batches_match_one_larger_batch(ref6, tmp_path):
+    """--grad-accum 2 with batches of 2 takes the steps of batches of 4: same pairs per step,
+    the same mean loss, so the same weights (to float summation order)."""
+    ref_dir, ref_w, init_w = ref6
+    r = train(tiny(tmp_path / "acc", "--train-pairs", "12", "--batch-size", "2", "--grad-accum", "2",
+                   "--epochs", "2"))
+    assert (r.steps, r.stopped) == (6, "completed")
+    assert_same_training(weights(tmp_path / "acc" / "last.pt"), ref_w, init_w)
+
+    def first_step(run):
+        return next(json.loads(x) for x in open(run / "metrics.jsonl") if '"kind": "step"' in x)
+
+    # the logged loss and gradient norm of a step are those of the whole batch (means, not sums)
+    mine, ref = first_step(tmp_path / "acc"), first_step(ref_dir)
+    for k in ("loss", "grad_norm", "complementarity"):
+        assert mine[k] == pytest.approx(ref[k], rel=1e-4), k
+    # Stopped after its first step and resumed: the same run.
+    cut = tmp_path / "cut"
+    first = train(tiny(cut, "--train-pairs", "12", "--batch-size", "2", "--grad-accum", "2", "--epochs", "2",
+                       simulate_preemption_at_step=1))
+    assert first.stopped == "interrupted" and first.steps == 1
+    assert load_checkpoint(cut / "last.pt")["batch_in_epoch"] == 2  # two micro-batches in
+    r2 = train(tiny(cut, "--train-pairs", "12", "--batch-size", "2", "--grad-accum", "2", "--epochs", "2",
+                    "--resume", "auto"))
+    assert r2.steps == 6
+    assert_same_training(weights(cut / "last.pt"), ref_w, init_w)
+
+
+@pytest.mark.slow
+def test_accumulation_under_ddp_matches_one_process(ref6, tmp_path):
+    """2 processes x batches of 1 x 2 accumulated: DDP averages the gradients on the second
+    micro-batch only (no_sync on the first), and the run matches the one-process batch of 4."""
+    _, ref_w, init_w = ref6
+    r = train(tiny(tmp_path, "--train-pairs", "12", "--batch-size", "1", "--grad-accum", "2", "--epochs", "2",
+                   "--world-size", "2"))
+    assert (r.world_size, r.steps, r.stopped) == (2, 6, "completed")
+    assert_same_training(weights(tmp_path / "last.pt"), ref_w, init_w)
+
+
+def test_too_few_pairs_for_the_accumulated_batch_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"too few for a global batch of 2 x 1 processes x 4 accumulated "
+                                          r"\(lower --batch-size or --grad-accum"):
+        train(tiny(tmp_path, "--train-pairs", "6", "--batch-size", "2", "--grad-accum", "4"))
+
+
 # -- DDP == one process ------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process(ref6, tmp_path):
