@@ -257,7 +257,8 @@ def find_resume_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     if best is None and failed:
         raise CheckpointError(f"--resume auto: {run_dir} holds checkpoints, but none of them loads, so the "
                               f"run cannot continue (nothing was written):\n  " + "\n  ".join(failed)
-                              + "\nFix or move them, or start a new run in another --checkpoint-dir.")
+                              + "\nFix or move them, start a new run there with --overwrite (deletes "
+                              "them), or use another --checkpoint-dir.")
     if failed:
         import warnings
 

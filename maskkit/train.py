@@ -906,9 +906,20 @@ class Trainer:
         except MaskkitError:  # (keys this version does not know: compare them as saved)
             pass
         mine = self.cfg.to_dict()
-        diffs = [k for k in ARCHITECTURE_KEYS if k in saved and _normalise(saved[k]) != _normalise(mine[k])]
+        # options that change no parameter are "changed settings", not another architecture:
+        # hard masks (fine-tuning a soft run on hard masks), and how a global batch is split
+        loose = {"model": ("hard_masks",), "optim": ("grad_accum",)}
+
+        def part(d: Mapping[str, Any], k: str) -> Any:
+            v = d.get(k)
+            if isinstance(v, Mapping) and k in loose:
+                return {kk: vv for kk, vv in v.items() if kk not in loose[k]}
+            return v
+
+        diffs = [k for k in ARCHITECTURE_KEYS
+                 if k in saved and _normalise(part(saved, k)) != _normalise(part(mine, k))]
         if diffs:
-            detail = "; ".join(f"{k}: checkpoint {saved[k]!r} vs now {mine[k]!r}" for k in diffs)
+            detail = "; ".join(_difference(k, saved[k], mine[k]) for k in diffs)
             raise ConfigError(
                 f"cannot resume from {path}: it was trained with other model settings ({detail}). Resume "
                 f"with the checkpoint's settings (`maskkit train --resume {path}` with no model options, or "
@@ -917,7 +928,9 @@ class Trainer:
             raise ConfigError(f"cannot resume from {path}: it was trained with the style labels "
                               f"{ck['styles']}, the data now has {self.styles}")
         changed = [k for k in ("seed", "optim", "loss", "data", "adversarial") if k in saved
-                   and _normalise(saved[k]) != _normalise(mine[k])]
+                   and _normalise(part(saved, k)) != _normalise(part(mine, k))]
+        if bool((saved.get("model") or {}).get("hard_masks")) != self.cfg.model.hard_masks:
+            changed.append("hard masks " + ("on" if self.cfg.model.hard_masks else "off"))
         if "batch_size" in saved:  # the global batch is what the run sees: 2 x 2 processes = 1 x 4
             old_accum = int((saved.get("optim") or {}).get("grad_accum", 1))
             old_global = int(saved["batch_size"]) * int(ck.get("world_size", 1)) * old_accum
@@ -1001,6 +1014,20 @@ class Trainer:
             self.warn(f"the checkpoint stopped {consumed} pairs into epoch {self.epoch + 1}, not a multiple "
                       f"of the global batch {global_batch}: resuming at pair "
                       f"{self.batch_in_epoch * global_batch}")
+        left = max(0, self.steps_per_epoch * self.accum - self.batch_in_epoch)  # batches of this epoch
+        if left % self.accum:
+            self.warn(f"the checkpoint stopped {self.batch_in_epoch} batches into epoch {self.epoch + 1}, "
+                      f"not at a step of --grad-accum {self.accum}: this epoch takes "
+                      f"{left // self.accum} more step(s) and leaves its last {left % self.accum} "
+                      f"batch(es) out")
+        # Steps per epoch may differ from the checkpoint's (another --grad-accum, batch size or
+        # number of processes): the cosine ends after the steps taken plus the steps still to take.
+        later = max(0, self.cfg.epochs - self.epoch - 1) * self.steps_per_epoch
+        total = self.step + left // self.accum + later
+        if self.cfg.max_steps is not None:
+            total = min(total, self.cfg.max_steps)
+        if total != self.total_steps:
+            self.total_steps = self.schedule.total_steps = max(1, total)
         for g in self.optimizer.param_groups:
             g["lr"] = self.cfg.optim.lr * self.schedule(self.step)
         rng = ck.get("rng") or []
@@ -1304,7 +1331,8 @@ class Trainer:
         self.print(f"Model: SimpleTransformer {n_total:,} parameters, codec '{cfg.codec}' "
                    f"(D={self.spec.dim}, {self.sample_rate} Hz); {how}"
                    f"{f' ({backend})' if self.world > 1 else ''} on {self.device}"
-                   f"{', bf16' if self.bf16 else ''}{', compiled' if cfg.compile else ''}")
+                   f"{', bf16' if self.bf16 else ''}{', compiled' if cfg.compile else ''}"
+                   f"{', hard masks' if cfg.model.hard_masks else ''}")
         src = cfg.data.source or "synthetic music"
         self.print(f"Data: {src}: {len(self.train_ds)} training / {len(self.val_ds)} validation pairs of "
                    f"{cfg.data.segment_seconds:g} s; batch {cfg.batch_size} per process x {self.world}"
@@ -1581,6 +1609,15 @@ def _seed_all(seed: int) -> None:
 def _cpu_state(module: torch.nn.Module) -> dict[str, Tensor]:
     """``module``'s state dict, detached, on the CPU (what a checkpoint stores)."""
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def _difference(key: str, saved: Any, now: Any) -> str:
+    """``key: checkpoint X vs now Y``, naming only the entries that differ in a section."""
+    if isinstance(saved, Mapping) and isinstance(now, Mapping):
+        keys = [k for k in dict.fromkeys([*saved, *now])
+                if _normalise(saved.get(k)) != _normalise(now.get(k))]
+        return "; ".join(f"{key}.{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in keys)
+    return f"{key}: checkpoint {saved!r} vs now {now!r}"
 
 
 def _normalise(v: Any) -> Any:

@@ -131,6 +131,32 @@ def test_accumulation_under_ddp_matches_one_process(ref6, tmp_path):
     assert_same_training(weights(tmp_path / "last.pt"), ref_w, init_w)
 
 
+def test_resume_with_another_split_of_the_batch_keeps_the_schedule_and_says_what_changed(tmp_path, capsys):
+    # 8 steps of batches of 2 (4 per epoch), then 2 more epochs with --grad-accum 4 (1 step each):
+    # the cosine must end at step 10, not at 4 epochs x 1 step (which put steps 9-10 at the floor).
+    run = tmp_path / "run"
+    train(tiny(run, "--train-pairs", "8", "--batch-size", "2", "--epochs", "2"))
+    train(tiny(run, "--train-pairs", "8", "--batch-size", "2", "--epochs", "4", "--grad-accum", "4",
+               "--resume", "auto"))
+    steps = {r["step"]: r["lr"] for r in map(json.loads, open(run / "metrics.jsonl")) if r["kind"] == "step"}
+    assert sorted(steps) == list(range(1, 11))
+    floor = 2e-3 * 0.1
+    assert steps[9] > steps[10] > floor * 1.001
+    # The same global batch split another way (4 x 1 -> 2 x 2 accumulated): no "changed settings".
+    other = tmp_path / "other"
+    train(tiny(other, "--train-pairs", "8", "--batch-size", "4", "--epochs", "2", "--max-steps", "1"))
+    capsys.readouterr()
+    train(tiny(other, "--train-pairs", "8", "--batch-size", "2", "--grad-accum", "2", "--epochs", "2",
+               "--max-steps", "0", "--resume", "auto"))
+    out = capsys.readouterr()
+    assert "changed settings" not in out.out + out.err
+    # Hard masks on a soft run: allowed (no parameter changes), and said.
+    train(tiny(other, "--train-pairs", "8", "--batch-size", "2", "--grad-accum", "2", "--epochs", "3",
+               "--hard-masks", "--resume", "auto"))
+    out = capsys.readouterr()
+    assert "changed settings (hard masks on)" in out.out + out.err
+
+
 def test_too_few_pairs_for_the_accumulated_batch_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"too few for a global batch of 2 x 1 processes x 4 accumulated "
                                           r"\(lower --batch-size or --grad-accum"):
