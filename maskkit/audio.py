@@ -214,11 +214,12 @@ def _read_frames(f: sf.SoundFile, path: str, start: int, frames: int, *, seek: b
     return data
 
 
-def check_audio(path: str | os.PathLike, *, min_seconds: float = 0.0, full: bool = False,
-                probe_seconds: float = 1.0, probes: int = 4) -> AudioInfo:
+def check_audio(path: str | os.PathLike, *, min_seconds: float = 0.0, slack_seconds: float = 0.0,
+                full: bool = False, probe_seconds: float = 1.0, probes: int = 4) -> AudioInfo:
     """Check that a file is usable: header, length, decodability, not silent.
 
-    ``min_seconds``: the file must be at least this long (a training segment).
+    ``min_seconds``: the file must be at least this long (a training segment), short by at most
+    ``slack_seconds`` (what :func:`load_segment` pads).
     ``full=True`` decodes the whole file block by block (what ``maskkit data check`` does):
     it finds corrupt or truncated data anywhere and measures the true peak. Otherwise
     ``probes`` windows of ``probe_seconds`` spread over the file are decoded, the last one
@@ -230,7 +231,7 @@ def check_audio(path: str | os.PathLike, *, min_seconds: float = 0.0, full: bool
     """
     info = audio_info(path)
     p = info.path
-    if info.duration + 1e-9 < min_seconds:
+    if info.duration + slack_seconds + 1e-9 < min_seconds:
         raise _fail(p, f"too short: {info.duration:.2f} s, shorter than one segment "
                        f"({min_seconds:g} s)")
     peak = 0.0
@@ -253,7 +254,7 @@ def check_audio(path: str | os.PathLike, *, min_seconds: float = 0.0, full: bool
                                f"({info.duration:.2f} s), only {read} could be decoded")
             if read != info.frames:
                 info = AudioInfo(p, info.sample_rate, info.channels, read, info.format, info.subtype)
-            if read / info.sample_rate + 1e-9 < min_seconds:
+            if read / info.sample_rate + slack_seconds + 1e-9 < min_seconds:
                 raise _fail(p, f"too short: {read / info.sample_rate:.2f} s decodable, shorter than "
                                f"one segment ({min_seconds:g} s)")
         else:

@@ -441,14 +441,14 @@ class WavPairs(PairDataset):
                 if not skip_bad:
                     raise AudioError(msg + _SKIP_HINT)
                 self.skipped.append((str(o), "no matching input file"))
-        min_s = self.segment_seconds - 0.05  # load_segment pads up to 50 ms
         self.pairs: list[tuple[str, AudioInfo, AudioInfo]] = []
         for pid, inp, out in pairs:
             try:
                 if out is None:
                     raise AudioError(f"{inp}: has no matching pair_{pid}_output.wav")
-                ia = check_audio(inp, min_seconds=min_s, probe_seconds=2.0)
-                ib = check_audio(out, min_seconds=min_s, probe_seconds=2.0)
+                # load_segment pads up to 50 ms
+                ia = check_audio(inp, min_seconds=self.segment_seconds, slack_seconds=0.05, probe_seconds=2.0)
+                ib = check_audio(out, min_seconds=self.segment_seconds, slack_seconds=0.05, probe_seconds=2.0)
             except AudioError as e:
                 if not skip_bad:
                     raise AudioError(f"{e}{_SKIP_HINT}") from None
@@ -769,7 +769,7 @@ def check_folder(root: str | os.PathLike, *, segment_seconds: float = 4.0, full:
                     partners[os.path.realpath(inp)] = f"no matching pair_{pid}_output.wav"
             for o in orphans:
                 partners[os.path.realpath(o)] = "no matching input file"
-    min_s = segment_seconds - (0.05 if layout == "pairs" else 0.0)
+    slack = 0.05 if layout == "pairs" else 0.0  # what load_segment pads
     reports: list[FileReport] = []
     for path in audio:
         if progress is not None:
@@ -779,7 +779,7 @@ def check_folder(root: str | os.PathLike, *, segment_seconds: float = 4.0, full:
             head = audio_info(path)
             rep.sample_rate, rep.channels, rep.duration = head.sample_rate, head.channels, head.duration
             rep.format = f"{head.format}/{head.subtype}"
-            info = check_audio(path, min_seconds=min_s, full=full)
+            info = check_audio(path, min_seconds=segment_seconds, slack_seconds=slack, full=full)
             rep.duration = info.duration
         except AudioError as e:
             rep.status, rep.problem = "bad", str(e).split(": ", 1)[-1]

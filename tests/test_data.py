@@ -426,6 +426,7 @@ def test_bad_files_in_wav_pairs(tmp_path):
     assert len(train) == 1 and train.num_skipped == 3
     reasons = " ".join(r for _, r in train.skipped)
     assert "no matching" in reasons and "silent" in reasons and "too short" in reasons
+    assert f"shorter than one segment ({SEG:g} s)" in reasons  # the segment, not segment - padding
     _check_item(train[0])
 
 
