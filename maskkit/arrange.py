@@ -82,6 +82,8 @@ class ArrangeResult:
     metrics: dict[str, float] = field(default_factory=dict)
     #: The style label the masks were conditioned on (``style=``), or None.
     style: str | int | None = None
+    #: Hard (0/1) masks were used (asked for, or the checkpoint trained with them).
+    hard: bool = False
 
     @property
     def seconds(self) -> float:
@@ -541,7 +543,7 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
                          window=min(window, n), hop=hop, num_windows=n_windows,
                          metrics={k: v / count for k, v in sums.items()} if count else {},
                          style=(style_names[style_index] if style_names and style_index is not None
-                                else style_index))
+                                else style_index), hard=hard)
 
 
 class _ProgressBar:

@@ -53,6 +53,7 @@ class MaskPicture:
     metrics: dict[str, float]
     attention: list[str] = field(default_factory=list)
     seconds: float = 0.0  #: the length drawn (shorter than asked when a song ends first)
+    hard: bool = False  #: hard (0/1) masks (asked for, or the checkpoint trained with them)
 
 
 def _resolve(strategy: str | os.PathLike | MaskStrategy, strategy_options: Any, codec: Any,
@@ -284,7 +285,7 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
     finally:
         plt.close(fig)
     return MaskPicture(path=png, width=width, height=height, strategy=strat.name, metrics=values,
-                       attention=[label for label, _ in attention], seconds=drawn)
+                       attention=[label for label, _ in attention], seconds=drawn, hard=hard)
 
 
 def _channel_axis(ax: Any, freqs: tuple[float, ...] | None, order: Tensor, D: int) -> None:

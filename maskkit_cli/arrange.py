@@ -84,6 +84,7 @@ def arrange(input: str, target: str, output: str, checkpoint: str | None, strate
         extra = (f", complementarity {m['complementarity']:.1f}%, coverage {m['coverage']:.3f}"
                  if "complementarity" in m else "")
         mode = " (mix only)" if res.mix_only else ""
+        mode += ", hard masks" if res.hard else ""
         mode += f", style '{res.style}'" if res.style is not None else ""
         windows = f"{res.num_windows} window{'' if res.num_windows == 1 else 's'}"
         click.echo(f"wrote {res.path}: {res.seconds:.2f} s at {res.sample_rate} Hz, strategy "
@@ -133,6 +134,6 @@ def masks(strategy: str, input: str, target: str, png: str, strategy_opt: tuple[
                      style=style)
     m = pic.metrics
     click.echo(f"wrote {pic.path} ({pic.width}x{pic.height}, {pic.seconds:.2f} s from {offset:g} s): "
-               f"strategy '{pic.strategy}', complementarity "
+               f"strategy '{pic.strategy}'{' (hard masks)' if pic.hard else ''}, complementarity "
                f"{m['complementarity']:.1f}%, coverage {m['coverage']:.3f}"
                + (f", attention maps: {', '.join(pic.attention)}" if pic.attention else ""))

@@ -475,7 +475,7 @@ def test_hard_masks_train_the_creative_agent_and_stay_hard_after_loading(tmp_pat
     assert inspect_checkpoint(r.last_checkpoint, random=True, pairs=2, frames=20).hard
     song = torch.randn(4000) * 0.1
     res = arrange(song, song.flip(0), None, checkpoint=r.last_checkpoint, mix_only=True, window_seconds=0.25)
-    assert res.metrics["complementarity"] == pytest.approx(100.0)
+    assert res.metrics["complementarity"] == pytest.approx(100.0) and res.hard
 
 
 def test_load_model_names_a_missing_plugin(tiny_learned, tmp_path, fresh_plugins):
