@@ -815,9 +815,13 @@ class Trainer:
         cfg = self.cfg
         o = cfg.optim
         self.total_steps = self.steps_per_epoch * cfg.epochs
+        # A constant schedule is the same in chunks of --max-steps as at once: its warm-up is a
+        # share of the whole run's steps; a cosine spans the steps of --max-steps, warm-up too.
+        warmup_of = self.total_steps
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
-        warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_fraction * self.total_steps)
+            warmup_of = warmup_of if o.schedule == "constant" else self.total_steps
+        warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_fraction * warmup_of)
         self.schedule = WarmupCosine(self.total_steps, warmup, o.min_lr_ratio, o.schedule)
         params = [p for p in self.model.parameters() if p.requires_grad]
         fused = {"fused": True} if self.device.type == "cuda" else {}

@@ -157,6 +157,20 @@ def test_resume_with_another_split_of_the_batch_keeps_the_schedule_and_says_what
     assert "changed settings (hard masks on)" in out.out + out.err
 
 
+def test_a_constant_schedule_trained_in_max_steps_chunks_equals_one_run(tmp_path):
+    """The start-up note promises it: the warm-up (5 % of the run) must not shrink to the chunk."""
+    args = ("--train-pairs", "12", "--batch-size", "2", "--epochs", "3", "--schedule", "constant")
+    train(tiny(tmp_path / "once", *args))
+    train(tiny(tmp_path / "chunks", *args, "--max-steps", "4"))
+    train(tiny(tmp_path / "chunks", *args, "--max-steps", "0", "--resume", "auto"))
+
+    def lrs(run):
+        return [r["lr"] for r in map(json.loads, open(run / "metrics.jsonl")) if r["kind"] == "step"]
+
+    assert lrs(tmp_path / "chunks") == pytest.approx(lrs(tmp_path / "once"), rel=1e-9)
+    assert len(lrs(tmp_path / "once")) == 18
+
+
 def test_too_few_pairs_for_the_accumulated_batch_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"too few for a global batch of 2 x 1 processes x 4 accumulated "
                                           r"\(lower --batch-size or --grad-accum"):
