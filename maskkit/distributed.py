@@ -353,6 +353,9 @@ def _run_key(info: LaunchInfo) -> str:
 
 #: Seconds a stop request waits for the missing processes before it ends the rendezvous.
 RENDEZVOUS_STOP_GRACE_S = 5.0
+#: The same for ``--world-size`` (spawn): the parent starts every process at once and stops them
+#: all if one dies, so a missing one is only a slow start (importing torch on a busy machine).
+SPAWN_STOP_GRACE_S = 30.0
 
 
 def _stop_requested() -> int | None:
@@ -363,10 +366,12 @@ def _stop_requested() -> int | None:
 
 class _StopGrace:
     """A wait's view of the stop request: :meth:`expired` gives its signal number once it has
-    been pending for :data:`RENDEZVOUS_STOP_GRACE_S` (time for the missing processes to come)."""
+    been pending for the grace period (time for the missing processes to come):
+    :data:`RENDEZVOUS_STOP_GRACE_S`, or :data:`SPAWN_STOP_GRACE_S` for ``launcher="spawn"``."""
 
-    def __init__(self) -> None:
+    def __init__(self, launcher: str = "") -> None:
         self.since: float | None = None
+        self.launcher = launcher
 
     def expired(self) -> int | None:
         signum = _stop_requested()
@@ -374,7 +379,10 @@ class _StopGrace:
             return None
         now = time.monotonic()
         self.since = now if self.since is None else self.since
-        return signum if now - self.since >= RENDEZVOUS_STOP_GRACE_S else None
+        grace = RENDEZVOUS_STOP_GRACE_S
+        if self.launcher == "spawn":
+            grace = max(grace, SPAWN_STOP_GRACE_S)
+        return signum if now - self.since >= grace else None
 
 
 def _exit_stopped(signum: int, what: str) -> None:
@@ -408,8 +416,12 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
     store = None
     if hosting:
         try:
-            store = dist.TCPStore(info.master_addr, info.master_port, info.world_size, is_master=True,
-                                  timeout=timeout, wait_for_workers=False)
+            # The store's server thread inherits this thread's signal mask: blocked, SIGTERM / SIGINT
+            # never interrupt its system calls (an interrupted one can abort the process:
+            # "terminate called without an active exception"); the main thread handles them.
+            with _stop_signals_blocked():
+                store = dist.TCPStore(info.master_addr, info.master_port, info.world_size, is_master=True,
+                                      timeout=timeout, wait_for_workers=False)
         except Exception as e:
             text = str(e).lower()
             if "address already in use" in text or "eaddrinuse" in text or "errno: 98" in text:
@@ -418,7 +430,7 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
                     f"node?): set MASTER_PORT to a free port, the same for every process") from None
             raise RendezvousError(f"{who}: could not open the rendezvous store at {where}: "
                                   f"{_first_line(e)}") from None
-    grace = _StopGrace()
+    grace = _StopGrace(info.launcher)
     while store is None:
         try:
             # a plain connection first: torch's store client logs a C++ error block per failed try
@@ -470,6 +482,8 @@ def _store_client(info: LaunchInfo, who: str, where: str, deadline: float) -> An
     result: list[Any] = []
 
     def connect() -> None:
+        if hasattr(signal, "pthread_sigmask"):  # as the server's: signals are the main thread's
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             result.append(dist.TCPStore(info.master_addr, info.master_port, info.world_size, is_master=False,
                                         timeout=_dt.timedelta(seconds=10)))
@@ -479,7 +493,7 @@ def _store_client(info: LaunchInfo, who: str, where: str, deadline: float) -> An
     t = threading.Thread(target=connect, name="maskkit-store-connect", daemon=True)
     t.start()
     answer_by = min(deadline, time.monotonic() + 15.0)
-    grace = _StopGrace()
+    grace = _StopGrace(info.launcher)
     while t.is_alive():
         t.join(0.1)
         signum = grace.expired()
@@ -502,7 +516,7 @@ def _join(store: Any, info: LaunchInfo, who: str, where: str, deadline: float, t
     ones; every process then exits with 128 + N, none is left waiting for another."""
     ws = info.world_size
     joined = int(store.add("joined", 1))
-    grace = _StopGrace()
+    grace = _StopGrace(info.launcher)
     while True:
         outcome = store.get("outcome") if store.check(["outcome"]) else b""
         if joined >= ws and not outcome:

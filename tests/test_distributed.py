@@ -248,10 +248,11 @@ def test_rendezvous_agrees_on_a_stop_request(monkeypatch):
 
     monkeypatch.setattr(d, "RENDEZVOUS_STOP_GRACE_S", 0.3)
     monkeypatch.setattr(d, "held_stop_flag", lambda: Flag())
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
     port = free_port()
-    out = _meet([LaunchInfo("spawn", r, r, 3, "127.0.0.1", port) for r in range(2)])  # rank 2 never comes
+    out = _meet([LaunchInfo("slurm", r, r, 3, "127.0.0.1", port) for r in range(2)])  # rank 2 never comes
     assert all(isinstance(x, SystemExit) and x.code == 143 for x in out), out
     # With everyone there, a stop request is left to the trainer (its first step saves and stops).
     port = free_port()
-    out = _meet([LaunchInfo("spawn", r, r, 2, "127.0.0.1", port) for r in range(2)])
+    out = _meet([LaunchInfo("slurm", r, r, 2, "127.0.0.1", port) for r in range(2)])
     assert not any(isinstance(x, BaseException) for x in out), out
