@@ -24,7 +24,8 @@ A checkpoint is a dict of plain Python values and tensors (loadable with
     rng              list, one dict per rank: torch / cuda / numpy / python RNG states
     metrics          the last epoch's metrics; history: every epoch's
     epoch_sums, epoch_count     the running sums of the epoch's step metrics (mid-epoch resume)
-    best_val_loss, bad_epochs   early-stopping state
+    best_val_loss, bad_epochs   early-stopping state (best_epoch_val_loss: the best at a whole
+                                epoch's end, which patience compares with; older files: best_val_loss)
     styles           style label names (index = label) with --style-labels, else None
     critic, critic_optimizer, critic_last   adversarial training's critic state (when on)
     time             training seconds so far

@@ -770,6 +770,7 @@ class Trainer:
         self.epochs_completed = 0
         self.best_val: float | None = None
         self.bad_epochs = 0
+        self.best_epoch_val: float | None = None  # the best validation loss at the end of a whole epoch
         self.history: list[dict[str, Any]] = []
         self.last_metrics: dict[str, Any] = {}
         self.epoch_sums: dict[str, float] = {}
@@ -1002,6 +1003,7 @@ class Trainer:
         self.epoch = int(ck.get("epoch", 0))
         self.epochs_completed = int(ck.get("epochs_completed", self.epoch))
         self.best_val = ck.get("best_val_loss")
+        self.best_epoch_val = ck.get("best_epoch_val_loss", self.best_val)  # (older checkpoints: the same)
         self.bad_epochs = int(ck.get("bad_epochs", 0))
         self.history = list(ck.get("history") or [])
         self.last_metrics = dict(ck.get("metrics") or {})
@@ -1080,6 +1082,7 @@ class Trainer:
             "metrics": self.last_metrics,
             "history": self.history,
             "best_val_loss": self.best_val,
+            "best_epoch_val_loss": self.best_epoch_val,
             "bad_epochs": self.bad_epochs,
             "epoch_sums": self.epoch_sums,
             "epoch_count": self.epoch_count,
@@ -1503,11 +1506,14 @@ class Trainer:
         # keeps the position, so a resume with more steps trains the rest of that epoch; and
         # that epoch counts once towards early stopping, when it ends.
         partial = done and self.batch_in_epoch < self.steps_per_epoch * self.accum
-        improved = self.best_val is None or val["loss"] < self.best_val
+        improved = self.best_val is None or val["loss"] < self.best_val  # best.pt: any validation
         if improved:
-            self.best_val, self.bad_epochs = val["loss"], 0
-        elif not partial:
-            self.bad_epochs += 1
+            self.best_val = val["loss"]
+        if not partial:  # early stopping compares whole epochs only (a chunk's mid-epoch check is not one)
+            if self.best_epoch_val is None or val["loss"] < self.best_epoch_val:
+                self.best_epoch_val, self.bad_epochs = val["loss"], 0
+            else:
+                self.bad_epochs += 1
         row = {"kind": "epoch", "epoch": epoch + 1, "step": self.step,
                "lr": self.step_lr,  # the last step's
                **{f"train_{k}": v for k, v in train_means.items()},

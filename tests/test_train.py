@@ -171,6 +171,17 @@ def test_a_constant_schedule_trained_in_max_steps_chunks_equals_one_run(tmp_path
     assert len(lrs(tmp_path / "once")) == 18
 
 
+def test_early_stopping_counts_whole_epochs_also_across_max_steps_chunks(tmp_path):
+    """A chunk that ends mid-epoch validates there; that check must not become the bar the epoch's
+    own end has to beat (with --lr 0 every validation is equal: patience 1 stops after epoch 2)."""
+    args = ("--train-pairs", "12", "--batch-size", "2", "--epochs", "4", "--lr", "0", "--patience", "1")
+    once = train(tiny(tmp_path / "once", *args))
+    assert (once.stopped, once.steps) == ("early_stopping", 12)
+    train(tiny(tmp_path / "chunks", *args, "--max-steps", "2"))
+    r = train(tiny(tmp_path / "chunks", *args, "--max-steps", "0", "--resume", "auto"))
+    assert (r.stopped, r.steps) == ("early_stopping", 12)
+
+
 def test_too_few_pairs_for_the_accumulated_batch_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"too few for a global batch of 2 x 1 processes x 4 accumulated "
                                           r"\(lower --batch-size or --grad-accum"):
