@@ -234,38 +234,41 @@ def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[Path]:
     return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name != "best.pt"), reverse=True)
 
 
-def find_resume_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+def find_resume_checkpoint(run_dir: str | os.PathLike[str], *, strict: bool = True) -> Path | None:
     """The checkpoint ``--resume auto`` continues from: of ``last.pt`` and the ``epoch_NNNN.pt``
     files, the one that loads and has taken the most optimizer steps (the newest on a tie).
     ``best.pt`` is never chosen (it is older than, or the same as, ``last.pt``). A file that
     fails to load (truncated by a crash outside :func:`atomic_save`) is skipped with a warning.
     ``None`` when there is nothing to resume. When there are such files but none of them loads
     (a newer maskkit wrote them, say), :class:`CheckpointError` lists them: starting a new run
-    there would write over them."""
+    there would write over them; with ``strict=False`` (``--overwrite``: the new run deletes
+    them) the answer is then ``None``."""
     best: tuple[int, Path] | None = None
-    failed: list[str] = []
+    failed: list[tuple[str, CheckpointError]] = []
     for p in list_checkpoints(run_dir):
         if p.name == "best.pt":
             continue
         try:
             ck = load_checkpoint(p, mmap=True)  # only its step is read
         except CheckpointError as e:
-            failed.append(f"{p.name}: {e}")
+            failed.append((p.name, e))
             continue
         step = int(ck.get("step", 0))
         if best is None or step > best[0]:
             best = (step, p)
     if best is None and failed:
+        if not strict:
+            return None
         raise CheckpointError(f"--resume auto: {run_dir} holds checkpoints, but none of them loads, so the "
-                              f"run cannot continue (nothing was written):\n  " + "\n  ".join(failed)
+                              f"run cannot continue (nothing was written):\n  "
+                              + "\n  ".join(f"{name}: {e}" for name, e in failed)
                               + "\nFix or move them, start a new run there with --overwrite (deletes "
                               "them), or use another --checkpoint-dir.")
     if failed:
         import warnings
 
-        for f in failed:
-            warnings.warn(f"--resume auto: skipping {f.split(': ', 1)[0]}, which does not load "
-                          f"({f.split(': ', 1)[1]})", stacklevel=2)
+        for name, e in failed:
+            warnings.warn(f"--resume auto: skipping {name}, which does not load ({e})", stacklevel=2)
     return best[1] if best else None
 
 

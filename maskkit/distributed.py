@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError, RendezvousError
+from .errors import ConfigError, RendezvousError, first_line
 
 #: SLURM job names of interactive allocations (``salloc`` + ``srun --pty bash``): a shell in
 #: such a job is not one task of a training step, whatever SLURM_NTASKS says.
@@ -317,35 +317,18 @@ def init_process_group(info: LaunchInfo, device: Any, timeout_s: float = 600.0) 
         _STORE = None
         raise RendezvousError(
             f"rank {info.rank} of {info.world_size} ({info.launcher}) could not start {backend} with the "
-            f"other processes at {info.master_addr}:{info.master_port}: {_first_line(e)}") from e
+            f"other processes at {info.master_addr}:{info.master_port}: {first_line(e)}") from e
 
 
 _STORE: Any = None  # rank 0's store server lives as long as the process group
 _RENDEZVOUS_CALLS: dict[tuple[str, int], int] = {}
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0].rstrip(".") if text else type(e).__name__
-
-
-def _agent_store_serves(info: LaunchInfo) -> bool:
-    """torchrun's agent hosts a store at its own MASTER_ADDR:MASTER_PORT for the workers to share
-    (``TORCHELASTIC_USE_AGENT_STORE``): then every rank is a client of it."""
-    env = os.environ
-    return (env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and env.get("MASTER_ADDR") == info.master_addr
-            and env.get("MASTER_PORT") == str(info.master_port))
-
-
 def _run_key(info: LaunchInfo) -> str:
     """What tells this run's keys from another's on a shared store (or a store of another job
-    that got the same port): the launcher's job id and attempt. SLURM jobs are told apart by
-    their job ids, and torchrun's agent holds its port for its own job; processes started by
-    hand with only ``RANK`` / ``WORLD_SIZE`` carry no job id, so two such runs must not share
-    a ``MASTER_PORT``."""
+    that got the same port): SLURM jobs are told apart by their job ids and steps; spawned
+    processes use a port chosen free at run time."""
     env = os.environ
-    if info.launcher == "torchrun":
-        return f"torchrun/{env.get('TORCHELASTIC_RUN_ID', '')}/{env.get('TORCHELASTIC_RESTART_COUNT', '0')}"
     if info.launcher == "slurm":
         return f"slurm/{env.get('SLURM_JOB_ID') or env.get('SLURM_JOBID', '')}/{env.get('SLURM_STEP_ID', '')}"
     return info.launcher
@@ -397,8 +380,8 @@ def _exit_stopped(signum: int, what: str) -> None:
 def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
     """Meet the other processes of ``info``'s run; returns the store to start the backend with.
 
-    Rank 0 hosts a TCP store at ``master_port`` (torchrun's agent hosts it instead, when it
-    says so); every process counts itself in under a key of its run (:func:`_run_key`: two
+    For SLURM and spawn (torchrun's agents hold a rendezvous of their own). Rank 0 hosts a TCP
+    store at ``master_port``; every process counts itself in under a key of its run (:func:`_run_key`: two
     SLURM jobs that got the same port never mix) and waits until all ``world_size`` are in. The
     waits poll, so a SIGTERM / Ctrl-C ends the process at once (128 + the signal's number),
     and each failure is a one-line :class:`RendezvousError`: the port taken, rank 0
@@ -412,7 +395,7 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
     where = f"{info.master_addr}:{info.master_port}"
     deadline = time.monotonic() + timeout_s
     timeout = _dt.timedelta(seconds=timeout_s)
-    hosting = info.rank == 0 and not _agent_store_serves(info)
+    hosting = info.rank == 0
     store = None
     if hosting:
         try:
@@ -429,7 +412,7 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
                     f"{who}: port {info.master_port} is taken on {socket.gethostname()} (another job on this "
                     f"node?): set MASTER_PORT to a free port, the same for every process") from None
             raise RendezvousError(f"{who}: could not open the rendezvous store at {where}: "
-                                  f"{_first_line(e)}") from None
+                                  f"{first_line(e)}") from None
     grace = _StopGrace(info.launcher)
     while store is None:
         try:
@@ -442,7 +425,7 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
             if time.monotonic() > deadline:
                 raise RendezvousError(
                     f"{who}: rank 0 was not reachable at {where} within {timeout_s:g} s "
-                    f"({_first_line(e)}). Is rank 0 running, and is {info.master_addr} its address?"
+                    f"({first_line(e)}). Is rank 0 running, and is {info.master_addr} its address?"
                     + _launch_hint(info)) from None
             signum = grace.expired()  # nobody counts on this process yet
             if signum is not None:
@@ -468,7 +451,7 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
             _exit_stopped(signum, f"waiting for the other processes (rank 0 at {where} left)")
         raise RendezvousError(
             f"{who}: lost the rendezvous store at {where} while waiting for the other processes "
-            f"({_first_line(e)}): rank 0 stopped, or another job on this node holds the same port (set "
+            f"({first_line(e)}): rank 0 stopped, or another job on this node holds the same port (set "
             f"MASTER_PORT to a free port, the same for every process)") from None
     return store
 
@@ -547,8 +530,6 @@ def _launch_hint(info: LaunchInfo) -> str:
     if info.launcher == "slurm":
         return (" Under SLURM, start every task with `srun maskkit train ...` inside the job script (a plain "
                 "`maskkit train` there is one process, not one per task).")
-    if info.launcher == "torchrun":
-        return " Check that every node runs torchrun with the same --nnodes and --rdzv-endpoint."
     return ""
 
 

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, without its closing period (for one-line errors
+    that quote a library's long one); the exception's type when it has no message."""
+    text = str(e).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(e).__name__
+
+
 class MaskkitError(Exception):
     """Base class of maskkit's own errors (the CLI prints them without a traceback)."""
 

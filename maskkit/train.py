@@ -65,10 +65,11 @@ from .checkpoint import (
     prune_epoch_checkpoints,
     restore_rng_state,
     spec_from_dict,
+    trained_on_hard_masks,
 )
 from .codec import Codec
 from .distributed import LaunchInfo, StopFlag
-from .errors import CheckpointError, ConfigError, MaskkitError
+from .errors import CheckpointError, ConfigError, MaskkitError, first_line
 from .loss import COMPONENTS, CombinedLoss, LossConfig
 from .model import SimpleTransformer
 from .strategy import EncodingSpec, resolve_style
@@ -343,7 +344,7 @@ def _raise_peer_failure(e: RuntimeError, cfg: TrainConfig, info: LaunchInfo) -> 
         return
     others = [r for r in range(info.world_size) if r != info.rank]
     who = f"rank {others[0]}" if len(others) == 1 else "one of ranks " + ", ".join(map(str, others))
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    first = first_line(e)
     how = (f"Resume with --resume auto from {cfg.run_dir}" if (cfg.run_dir / "last.pt").is_file()
            else "No checkpoint was written yet: start the run again")
     raise PeerFailedError(
@@ -454,17 +455,6 @@ def _lock_run_dir(run_dir: Path) -> Any:
     f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     f.flush()
     return f
-
-
-def _find_resume(run_dir: Path, overwrite: bool) -> Path | None:
-    """``find_resume_checkpoint``; with ``overwrite``, checkpoints none of which loads are no
-    reason to stop (the new run deletes them)."""
-    try:
-        return find_resume_checkpoint(run_dir)
-    except CheckpointError:
-        if overwrite:
-            return None
-        raise
 
 
 def _same_path(a: Path, b: Path) -> bool:
@@ -672,7 +662,7 @@ class Trainer:
             self.made_run_dir = _check_writable(self.run_dir)
             self._lock = _lock_run_dir(self.run_dir)
         if cfg.resume == "auto":
-            found = _find_resume(self.run_dir, cfg.overwrite) if self.main else None
+            found = find_resume_checkpoint(self.run_dir, strict=not cfg.overwrite) if self.main else None
             resume = str(found) if found else None
         else:
             resume = cfg.resume or None
@@ -789,6 +779,8 @@ class Trainer:
         self.sampler = _ResumableSampler(self.train_ds, self.world, self.rank, cfg.seed, cfg.batch_size)
         self.accum = cfg.optim.grad_accum  # micro-batches (loader batches) per optimizer step
         self.steps_per_epoch = self.sampler.batches_per_epoch // self.accum
+        # the loader batches an epoch trains (a last few that make no whole step are left out)
+        self.epoch_batches = self.steps_per_epoch * self.accum
         if self.steps_per_epoch < 1:
             accum = f" x {self.accum} accumulated" if self.accum > 1 else ""
             raise ConfigError(
@@ -934,7 +926,7 @@ class Trainer:
                               f"{ck['styles']}, the data now has {self.styles}")
         changed = [k for k in ("seed", "optim", "loss", "data", "adversarial") if k in saved
                    and _normalise(part(saved, k)) != _normalise(part(mine, k))]
-        if bool((saved.get("model") or {}).get("hard_masks")) != self.cfg.model.hard_masks:
+        if trained_on_hard_masks(ck) != self.cfg.model.hard_masks:
             changed.append("hard masks " + ("on" if self.cfg.model.hard_masks else "off"))
         if "batch_size" in saved:  # the global batch is what the run sees: 2 x 2 processes = 1 x 4
             old_accum = int((saved.get("optim") or {}).get("grad_accum", 1))
@@ -1020,7 +1012,7 @@ class Trainer:
             self.warn(f"the checkpoint stopped {consumed} pairs into epoch {self.epoch + 1}, not a multiple "
                       f"of the global batch {global_batch}: resuming at pair "
                       f"{self.batch_in_epoch * global_batch}")
-        left = max(0, self.steps_per_epoch * self.accum - self.batch_in_epoch)  # batches of this epoch
+        left = max(0, self.epoch_batches - self.batch_in_epoch)  # batches of this epoch still to train
         if left % self.accum:
             self.warn(f"the checkpoint stopped {self.batch_in_epoch} batches into epoch {self.epoch + 1}, "
                       f"not at a step of --grad-accum {self.accum}: this epoch takes "
@@ -1416,10 +1408,9 @@ class Trainer:
         self._batches_this_run = 0  # this epoch's batches trained by this process (not a resumed run's)
         end = None
         micro: list[tuple[Tensor, Tensor, Tensor | None]] = []
-        epoch_batches = self.steps_per_epoch * self.accum  # a last few that make no whole step are left
         with _batches(self.loader) as batches:
             for batch in self._guarded(batches):
-                if self.batch_in_epoch + len(micro) >= epoch_batches:
+                if self.batch_in_epoch + len(micro) >= self.epoch_batches:
                     break
                 micro.append(self._batch(batch))
                 if len(micro) < self.accum:
@@ -1505,7 +1496,7 @@ class Trainer:
         # --max-steps can end a run inside an epoch: its validation runs, but the checkpoint
         # keeps the position, so a resume with more steps trains the rest of that epoch; and
         # that epoch counts once towards early stopping, when it ends.
-        partial = done and self.batch_in_epoch < self.steps_per_epoch * self.accum
+        partial = done and self.batch_in_epoch < self.epoch_batches
         improved = self.best_val is None or val["loss"] < self.best_val  # best.pt: any validation
         if improved:
             self.best_val = val["loss"]

@@ -19,7 +19,7 @@ from .adversarial import AdversarialConfig
 from .checkpoint import find_resume_checkpoint, load_checkpoint
 from .codec import DEFAULT_CODEC
 from .config import build_config
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .loss import LossConfig
 from .model import ModelConfig
 
@@ -205,12 +205,7 @@ class TrainConfig:
         if str(resume) == "auto":
             run_dir = Path(overrides["checkpoint_dir"]) if overrides.get("checkpoint_dir") else \
                 Path("runs") / overrides.get("strategy", cls.strategy)
-            try:
-                path = find_resume_checkpoint(run_dir)
-            except CheckpointError:
-                if not overrides.get("overwrite"):
-                    raise
-                path = None  # --overwrite: the new run deletes what does not load
+            path = find_resume_checkpoint(run_dir, strict=not overrides.get("overwrite"))
             if path is None:
                 return cls.from_preset(preset or "small", **{**overrides, "resume": "auto"})
         else:

@@ -232,8 +232,8 @@ def test_rendezvous_meets_every_rank_and_names_what_is_missing(monkeypatch):
         rendezvous(b1, 1)
     assert int(stores[0].add("joined", 0)) == 2
     # Rank 1 with nobody at the port.
-    lone = LaunchInfo("torchrun", 1, 1, 2, "127.0.0.1", free_port())
-    with pytest.raises(RendezvousError, match=r"rank 1 of 2 \(torchrun\): rank 0 was not reachable at "
+    lone = LaunchInfo("spawn", 1, 1, 2, "127.0.0.1", free_port())
+    with pytest.raises(RendezvousError, match=r"rank 1 of 2 \(spawn\): rank 0 was not reachable at "
                                               r"127\.0\.0\.1:\d+ within 1 s"):
         rendezvous(lone, 1)
 
