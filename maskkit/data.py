@@ -604,23 +604,28 @@ class PairsSummary:
 
 def write_synthetic_songs(out: str | os.PathLike, num_songs: int, *, seconds: float = 30.0, seed: int = 0,
                           sample_rate: int = 24000, stems: bool = True, overwrite: bool = False,
+                          by_style: bool = False,
                           progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Write ``num_songs`` synthetic songs to ``out`` as 16-bit WAV (``maskkit data synth``).
 
-    ``OUT/song_0000.wav`` ... (the folder works as a folder of songs), with ``stems``
+    ``OUT/song_0000.wav`` ... (the folder works as a folder of songs); with ``by_style``
+    ``OUT/<groove>/song_0000.wav`` instead, one subfolder per drum groove, the layout that
+    ``--style-labels`` reads (each song's style is its groove, as for the built-in data). With ``stems``
     ``OUT/stems/song_0000/{drums,bass,chords,melody}.wav`` (the stems folder holds the ignore
     marker, so it is not taken for songs), and ``OUT/songs.json``: each song's seed, tempo, key,
     scale and groove. An ``out`` that already holds songs is refused unless ``overwrite``, which
     first removes them (so ``songs.json`` never lists a set other than the folder's).
     ``progress(row)`` is called with each song's row as it is written. Returns the rows.
     """
-    from .synth import STEMS, describe_song, generate_song
+    from .synth import GROOVES, STEMS, describe_song, generate_song
 
     out_p = Path(out).expanduser()
-    ours = [*out_p.glob("song_*.wav"), *out_p.glob("stems/song_*/*.wav"), *out_p.glob("songs.json")]
+    song_dirs = [out_p, *(out_p / g for g in GROOVES)]  # where this function writes songs
+    ours = [*(f for d in song_dirs for f in d.glob("song_*.wav")), *out_p.glob("stems/song_*/*.wav"),
+            *out_p.glob("songs.json")]
     audio, unsupported, _ = find_audio_files(out_p) if out_p.is_dir() else ([], [], [])
     songs = [*audio, *unsupported]
-    others = [f for f in songs if not (f.name.startswith("song_") and f.parent == out_p)]
+    others = [f for f in songs if not (f.name.startswith("song_") and f.parent in song_dirs)]
     if others:  # never mix synthetic songs into a folder of someone's music, --overwrite or not
         raise AudioError(f"{out_p}: holds {len(others)} audio file(s) of its own (e.g. {others[0]}); write "
                          f"the synthetic songs to another folder")
@@ -629,7 +634,7 @@ def write_synthetic_songs(out: str | os.PathLike, num_songs: int, *, seconds: fl
                          f"(overwrite=True) to replace them, or choose another folder")
     for f in ours:
         f.unlink()
-    for d in out_p.glob("stems/song_*"):
+    for d in [*out_p.glob("stems/song_*"), *song_dirs[1:]]:
         if d.is_dir() and not any(d.iterdir()):
             d.rmdir()
     out_p.mkdir(parents=True, exist_ok=True)
@@ -642,12 +647,13 @@ def write_synthetic_songs(out: str | os.PathLike, num_songs: int, *, seconds: fl
     for i, song_seed in enumerate(seeds):
         name = f"song_{i:0{digits}d}"
         mix, parts = generate_song(song_seed, seconds, sample_rate, return_stems=True)
-        save_audio(out_p / f"{name}.wav", mix, sample_rate)
+        plan = describe_song(song_seed)
+        file = f"{plan.groove}/{name}.wav" if by_style else f"{name}.wav"
+        save_audio(out_p / file, mix, sample_rate)
         if stems:
             for stem in STEMS:
                 save_audio(out_p / "stems" / name / f"{stem}.wav", parts[stem], sample_rate)
-        plan = describe_song(song_seed)
-        row = {"file": f"{name}.wav", "seed": song_seed, "seconds": seconds, "sample_rate": sample_rate,
+        row = {"file": file, "seed": song_seed, "seconds": seconds, "sample_rate": sample_rate,
                "bpm": plan.bpm, "key": plan.key, "scale": plan.scale, "groove": plan.groove}
         rows.append(row)
         if progress is not None:

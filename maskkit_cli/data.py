@@ -38,13 +38,17 @@ def data() -> None:
 @click.option("--sample-rate", type=click.IntRange(min=4000), default=24000, show_default=True)
 @click.option("--stems/--no-stems", default=True, show_default=True,
               help="Also write each song's drums/bass/chords/melody under OUT/stems/.")
+@click.option("--by-style", is_flag=True,
+              help="Write each song into a subfolder named after its drum groove "
+                   "(OUT/backbeat/song_0000.wav): the layout --style-labels reads.")
 @click.option("--overwrite", is_flag=True, help="Replace the songs already in OUT.")
 def synth(out: Path, num_songs: int, seconds: float, seed: int, sample_rate: int, stems: bool,
-          overwrite: bool) -> None:
+          by_style: bool, overwrite: bool) -> None:
     """Write synthetic songs to OUT as WAV (16-bit), with their stems.
 
     \b
     OUT/song_0000.wav ...            the mixes (OUT works as a folder of songs)
+    OUT/backbeat/song_0000.wav ...   the same with --by-style: one subfolder per drum groove
     OUT/stems/song_0000/drums.wav    bass.wav, chords.wav, melody.wav (mix = their sum)
     OUT/songs.json                   each song's seed, tempo, key, scale, groove
     The stems folder holds a .maskkit-ignore file, so it is not taken for songs.
@@ -58,7 +62,7 @@ def synth(out: Path, num_songs: int, seconds: float, seed: int, sample_rate: int
                       f"{row['scale']}  {row['groove']}", markup=False)
 
     write_synthetic_songs(out, num_songs, seconds=seconds, seed=seed, sample_rate=sample_rate, stems=stems,
-                          overwrite=overwrite, progress=show)
+                          overwrite=overwrite, by_style=by_style, progress=show)
     console.print(f"[green]wrote {num_songs} song(s) of {seconds:g} s at {sample_rate} Hz to "
                   f"{escape(str(out))}[/green]")
 

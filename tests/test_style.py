@@ -77,6 +77,38 @@ def test_a_linked_style_folder_is_named_as_linked(tmp_path):
         assert tr.style_names[tr[i][2]] == target.parent.name and target.is_relative_to(root)
 
 
+def test_data_synth_by_style_writes_the_folder_style_labels_read(tmp_path):
+    """`maskkit data synth --by-style` puts each song in its groove's subfolder, so the folder
+    trains with --style-labels and each song's label is the groove the built-in data gives it."""
+    import json
+
+    from click.testing import CliRunner
+
+    from maskkit_cli.main import cli
+
+    out = tmp_path / "syn"
+    args = ["data", "synth", str(out), "--songs", "8", "--seconds", "1.0", "--sample-rate", "8000",
+            "--by-style"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    rows = json.loads((out / "songs.json").read_text())["songs"]
+    assert len({r["groove"] for r in rows}) >= 2  # else the check below proves little
+    for r in rows:
+        assert r["file"] == f"{r['groove']}/{Path(r['file']).name}" and (out / r["file"]).is_file()
+    assert not list(out.glob("song_*.wav"))
+    tr, _ = make_datasets(str(out), sample_rate=8000, segment_seconds=0.5, train_pairs=8, val_pairs=4,
+                          val_fraction=0.25, style_labels=True)
+    assert set(tr.style_names) == {r["groove"] for r in rows}
+    grooves = {Path(r["file"]).name: r["groove"] for r in rows}
+    for i in range(len(tr)):
+        _, _, meta = tr.dataset.item_with_sources(i)
+        assert tr.style_names[tr[i][2]] == grooves[Path(meta["target"]["path"]).name]
+    # --overwrite without --by-style replaces the whole set, style folders included
+    res = CliRunner().invoke(cli, [*args[:-1], "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert len(list(out.glob("song_*.wav"))) == 8 and not [p for p in out.iterdir() if p.name in GROOVES]
+
+
 def test_style_label_errors_name_the_culprit(tmp_path):
     root = song_folder(tmp_path / "songs", {"jazz": 3, "": 2})
     with pytest.raises(ConfigError, match=r"song3\.wav is directly in"):
