@@ -371,7 +371,7 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
             strategy: str | MaskStrategy | None = None,
             strategy_options: Any = None,
             mix_only: bool = False,
-            hard: bool = False,
+            hard: bool | None = None,
             sample_rate: int | None = None,
             length: str | float = "shortest",
             fill: str = "loop",
@@ -405,7 +405,8 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
     ``"hann"``. ``batch_size`` windows go to ``device`` at a time (``"auto"``: CUDA when
     available). ``progress``: a rich progress bar. ``style``: condition the masks on a style
     label (a model trained with ``--style-labels``): a name of the checkpoint's styles, or a
-    label index; ``None`` (default): unconditioned.
+    label index; ``None`` (default): unconditioned. ``hard``: hard (0/1) or soft masks;
+    ``None`` (default): hard when the model trained on them (``maskkit train --hard-masks``).
 
     Both songs are read (and the output's format checked) before any work, so a missing
     or unreadable file raises :class:`~maskkit.errors.AudioError` naming it and nothing is
@@ -440,8 +441,8 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
         style_names = loaded.styles
         if codec is None:
             codec = ckpt_codec
-    if getattr(getattr(model, "config", None), "hard_masks", False):
-        hard = True  # the model was trained on hard masks (maskkit train --hard-masks)
+    if hard is None:  # as the model trained: hard masks after maskkit train --hard-masks
+        hard = bool(getattr(getattr(model, "config", None), "hard_masks", False))
     style_index = resolve_style(style, style_names, checkpoint or "a model object (give the label index)")
     codec = resolve_codec(codec).to(dev).eval()
     sr = int(codec.sample_rate)

@@ -170,12 +170,13 @@ class SimpleTransformer(nn.Module):
                              f"input has D={enc_input.shape[1]} channels (was the model built for another "
                              f"codec?)")
 
-    def masks(self, enc_input: Tensor, enc_target: Tensor, *, hard: bool = False,
+    def masks(self, enc_input: Tensor, enc_target: Tensor, *, hard: bool | None = None,
               style: Tensor | None = None) -> Masks:
         """The strategy's masks for this pair (validated when ``check_strategy_output``);
-        ``style``: ``[B]`` style labels for strategies with ``supports_style``, or None. Hard
-        with ``hard``, or always when the model is configured with ``hard_masks``."""
-        kw: dict[str, Any] = {"hard": hard or self.config.hard_masks}
+        ``style``: ``[B]`` style labels for strategies with ``supports_style``, or None.
+        ``hard``: hard (0/1) or soft masks; ``None`` (default): as the model is configured
+        (trained), hard with ``hard_masks``."""
+        kw: dict[str, Any] = {"hard": self.config.hard_masks if hard is None else bool(hard)}
         if style is not None:
             if not self.strategy.supports_style:
                 raise ValueError(f"strategy '{self.strategy.name}' does not support style conditioning "
@@ -185,12 +186,12 @@ class SimpleTransformer(nn.Module):
             return call_strategy(self.strategy, enc_input, enc_target, **kw)
         return self.strategy(enc_input, enc_target, **kw)
 
-    def forward(self, enc_input: Tensor, enc_target: Tensor, *, hard: bool = False,
+    def forward(self, enc_input: Tensor, enc_target: Tensor, *, hard: bool | None = None,
                 return_masks: bool = False, style: Tensor | None = None
                 ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, Masks]:
         """``(output [B, D, T], reg_loss)``, or ``(output, reg_loss, masks)`` with ``return_masks``.
-        ``style``: ``[B]`` style labels, passed to a strategy with ``supports_style``. The masks
-        are hard with ``hard`` or when the model was configured (trained) with ``hard_masks``."""
+        ``style``: ``[B]`` style labels, passed to a strategy with ``supports_style``. ``hard``:
+        hard or soft masks; ``None`` (default): as configured (trained), see :meth:`masks`."""
         self._check_inputs(enc_input, enc_target)
         masks = self.masks(enc_input, enc_target, hard=hard, style=style)
         mi, mt = masks.apply(enc_input, enc_target)

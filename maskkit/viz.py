@@ -169,7 +169,7 @@ def _db(audio: Tensor, n_fft: int = 1024) -> Any:
 @torch.inference_mode()
 def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, target: AudioSource,
                png: str | os.PathLike, *, strategy_options: Any = None, codec: Any = None,
-               offset_seconds: float = 0.0, seconds: float | None = None, hard: bool = False,
+               offset_seconds: float = 0.0, seconds: float | None = None, hard: bool | None = None,
                device: torch.device | str = "cpu", size: tuple[int, int] = (1400, 1000), dpi: int = 100,
                title: str | None = None, style: str | int | None = None) -> MaskPicture:
     """Draw what a strategy does to two songs; write a PNG of exactly ``size`` pixels.
@@ -181,7 +181,8 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
     checkpoint's training segment, or 4 s); songs of different lengths are cut to the
     shorter. ``codec``: name or instance (default: the checkpoint's, or ``"stft"``).
     ``style``: condition the masks on a style label (a name of the checkpoint's styles, or
-    an index), for strategies trained with ``--style-labels``.
+    an index), for strategies trained with ``--style-labels``. ``hard``: hard (0/1) or soft
+    masks; ``None`` (default): hard when the checkpoint trained on them.
     """
     from .plotting import require_matplotlib
 
@@ -195,7 +196,7 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
     plt = require_matplotlib()  # fail before any work when matplotlib is missing
     dev = torch.device(device)
     strat, codec, ckpt_seconds, styles, trained_hard = _resolve(strategy, strategy_options, codec, dev)
-    hard = hard or trained_hard
+    hard = trained_hard if hard is None else bool(hard)
     style_index = resolve_style(style, styles, strategy)
     check_style(strat, style_index)
     sr = int(codec.sample_rate)

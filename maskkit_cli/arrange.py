@@ -35,7 +35,8 @@ def _length(value: str) -> str | float:
 @click.option("--mix-only", is_flag=True,
               help="No transformer: apply the masks and decode the masked mix (no checkpoint needed).")
 @click.option("--codec", default=None, help="Codec for --mix-only without a checkpoint (default: stft).")
-@click.option("--hard", is_flag=True, help="Hard (0/1) masks.")
+@click.option("--hard/--soft", default=None,
+              help="Hard (0/1) or soft masks [default: those the checkpoint trained on; soft without one].")
 @click.option("--style", metavar="NAME",
               help="Condition the masks on this style (a model trained with --style-labels; the error lists "
                    "its styles).")
@@ -55,7 +56,7 @@ def _length(value: str) -> str | float:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ... or auto.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")
 def arrange(input: str, target: str, output: str, checkpoint: str | None, strategy: str | None,
-            strategy_opt: tuple[str, ...], mix_only: bool, codec: str | None, hard: bool,
+            strategy_opt: tuple[str, ...], mix_only: bool, codec: str | None, hard: bool | None,
             sample_rate: int | None, length: str, fill: str, window_seconds: float | None, overlap: float,
             crossfade: str, batch_size: int, device: str, quiet: bool, style: str | None) -> None:
     """Arrange two songs INPUT and TARGET into one (any format soundfile reads, any rate,
@@ -111,13 +112,14 @@ def _size(value: str) -> tuple[int, int]:
               help="Start, in seconds, of the stretch drawn.")
 @click.option("--seconds", type=click.FloatRange(min=0.05),
               help="Length drawn (default: the checkpoint's training segment, or 4).")
-@click.option("--hard", is_flag=True, help="Hard (0/1) masks.")
+@click.option("--hard/--soft", default=None,
+              help="Hard (0/1) or soft masks [default: those the checkpoint trained on; soft without one].")
 @click.option("--size", default="1400x1000", show_default=True, metavar="WxH", help="Picture size in pixels.")
 @click.option("--style", metavar="NAME", help="Condition the masks on this style (a checkpoint trained with "
               "--style-labels).")
 @click.option("--device", default="cpu", show_default=True)
 def masks(strategy: str, input: str, target: str, png: str, strategy_opt: tuple[str, ...], codec: str | None,
-          offset: float, seconds: float | None, hard: bool, size: str, device: str,
+          offset: float, seconds: float | None, hard: bool | None, size: str, device: str,
           style: str | None) -> None:
     """Draw what a strategy (a name, or a checkpoint's trained one) keeps of two songs:
     spectrograms, both masks, their overlap, coverage over time, the mask metrics, and the

@@ -501,6 +501,22 @@ def test_hard_masks_train_the_creative_agent_and_stay_hard_after_loading(tmp_pat
     song = torch.randn(4000) * 0.1
     res = arrange(song, song.flip(0), None, checkpoint=r.last_checkpoint, mix_only=True, window_seconds=0.25)
     assert res.metrics["complementarity"] == pytest.approx(100.0) and res.hard
+    # ... unless soft masks are asked for (hard=False; --soft on the command line)
+    with torch.no_grad():
+        _, _, soft = model(enc, enc.flip(0), return_masks=True, hard=False)
+    assert not set(soft.input_mask.unique().tolist()) <= {0.0, 1.0}
+    res = arrange(song, song.flip(0), None, checkpoint=r.last_checkpoint, mix_only=True, window_seconds=0.25,
+                  hard=False)
+    assert not res.hard and res.metrics["complementarity"] < 99.0
+    from click.testing import CliRunner
+
+    from maskkit_cli.main import cli
+
+    for flag, hard in (([], True), (["--soft"], False)):
+        out = CliRunner().invoke(cli, ["agent", "inspect", str(r.last_checkpoint), "--random", "-n", "2",
+                                       "-t", "20", *flag])
+        assert out.exit_code == 0, out.output
+        assert ("(hard masks)" in out.output) is hard
 
 
 def test_load_model_names_a_missing_plugin(tiny_learned, tmp_path, fresh_plugins):

@@ -66,10 +66,11 @@ def selftest(batch_size: int, dim: int, frames: int, seed: int, device: str) -> 
               help="Random N(0,1) encodings instead of the codec-encoded validation music.")
 @click.option("--frames", "-t", default=300, show_default=True, type=click.IntRange(1),
               help="Frames of the --random encodings.")
-@click.option("--hard", is_flag=True, help="Measure the hard (binary) masks.")
+@click.option("--hard/--soft", default=None,
+              help="Measure the hard (0/1) or the soft masks [default: those the run trained on].")
 @click.option("--device", default="cpu", show_default=True)
 def inspect(checkpoint: str, pairs: int, batch_size: int, seconds: float | None, seed: int | None,
-            random_: bool, frames: int, hard: bool, device: str) -> None:
+            random_: bool, frames: int, hard: bool | None, device: str) -> None:
     """Complementarity, coverage and balance of a trained checkpoint on held-out data.
 
     Rebuilds the checkpoint's strategy and encodes the validation split of its run (synthetic

@@ -188,7 +188,7 @@ def _held_out_encodings(ckpt: dict[str, Any], pairs: int, batch_size: int, secon
 
 def inspect_checkpoint(path: str | os.PathLike[str], *, pairs: int = 16, batch_size: int = 8,
                        seconds: float | None = None, seed: int | None = None, random: bool = False,
-                       frames: int = 300, hard: bool = False, device: str = "cpu") -> InspectReport:
+                       frames: int = 300, hard: bool | None = None, device: str = "cpu") -> InspectReport:
     """Complementarity, coverage and balance of a checkpoint's trained strategy on held-out data.
 
     Loads the strategy with :func:`maskkit.checkpoint.strategy_from_checkpoint` (eval mode),
@@ -197,7 +197,8 @@ def inspect_checkpoint(path: str | os.PathLike[str], *, pairs: int = 16, batch_s
     codec, and computes
     :func:`maskkit.metrics.mask_metrics` over all the pairs at once. ``random=True`` uses
     random ``N(0, 1)`` encodings of ``spec.dim x frames`` instead (no codec or data needed).
-    The masks are hard with ``hard``, or when the run trained with ``hard_masks``.
+    ``hard``: measure the hard (0/1) or the soft masks; ``None`` (default): those the run
+    trained on (hard after ``maskkit train --hard-masks``).
     """
     from maskkit.checkpoint import (
         load_checkpoint,
@@ -210,7 +211,8 @@ def inspect_checkpoint(path: str | os.PathLike[str], *, pairs: int = 16, batch_s
     ckpt = load_checkpoint(path, require=("strategy", "spec"))
     strategy = strategy_from_checkpoint(ckpt).to(dev)
     spec = spec_from_dict(ckpt["spec"])
-    hard = hard or trained_on_hard_masks(ckpt)  # trained with --hard-masks: measure those
+    if hard is None:  # trained with --hard-masks: measure those
+        hard = trained_on_hard_masks(ckpt)
     if random:
         g = torch.Generator().manual_seed(0 if seed is None else seed)
         batches = []
