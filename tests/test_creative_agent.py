@@ -313,7 +313,10 @@ def _straightforward_cross_attention(qkv_a, qkv_b, heads, p):
     return outs
 
 
-def test_cpu_dropout_attention_matches_straightforward_math():
+@pytest.mark.parametrize("keep_weights", [True, False], ids=["weights-kept", "weights-recomputed"])
+def test_cpu_dropout_attention_matches_straightforward_math(keep_weights, monkeypatch):
+    # the kernel keeps the softmax weights for the backward pass up to a size, else recomputes them
+    monkeypatch.setattr(A, "SAVED_WEIGHTS_BYTES", A.SAVED_WEIGHTS_BYTES if keep_weights else 0)
     B, T, H, heads, p = 5, 9, 8, 2, 0.3
     g = torch.Generator().manual_seed(0)
     qkv_a = torch.randn(B, T, 3 * H, generator=g, dtype=torch.float64, requires_grad=True)
@@ -333,7 +336,9 @@ def test_cpu_dropout_attention_matches_straightforward_math():
     torch.testing.assert_close(plain[0], _straightforward_cross_attention(qkv_a, qkv_b, heads, 0.0)[0])
 
 
-def test_cpu_dropout_attention_gradcheck():
+@pytest.mark.parametrize("keep_weights", [True, False], ids=["weights-kept", "weights-recomputed"])
+def test_cpu_dropout_attention_gradcheck(keep_weights, monkeypatch):
+    monkeypatch.setattr(A, "SAVED_WEIGHTS_BYTES", A.SAVED_WEIGHTS_BYTES if keep_weights else 0)
     g = torch.Generator().manual_seed(1)
     qkv_a = torch.randn(2, 5, 12, generator=g, dtype=torch.float64, requires_grad=True)
     qkv_b = torch.randn(2, 5, 12, generator=g, dtype=torch.float64, requires_grad=True)
