@@ -252,20 +252,34 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
 
     made_run_dir = _check_writable(cfg.run_dir) if info.is_main else False
     port = dist_utils.free_port()
+    import pickle
+    import tempfile
+
     import torch.multiprocessing as mp
 
+    # Errors come back through a pipe (small messages); the result through a file: the parent
+    # reads the pipe only once every process has ended, and a process cannot end while its
+    # message waits in a full pipe (64 KiB; a result's history passes that at about 70 epochs).
     queue = mp.get_context("spawn").SimpleQueue()
     failure: BaseException | None = None
+    result_dir = tempfile.mkdtemp(prefix="maskkit-result-")  # private (0700)
+    result_file = os.path.join(result_dir, "result.pkl")
     try:
-        dist_utils.spawn(_spawn_worker, info.world_size, args=(cfg, info.world_size, port, queue),
-                         block_stop_signals=True)
-    except Exception as e:  # a rank failed; the others were terminated
-        failure = e
-        if made_run_dir:
-            _remove_if_empty(cfg.run_dir)
-    items = []
-    while not queue.empty():
-        items.append(queue.get())
+        try:
+            dist_utils.spawn(_spawn_worker, info.world_size,
+                             args=(cfg, info.world_size, port, queue, result_file), block_stop_signals=True)
+        except Exception as e:  # a rank failed; the others were terminated
+            failure = e
+            if made_run_dir:
+                _remove_if_empty(cfg.run_dir)
+        items = []
+        while not queue.empty():
+            items.append(queue.get())
+        if os.path.exists(result_file):
+            with open(result_file, "rb") as f:
+                items.append(("result", 0, pickle.load(f)))
+    finally:
+        shutil.rmtree(result_dir, ignore_errors=True)
     errors = sorted((obj for kind, _, obj in items if kind == "error"),
                     key=lambda e: isinstance(e, PeerFailedError))
     if errors and not isinstance(errors[0], PeerFailedError):
@@ -283,12 +297,13 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     return results[0]
 
 
-def _spawn_worker(rank: int, cfg: TrainConfig, world_size: int, port: int, queue: Any) -> None:
+def _spawn_worker(rank: int, cfg: TrainConfig, world_size: int, port: int, queue: Any,
+                  result_file: str) -> None:
     """Entry point of each process started by ``train`` with ``world_size`` > 1 (picklable).
 
-    Rank 0 sends its :class:`TrainResult` to the parent; a rank that fails with a maskkit error
-    sends the error (so the parent can show its message) and exits non-zero, which makes the
-    parent terminate the other ranks."""
+    Rank 0 writes its :class:`TrainResult` to ``result_file`` for the parent; a rank that fails
+    with a maskkit error sends the error through ``queue`` (so the parent can show its message)
+    and exits non-zero, which makes the parent terminate the other ranks."""
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     info = LaunchInfo("spawn", rank, rank, world_size, "127.0.0.1", port)
@@ -300,7 +315,11 @@ def _spawn_worker(rank: int, cfg: TrainConfig, world_size: int, port: int, queue
             queue.put(("error", rank, e))
             raise
         if rank == 0:
-            queue.put(("result", rank, result))
+            import pickle
+
+            with open(result_file + ".part", "wb") as f:
+                pickle.dump(result, f)
+            os.replace(result_file + ".part", result_file)  # whole or absent
 
 
 def _run(cfg: TrainConfig, info: LaunchInfo) -> TrainResult:

@@ -205,6 +205,20 @@ def test_two_gloo_processes_match_one_process(ref6, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_long_spawned_run_returns_its_result(tmp_path):
+    """A --world-size run's result (its history grows by about 1 kB an epoch) came back through a
+    pipe that the parent read only after the processes ended: past 64 KiB (about 70 epochs) rank 0
+    could not end and the run hung after "Done"."""
+    import pickle
+
+    r = train(tiny(tmp_path, "--train-pairs", "2", "--val-pairs", "2", "--batch-size", "1", "--epochs", "90",
+                   "--world-size", "2", "--save-every", "1000"))
+    assert (r.world_size, r.stopped, len(r.history)) == (2, "completed", 90)
+    assert len(pickle.dumps(r)) > 70_000  # more than a pipe holds: the case that hung
+
+
+@pytest.mark.slow
 def test_spawned_ranks_report_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="too few for a global batch of 2 x 2"):
         train(tiny(tmp_path, "--train-pairs", "3", "--batch-size", "2", "--world-size", "2"))
