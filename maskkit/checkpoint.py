@@ -43,7 +43,7 @@ import pickle
 import random
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -187,10 +187,12 @@ def build_checkpoint_strategy(ckpt: dict[str, Any], where: str, spec: EncodingSp
 
 
 def strategy_from_checkpoint(ckpt_or_path: dict[str, Any] | str | os.PathLike[str],
-                             map_location: str | torch.device = "cpu") -> MaskStrategy:
-    """Rebuild the (trained) mask strategy stored in a checkpoint, weights loaded, in eval mode."""
+                             map_location: str | torch.device = "cpu", *, where: str | None = None
+                             ) -> MaskStrategy:
+    """Rebuild the (trained) mask strategy stored in a checkpoint, weights loaded, in eval mode.
+    ``where``: the file a checkpoint given as a dict came from, for the error messages."""
     if isinstance(ckpt_or_path, dict):
-        ckpt, where = ckpt_or_path, "the checkpoint"
+        ckpt, where = ckpt_or_path, where or "the checkpoint"
     else:
         ckpt, where = load_checkpoint(ckpt_or_path, map_location), str(ckpt_or_path)
     strategy = build_checkpoint_strategy(ckpt, where)
@@ -272,11 +274,26 @@ def find_resume_checkpoint(run_dir: str | os.PathLike[str], *, strict: bool = Tr
     return best[1] if best else None
 
 
-def prune_epoch_checkpoints(run_dir: str | os.PathLike[str], keep: int) -> list[Path]:
+def unloadable_checkpoints(run_dir: str | os.PathLike[str]) -> list[str]:
+    """The names of the checkpoint files in ``run_dir`` that do not load (damaged: cut short by
+    a crash outside :func:`atomic_save`, say), which ``--resume auto`` skips."""
+    bad = []
+    for p in list_checkpoints(run_dir):
+        try:
+            load_checkpoint(p, mmap=True)
+        except CheckpointError:
+            bad.append(p.name)
+    return bad
+
+
+def prune_epoch_checkpoints(run_dir: str | os.PathLike[str], keep: int,
+                            unloadable: Collection[str] = ()) -> list[Path]:
     """Delete all but the ``keep`` newest ``epoch_NNNN.pt`` files (``keep`` >= 1); returns the
-    deleted paths. ``last.pt`` and ``best.pt`` are never deleted."""
+    deleted paths. ``last.pt`` and ``best.pt`` are never deleted. Files named in ``unloadable``
+    (damaged ones that ``--resume auto`` skipped) are neither deleted nor counted among the
+    ``keep``: they must not take the place of a good one."""
     d = Path(run_dir)
-    epochs = sorted((p for p in d.glob("epoch_*.pt") if _EPOCH_RE.match(p.name)),
+    epochs = sorted((p for p in d.glob("epoch_*.pt") if _EPOCH_RE.match(p.name) and p.name not in unloadable),
                     key=lambda p: int(_EPOCH_RE.match(p.name).group(1)))  # type: ignore[union-attr]
     doomed = epochs[:-keep] if keep >= 1 else []
     for p in doomed:

@@ -66,10 +66,11 @@ from .checkpoint import (
     restore_rng_state,
     spec_from_dict,
     trained_on_hard_masks,
+    unloadable_checkpoints,
 )
 from .codec import Codec
 from .distributed import LaunchInfo, StopFlag
-from .errors import CheckpointError, ConfigError, MaskkitError, first_line
+from .errors import AudioError, CheckpointError, ConfigError, MaskkitError, first_line
 from .loss import COMPONENTS, CombinedLoss, LossConfig
 from .model import SimpleTransformer
 from .strategy import EncodingSpec, resolve_style
@@ -654,6 +655,7 @@ class Trainer:
         (every rank raises if any failed, naming it): a rank that fails early (an unwritable run
         folder, a bad file only it reads) never leaves the others waiting in another collective
         (the checkpoint broadcast, DDP's parameter broadcast) until the timeout."""
+        self.unloadable: list[str] = []  # damaged checkpoints --resume auto skipped (rank 0)
         resume_path = dist_utils.broadcast_object(self._phase(self._setup_run_dir))
         self._phase(lambda: self._setup_local(resume_path))
         self._setup_collective()
@@ -688,6 +690,8 @@ class Trainer:
         # a new run, or one continued from a checkpoint of another folder, takes this folder over
         if self.main and (resume is None or not _same_path(Path(resume).parent, self.run_dir)):
             self._claim_for_new_run()
+        elif self.main:  # damaged files the rotation must not count among the ones it keeps
+            self.unloadable = unloadable_checkpoints(self.run_dir)
         return resume
 
     def _claim_for_new_run(self) -> None:
@@ -742,6 +746,13 @@ class Trainer:
         self.sample_rate = int(self.codec.sample_rate)
 
         # Data (before the strategy: style labels decide its num_styles).
+        src = cfg.data.source
+        saved_src = ((self.ckpt or {}).get("config") or {}).get("data", {}).get("source")
+        if (src not in (None, "synthetic") and src == saved_src
+                and not Path(str(src)).expanduser().exists()):
+            raise AudioError(f"{src}: no such file or directory: the data this run trained on, as "
+                             f"{self.resume_path} records it; if the songs moved, resume with --data and "
+                             f"where they are now")
         self.train_ds, self.val_ds = cfg.data.datasets(self.sample_rate, cfg.seed)
         self.styles: list[str] | None = list(self.train_ds.style_names) if cfg.data.style_labels else None
         if self.styles is not None:
@@ -787,7 +798,15 @@ class Trainer:
         self.best_path: Path | None = None
         self.last_path: Path | None = None
         if self.ckpt is not None:
-            self._load_state(self.ckpt)
+            try:
+                self._load_state(self.ckpt)
+            except MaskkitError:
+                raise
+            except (RuntimeError, ValueError, KeyError, TypeError) as e:
+                # (a damaged or hand-edited file: the sizes and keys were checked against the config)
+                detail = " ".join(str(e).split())[:300]
+                raise CheckpointError(f"{self.resume_path}: cannot resume from it, its saved state does not "
+                                      f"fit the model it describes: {detail}") from None
 
         # Check the strategy once, eagerly, on two real pairs (clear error naming the plugin).
         self._check_strategy()
@@ -1032,6 +1051,8 @@ class Trainer:
                       f"of the global batch {global_batch}: resuming at pair "
                       f"{self.batch_in_epoch * global_batch}")
         left = max(0, self.epoch_batches - self.batch_in_epoch)  # batches of this epoch still to train
+        if self.epoch >= self.cfg.epochs:  # the run is finished: no epoch is left to train
+            left = 0
         if left % self.accum:
             self.warn(f"the checkpoint stopped {self.batch_in_epoch} batches into epoch {self.epoch + 1}, "
                       f"not at a step of --grad-accum {self.accum}: this epoch takes "
@@ -1114,7 +1135,7 @@ class Trainer:
             self.best_path = _link_or_copy(self.last_path, self.run_dir / "best.pt")
         if periodic:
             _link_or_copy(self.last_path, self.run_dir / epoch_checkpoint_name(self.epochs_completed))
-            prune_epoch_checkpoints(self.run_dir, self.cfg.keep_checkpoints)
+            prune_epoch_checkpoints(self.run_dir, self.cfg.keep_checkpoints, self.unloadable)
 
     # -- one step ---------------------------------------------------------------------------------
     def _autocast(self) -> Any:
@@ -1375,7 +1396,10 @@ class Trainer:
             self.print(f"Adversarial training: critic {n_critic:,} parameters, weight {a.weight}, lr "
                        f"{a.disc_lr}, every {a.disc_update_freq} step(s), after {a.warmup_epochs} warm-up "
                        f"epoch(s)")
-        if self.resume_path:
+        if self.resume_path and self.epoch >= cfg.epochs:
+            self.print(f"Resumed from {self.resume_path}: the run already finished its {cfg.epochs} epoch(s) "
+                       f"(step {self.step}), so there is nothing to train; raise --epochs to train on")
+        elif self.resume_path:
             self.print(f"Resumed from {self.resume_path}: epoch {self.epoch + 1}, batch "
                        f"{self.batch_in_epoch}, step {self.step}")
         self.print(f"Checkpoints and metrics: {self.run_dir}/")

@@ -568,10 +568,16 @@ def test_inspect_of_a_run_on_a_folder_of_songs_measures_that_folders_validation_
     assert str(songs) in rep.data and "synthetic" not in rep.data
     assert rep.pairs == rep.shape[0] == 5
     assert rep.shape[1:] == (codec.spec.dim, codec.num_frames(800))
-    for f in songs.iterdir():
-        f.unlink()
-    with pytest.raises(Exception, match=str(songs)):  # the data moved: the error names the folder
+    moved = songs.rename(tmp_path / "moved")
+    # the data moved: the error names the folder and says how to point at the new place
+    with pytest.raises(CheckpointError, match=f"{songs}: no such file or directory.*pass --data"):
         inspect_checkpoint(path, pairs=2)
+    rep = inspect_checkpoint(path, pairs=5, batch_size=4, data=str(moved))
+    assert str(moved) in rep.data and rep.pairs == 5
+    for f in moved.iterdir():
+        f.unlink()
+    with pytest.raises(Exception, match=str(moved)):  # an empty folder is named too
+        inspect_checkpoint(path, pairs=2, data=str(moved))
 
 
 def test_inspect_without_a_codec_asks_for_random(tmp_path):

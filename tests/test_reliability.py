@@ -254,6 +254,39 @@ def test_a_tampered_checkpoint_is_refused_and_runs_no_code(tiny_run, tmp_path):
     assert not marker.exists()
 
 
+def test_a_damaged_epoch_checkpoint_does_not_take_a_good_ones_place(tmp_path):
+    """--resume auto skips a damaged epoch file; the rotation that keeps the newest N must then not
+    count it among them, or it deletes the last good epoch file and keeps the damaged one."""
+    args = ("--train-pairs", "4", "--batch-size", "4", "--save-every", "1")
+    train(tiny(tmp_path, *args, "--epochs", "3"))  # epoch_0002.pt, epoch_0003.pt (= last.pt) kept
+    (tmp_path / "last.pt").unlink()
+    good = (tmp_path / "epoch_0002.pt").read_bytes()
+    data = (tmp_path / "epoch_0003.pt").read_bytes()
+    (tmp_path / "epoch_0003.pt").unlink()  # a hard link of last.pt: write a new, cut file
+    (tmp_path / "epoch_0003.pt").write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match=r"skipping epoch_0003\.pt, which does not load"):
+        r = train(tiny(tmp_path, *args, "--epochs", "4", "--resume", "auto"))
+    assert r.epochs_completed == 4
+    names = sorted(p.name for p in tmp_path.glob("epoch_*.pt"))
+    assert names == ["epoch_0002.pt", "epoch_0003.pt", "epoch_0004.pt"], names  # two good ones, and the bad
+    assert (tmp_path / "epoch_0002.pt").read_bytes() == good
+    assert load_checkpoint(tmp_path / "epoch_0004.pt")["epochs_completed"] == 4
+
+
+def test_resuming_weights_that_do_not_fit_names_the_file(tiny_run, tmp_path):
+    """A checkpoint that loads but whose weights lack a key (edited by hand, say) used to stop
+    --resume with torch's multi-line RuntimeError; the new run folder is not left behind."""
+    ck = load_checkpoint(tiny_run / "last.pt")
+    del ck["model"][next(iter(ck["model"]))]
+    bad = tmp_path / "edited.pt"
+    torch.save(ck, bad)
+    with pytest.raises(CheckpointError, match=r"edited\.pt: cannot resume from it, its saved state does not "
+                                              r"fit the model it describes: .*Missing key"):
+        train(tiny(tmp_path / "new", "--train-pairs", "8", "--batch-size", "4", "--epochs", "2",
+                   "--resume", str(bad)))
+    assert not (tmp_path / "new").exists()
+
+
 def test_damaged_files_and_folders_given_as_checkpoints_say_what_is_wrong(tiny_run, tmp_path):
     run = _copy_run(tiny_run, tmp_path / "run")
     data = (run / "last.pt").read_bytes()

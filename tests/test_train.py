@@ -288,6 +288,21 @@ def test_resuming_with_more_epochs_or_another_lr_follows_the_new_schedule(tmp_pa
     assert lrs(tmp_path / "newlr")[3:] == pytest.approx([1e-3 * half(s) for s in range(3, 6)], rel=1e-6)
 
 
+def test_resuming_a_finished_run_says_so_and_trains_nothing(tmp_path, capsys):
+    """The quickstart line pasted twice: the second run resumes the finished one. It used to
+    announce an epoch more ("epoch 2", 3 steps in all) and then train none."""
+    args = ("--train-pairs", "4", "--batch-size", "2", "--epochs", "1")
+    first = train(tiny(tmp_path, *args))
+    before = load_checkpoint(tmp_path / "last.pt")
+    capsys.readouterr()
+    again = train(tiny(tmp_path, *args, "--resume", "auto", quiet=False))
+    out = capsys.readouterr().out
+    assert "the run already finished its 1 epoch(s) (step 2), so there is nothing to train" in out
+    assert "epoch 2" not in out and "2 in all" in out
+    assert again.steps == first.steps == 2
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == before["step"]
+
+
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path):
     # A DataLoader worker too: SLURM and Ctrl-C signal the whole process group, workers included.
@@ -634,6 +649,15 @@ def test_training_on_a_folder_of_songs(tmp_path):
     r = train(tiny(tmp_path / "run", "--data", str(root), "--train-pairs", "8", "--batch-size", "4",
                    "--epochs", "2"))
     assert r.steps == 4 and r.best_val_loss is not None and Path(r.best_checkpoint).is_file()
+    # The songs moved: resuming says the folder came from the checkpoint, and --data points at them.
+    moved = root.rename(tmp_path / "moved")
+    with pytest.raises(AudioError, match=f"{root}: no such file or directory: the data this run trained "
+                                         f"on, as .* records it; if the songs moved, resume with --data"):
+        train(tiny(tmp_path / "run", "--train-pairs", "8", "--batch-size", "4", "--epochs", "3",
+                   "--resume", "auto"))
+    r = train(tiny(tmp_path / "run", "--data", str(moved), "--train-pairs", "8", "--batch-size", "4",
+                   "--epochs", "3", "--resume", "auto"))
+    assert r.epochs_completed == 3
 
 
 # -- the command line ---------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import sys
 
 import click
 
+from maskkit_cli._types import FiniteFloatRange
+
 
 @click.group()
 def agent() -> None:
@@ -59,9 +61,11 @@ def selftest(batch_size: int, dim: int, frames: int, seed: int, device: str) -> 
 @click.option("--pairs", "-n", default=16, show_default=True, type=click.IntRange(1),
               help="Held-out pairs to measure on.")
 @click.option("--batch-size", "-b", default=8, show_default=True, type=click.IntRange(1))
-@click.option("--seconds", type=click.FloatRange(min=0.05), default=None,
+@click.option("--seconds", type=FiniteFloatRange(min=0.05), default=None,
               help="Segment length [default: the run's segment_seconds].")
 @click.option("--seed", type=int, default=None, help="Data seed [default: the run's seed].")
+@click.option("--data", "data", type=click.Path(exists=True, file_okay=False), default=None,
+              help="The run's data folder, if it moved since training [default: the one it trained on].")
 @click.option("--random", "random_", is_flag=True,
               help="Random N(0,1) encodings instead of the codec-encoded validation music.")
 @click.option("--frames", "-t", default=300, show_default=True, type=click.IntRange(1),
@@ -70,7 +74,7 @@ def selftest(batch_size: int, dim: int, frames: int, seed: int, device: str) -> 
               help="Measure the hard (0/1) or the soft masks [default: those the run trained on].")
 @click.option("--device", default="cpu", show_default=True)
 def inspect(checkpoint: str, pairs: int, batch_size: int, seconds: float | None, seed: int | None,
-            random_: bool, frames: int, hard: bool | None, device: str) -> None:
+            random_: bool, frames: int, hard: bool | None, device: str, data: str | None) -> None:
     """Complementarity, coverage and balance of a trained checkpoint on held-out data.
 
     Rebuilds the checkpoint's strategy and encodes the validation split of its run (synthetic
@@ -83,7 +87,7 @@ def inspect(checkpoint: str, pairs: int, batch_size: int, seconds: float | None,
     from .diagnostics import inspect_checkpoint
 
     rep = inspect_checkpoint(checkpoint, pairs=pairs, batch_size=batch_size, seconds=seconds, seed=seed,
-                             random=random_, frames=frames, hard=hard, device=device)
+                             random=random_, frames=frames, hard=hard, device=device, data=data)
     console = Console()
     B, D, T = rep.shape
     console.print(f"[bold]{escape(rep.path)}[/bold]: strategy '{escape(rep.strategy)}'"

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from maskkit import CheckpointError, metrics
+from maskkit.distributed import resolve_device
 
 #: The seed's README: an untrained agent keeps about 75% complementarity.
 UNTRAINED_COMPLEMENTARITY = (70.0, 80.0)
@@ -65,7 +66,7 @@ def selftest(batch_size: int = 4, encoding_dim: int = 128, frames: int = 300, *,
     from .agent import CreativeAgent, count_parameters
 
     rep = SelftestReport()
-    dev = torch.device(device)
+    dev = resolve_device(device)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         agent = CreativeAgent(encoding_dim, use_discriminator=True, hidden_dim=hidden_dim,
@@ -156,9 +157,11 @@ class InspectReport:
 
 
 def _held_out_encodings(ckpt: dict[str, Any], pairs: int, batch_size: int, seconds: float | None,
-                        seed: int | None, device: torch.device) -> tuple[list[Tensor], str]:
+                        seed: int | None, device: torch.device, source: str | None = None
+                        ) -> tuple[list[Tensor], str]:
     """Encode the run's validation split (its data, seed and segment length, as the trainer
-    builds it) with the checkpoint's codec; ``seconds`` / ``seed`` override the run's."""
+    builds it) with the checkpoint's codec; ``seconds`` / ``seed`` / ``source`` (the folder of
+    its data, if it moved) override the run's."""
     import dataclasses
 
     from maskkit.data import iter_batches
@@ -173,7 +176,13 @@ def _held_out_encodings(ckpt: dict[str, Any], pairs: int, batch_size: int, secon
     cfg = TrainConfig.from_dict(ckpt["config"]) if recorded else TrainConfig()
     data: DataConfig = dataclasses.replace(
         cfg.data, val_pairs=pairs, style_labels=False,
+        source=source if source is not None else cfg.data.source,
         segment_seconds=float(seconds if seconds is not None else cfg.data.segment_seconds))
+    if (source is None and data.source not in (None, "synthetic")
+            and not os.path.exists(os.path.expanduser(str(data.source)))):
+        raise CheckpointError(f"{data.source}: no such file or directory: the data the run trained on, as "
+                              f"the checkpoint records it; if it moved, pass --data with where it is now "
+                              f"(or --random for random encodings)")
     seed = int(seed if seed is not None else cfg.seed)
     _, val = data.datasets(int(codec.sample_rate), seed)
     n = min(pairs, len(val))
@@ -188,7 +197,8 @@ def _held_out_encodings(ckpt: dict[str, Any], pairs: int, batch_size: int, secon
 
 def inspect_checkpoint(path: str | os.PathLike[str], *, pairs: int = 16, batch_size: int = 8,
                        seconds: float | None = None, seed: int | None = None, random: bool = False,
-                       frames: int = 300, hard: bool | None = None, device: str = "cpu") -> InspectReport:
+                       frames: int = 300, hard: bool | None = None, device: str = "cpu",
+                       data: str | None = None) -> InspectReport:
     """Complementarity, coverage and balance of a checkpoint's trained strategy on held-out data.
 
     Loads the strategy with :func:`maskkit.checkpoint.strategy_from_checkpoint` (eval mode),
@@ -197,8 +207,10 @@ def inspect_checkpoint(path: str | os.PathLike[str], *, pairs: int = 16, batch_s
     codec, and computes
     :func:`maskkit.metrics.mask_metrics` over all the pairs at once. ``random=True`` uses
     random ``N(0, 1)`` encodings of ``spec.dim x frames`` instead (no codec or data needed).
-    ``hard``: measure the hard (0/1) or the soft masks; ``None`` (default): those the run
-    trained on (hard after ``maskkit train --hard-masks``).
+    ``data``: the folder of the run's songs when it is no longer where the checkpoint says
+    (any folder of songs or WAV pairs: its validation split is measured). ``hard``: measure
+    the hard (0/1) or the soft masks; ``None`` (default): those the run trained on (hard
+    after ``maskkit train --hard-masks``).
     """
     from maskkit.checkpoint import (
         load_checkpoint,
@@ -207,9 +219,9 @@ def inspect_checkpoint(path: str | os.PathLike[str], *, pairs: int = 16, batch_s
         trained_on_hard_masks,
     )
 
-    dev = torch.device(device)
+    dev = resolve_device(device)
     ckpt = load_checkpoint(path, require=("strategy", "spec"))
-    strategy = strategy_from_checkpoint(ckpt).to(dev)
+    strategy = strategy_from_checkpoint(ckpt, where=str(path)).to(dev)
     spec = spec_from_dict(ckpt["spec"])
     if hard is None:  # trained with --hard-masks: measure those
         hard = trained_on_hard_masks(ckpt)
@@ -221,7 +233,7 @@ def inspect_checkpoint(path: str | os.PathLike[str], *, pairs: int = 16, batch_s
             batches.append(torch.randn(2, n, spec.dim, frames, generator=g).to(dev))
         data = f"random N(0, 1) encodings ({spec.dim} x {frames})"
     else:
-        batches, data = _held_out_encodings(ckpt, pairs, batch_size, seconds, seed, dev)
+        batches, data = _held_out_encodings(ckpt, pairs, batch_size, seconds, seed, dev, data)
     ims, tms, regs, bals = [], [], [], []
     with torch.no_grad():
         for enc in batches:
