@@ -44,8 +44,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .distributed import resolve_device
 from .errors import AudioError, ConfigError
 from .metrics import mask_metrics
+from .paths import check_output_file
 from .strategy import Masks, MaskStrategy, call_strategy, check_style, resolve_style, warn_untrained
 
 #: Songs are read in blocks of this many seconds (the resampler's peak memory is a block's).
@@ -253,12 +255,6 @@ def frame_hop(codec: Any) -> int:
     return int(round(hop)) if abs(hop - round(hop)) < 1e-6 and hop >= 1 else 1
 
 
-def _resolve_device(device: torch.device | str | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _check_output_path(output: str | os.PathLike) -> Path:
     """Fail before any work when the output cannot be written as audio."""
     from .audio import AUDIO_EXTENSIONS
@@ -269,7 +265,7 @@ def _check_output_path(output: str | os.PathLike) -> Path:
                          f"{', '.join(AUDIO_EXTENSIONS)}")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, not an audio file name")
-    return path
+    return check_output_file(path, "--output")
 
 
 def _duration(source: AudioSource) -> float | None:
@@ -335,8 +331,9 @@ def align(x_input: Tensor, x_target: Tensor, length: str | float | int = "shorte
         except (TypeError, ValueError):
             raise ConfigError(f"length must be 'shortest', 'longest' or a number of seconds, "
                               f"got {length!r}") from None
-        if seconds <= 0 or sample_rate is None:
-            raise ConfigError(f"length in seconds must be > 0 (and needs a sample rate), got {length!r}")
+        if not math.isfinite(seconds) or seconds <= 0 or sample_rate is None:
+            raise ConfigError(f"length in seconds must be a finite number > 0 (and needs a sample rate), "
+                              f"got {length!r}")
         n = int(round(seconds * sample_rate))
 
     def fit(x: Tensor) -> Tensor:
@@ -415,7 +412,7 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
     from .codec import resolve_codec
     from .plugins import build_strategy
 
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     out_path = _check_output_path(output) if output is not None else None
     if not 0.0 < overlap < 1.0:
         raise ConfigError(f"overlap must be between 0 and 1 (exclusive), got {overlap}")
@@ -441,6 +438,13 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
         style_names = loaded.styles
         if codec is None:
             codec = ckpt_codec
+        else:
+            codec = resolve_codec(codec)
+            if codec.spec.dim != ckpt_codec.spec.dim:
+                raise ConfigError(f"--codec {getattr(codec, 'name', type(codec).__name__)}: gives D="
+                                  f"{codec.spec.dim} channels, but {checkpoint} was trained on D="
+                                  f"{ckpt_codec.spec.dim} (codec '{getattr(ckpt_codec, 'name', '?')}'); "
+                                  f"leave --codec out to use the checkpoint's")
     if hard is None:  # as the model trained: hard masks after maskkit train --hard-masks
         hard = bool(getattr(getattr(model, "config", None), "hard_masks", False))
     style_index = resolve_style(style, style_names, checkpoint or "a model object (give the label index)")

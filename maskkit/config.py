@@ -9,6 +9,7 @@ option, the owner and the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -70,15 +71,30 @@ def _convert(value: Any, tp: Any, key: str, owner: str) -> Any:
         except ValueError:
             raise ConfigError(f"{owner}: option '{key}' expects an integer, got {value!r}") from None
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
         try:
-            return float(str(value))
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value) if isinstance(value, (int, float)) else float(str(value))
         except ValueError:
             raise ConfigError(f"{owner}: option '{key}' expects a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{owner}: option '{key}' expects a finite number, got {value!r}")
+        return number
     if tp is str:
         return str(value)
     return value
+
+
+def check_finite(obj: Any, owner: str = "") -> None:
+    """Every float field of dataclass ``obj`` (and of the dataclasses in it) is a finite number,
+    else a :class:`ConfigError` naming the field (``nan``/``inf`` pass every ``<``/``>`` check)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        name = f"{owner}{f.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_finite(value, f"{name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value}")
 
 
 def parse_kv(pairs: Iterable[str], owner: str = "option") -> dict[str, str]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from .errors import MaskkitError
 from .logging_utils import JSONL_NAME, read_metrics
+from .paths import check_output_file
 from .plotting import Line, line_panels
 
 __all__ = ["DEFAULT_METRICS", "Curve", "RunCurves", "load_runs", "plot_curves", "run_summary", "smooth"]
@@ -71,11 +72,17 @@ class RunCurves:
         ``val_metric``), each only when logged."""
         out = []
         for kind, rows, key in (("train", self.step_rows, metric), ("val", self.epoch_rows, f"val_{metric}")):
-            pts = [(int(r["step"]), _number(r.get(key))) for r in rows if "step" in r]
-            pts = [(s, v) for s, v in pts if v is not None]
+            pts = [(_step(r), _number(r.get(key))) for r in rows]
+            pts = [(s, v) for s, v in pts if s is not None and v is not None]
             if pts:
                 out.append(Curve(kind, [s for s, _ in pts], [v for _, v in pts]))
         return out
+
+
+def _step(row: dict[str, Any]) -> int | None:
+    """A row's optimizer step, or None when it has none that is a whole number (a damaged row)."""
+    v = _number(row.get("step"))
+    return int(v) if v is not None and math.isfinite(v) and v == int(v) else None
 
 
 def _number(v: Any) -> float | None:
@@ -118,7 +125,7 @@ def load_runs(run_dirs: Sequence[str | os.PathLike[str]]) -> list[RunCurves]:
 def run_summary(run: RunCurves) -> dict[str, Any]:
     """Steps, epochs, best / last validation loss and last validation complementarity of a run
     (None where not logged)."""
-    last_step = max((int(r["step"]) for r in [*run.step_rows, *run.epoch_rows] if "step" in r), default=0)
+    last_step = max((s for r in [*run.step_rows, *run.epoch_rows] if (s := _step(r)) is not None), default=0)
     val = [v for r in run.epoch_rows if (v := _number(r.get("val_loss"))) is not None]
     finite = [v for v in val if math.isfinite(v)]
     compl = [v for r in run.epoch_rows if (v := _number(r.get("val_complementarity"))) is not None]
@@ -132,6 +139,7 @@ def plot_curves(runs: Sequence[RunCurves], path: str | os.PathLike[str], *,
                 metrics: Sequence[str] = DEFAULT_METRICS, smoothing: float = 0.6, dpi: int = 100) -> Path:
     """One panel per metric, every run in each; returns ``path`` (a PNG). A metric that no run
     logged is an error that lists the ones they did."""
+    path = check_output_file(path, "--png", (".png",))
     if not metrics:
         raise MaskkitError("no metric to draw")
     if not 0.0 <= smoothing < 1.0:

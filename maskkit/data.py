@@ -50,6 +50,7 @@ from .audio import (
     save_audio,
 )
 from .errors import AudioError, ConfigError
+from .paths import check_output_dir
 
 __all__ = [
     "iter_batches",
@@ -272,6 +273,11 @@ def _split_catalog(cat: SongCatalog, root: str | os.PathLike, val_fraction: floa
                          ) from None
 
 
+#: Songs a folder needs to train on: two for training and two for validation (a pair joins two
+#: different songs, and training and validation never share one).
+MIN_SONGS = 4
+
+
 def split_songs(songs: Sequence[AudioInfo], root: str | os.PathLike, val_fraction: float = 0.1
                 ) -> tuple[list[AudioInfo], list[AudioInfo]]:
     """Split songs into (train, val) by song: each song is in exactly one of the two.
@@ -283,8 +289,8 @@ def split_songs(songs: Sequence[AudioInfo], root: str | os.PathLike, val_fractio
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     n = len(songs)
-    if n < 4:
-        raise AudioError(f"{root}: {n} usable song(s); a folder of songs needs at least 4 (two for "
+    if n < MIN_SONGS:
+        raise AudioError(f"{root}: {n} usable song(s); a folder of songs needs at least {MIN_SONGS} (two for "
                          f"training and two for validation, as each pair joins two different songs)")
     n_val = min(n - 2, max(2, int(round(val_fraction * n))))
 
@@ -619,7 +625,7 @@ def write_synthetic_songs(out: str | os.PathLike, num_songs: int, *, seconds: fl
     """
     from .synth import GROOVES, STEMS, describe_song, generate_song
 
-    out_p = Path(out).expanduser()
+    out_p = check_output_dir(out, "OUT")
     song_dirs = [out_p, *(out_p / g for g in GROOVES)]  # where this function writes songs
     ours = [*(f for d in song_dirs for f in d.glob("song_*.wav")), *out_p.glob("stems/song_*/*.wav"),
             *out_p.glob("songs.json")]
@@ -679,6 +685,7 @@ def build_pairs_folder(src: str | os.PathLike, out: str | os.PathLike, *, segmen
     src_p, out_p = Path(src).expanduser(), Path(out).expanduser()
     if not src_p.is_dir():
         raise AudioError(f"{src_p}: not a directory")
+    check_output_dir(out_p, "OUT")
     try:
         if out_p.resolve() == src_p.resolve() or src_p.resolve() in out_p.resolve().parents:
             raise AudioError(f"{out_p}: the output folder must not be inside the source folder {src_p}")

@@ -246,15 +246,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 # --------------------------------------------------------------------------------------------
 # Devices and the process group
 # --------------------------------------------------------------------------------------------
-def resolve_device(device: str, local_rank: int = 0) -> Any:
-    """``"auto" | "cpu" | "cuda" | "cuda:N"`` -> a ``torch.device`` for this rank.
+def resolve_device(device: Any, local_rank: int = 0) -> Any:
+    """``"auto" | "cpu" | "cuda" | "cuda:N"`` (or a ``torch.device``) -> a ``torch.device`` for this rank.
 
     ``"cuda"`` (or ``"auto"`` with a GPU) gives ``cuda:LOCAL_RANK``; asking for CUDA where
-    none is present, or for more local ranks than GPUs, is a :class:`ConfigError`.
+    none is present, for a GPU index this machine does not have, or for more local ranks than
+    GPUs, or anything else, is a :class:`ConfigError` naming ``--device``.
     """
     import torch
 
-    device = (device or "auto").lower()
+    device = str(device or "auto").lower().strip()
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
@@ -264,7 +265,12 @@ def resolve_device(device: str, local_rank: int = 0) -> Any:
             raise ConfigError(f"--device {device}: CUDA is not available here (use --device cpu)")
         n = torch.cuda.device_count()
         if ":" in device:
-            index = int(device.split(":", 1)[1])
+            try:
+                index = int(device.split(":", 1)[1])
+            except ValueError:
+                raise ConfigError(f"--device {device}: expected cuda:N with N a GPU index") from None
+            if not 0 <= index < n:
+                raise ConfigError(f"--device {device}: this machine has {n} GPU(s) (cuda:0 to cuda:{n - 1})")
         else:
             # A launcher that binds one GPU per task (srun --gpus-per-task=1, CUDA_VISIBLE_DEVICES
             # set per rank) leaves each process a single visible device: use it.

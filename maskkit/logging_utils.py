@@ -137,12 +137,16 @@ def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
+                row = None
+            if isinstance(row, dict):
+                rows.append(row)
+            else:  # not JSON, or JSON but not a row (an object)
                 bad += 1
     if bad:
         import warnings
 
-        warnings.warn(f"{path}: left out {bad} line(s) that are not JSON (half written when the run was "
-                      f"killed?)", stacklevel=3)
+        warnings.warn(f"{path}: left out {bad} line(s) that are not JSON objects (half written when the run "
+                      f"was killed?)", stacklevel=3)
     return rows, bad

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from .adversarial import AdversarialConfig
 from .checkpoint import find_resume_checkpoint, load_checkpoint
 from .codec import DEFAULT_CODEC
-from .config import build_config
+from .config import build_config, check_finite
 from .errors import ConfigError
 from .loss import LossConfig
 from .model import ModelConfig
@@ -234,6 +234,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check the values that the sections do not check themselves."""
+        check_finite(self)
         if self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.max_steps is not None and self.max_steps < 1:

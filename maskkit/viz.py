@@ -33,7 +33,9 @@ from torch import Tensor
 from . import metrics
 from .arrange import DEFAULT_WINDOW_SECONDS, AudioSource, align, frame_hop
 from .audio import warn_if_silent
+from .distributed import resolve_device
 from .errors import AudioError, ConfigError
+from .paths import check_output_file
 from .strategy import MaskStrategy, call_strategy, check_style, resolve_style, warn_untrained
 
 #: At most this many attention maps are drawn.
@@ -74,6 +76,9 @@ def _resolve(strategy: str | os.PathLike | MaskStrategy, strategy_options: Any, 
         from .plugins import strategy_names
 
         path = Path(strategy)
+        if str(strategy) not in strategy_names() and path.is_dir():
+            hint = next((f" (e.g. {path / n})" for n in ("best.pt", "last.pt") if (path / n).is_file()), "")
+            raise ConfigError(f"{path} is a folder: give a strategy name or a checkpoint file{hint}")
         is_ckpt = (path.suffix in (".pt", ".pth", ".ckpt") or os.sep in str(strategy)
                    or (str(strategy) not in strategy_names() and path.is_file()))
         if is_ckpt:
@@ -187,14 +192,12 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
     from .plotting import require_matplotlib
 
     width, height = (int(v) for v in size)
-    if width < 200 or height < 200 or dpi < 10:
-        raise ConfigError(f"picture size must be at least 200x200 pixels at dpi >= 10, got "
+    if width < 200 or height < 200 or dpi < 10 or width > 16000 or height > 16000:
+        raise ConfigError(f"picture size must be from 200x200 to 16000x16000 pixels at dpi >= 10, got "
                           f"{width}x{height} at dpi {dpi}")
-    png = Path(png)
-    if png.suffix.lower() != ".png":
-        raise ConfigError(f"the picture is written as PNG: give a .png file name, got {png}")
+    png = check_output_file(png, "--png", (".png",))
     plt = require_matplotlib()  # fail before any work when matplotlib is missing
-    dev = torch.device(device)
+    dev = resolve_device(device)
     strat, codec, ckpt_seconds, styles, trained_hard = _resolve(strategy, strategy_options, codec, dev)
     hard = trained_hard if hard is None else bool(hard)
     style_index = resolve_style(style, styles, strategy)

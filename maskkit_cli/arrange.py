@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import click
 
+from ._types import FiniteFloatRange
+
 
 def _kv(pairs: tuple[str, ...]) -> dict[str, str] | None:
     from maskkit.config import parse_kv
@@ -40,15 +42,15 @@ def _length(value: str) -> str | float:
 @click.option("--style", metavar="NAME",
               help="Condition the masks on this style (a model trained with --style-labels; the error lists "
                    "its styles).")
-@click.option("--sr", "sample_rate", type=click.IntRange(min=1000),
+@click.option("--sr", "sample_rate", type=click.IntRange(min=1000, max=768000),
               help="Sample rate of the output (default: the model's).")
 @click.option("--length", default="shortest", show_default=True, metavar="shortest|longest|SECONDS",
               help="Songs of different lengths: cut to the shorter, extend the shorter, or a fixed length.")
 @click.option("--fill", type=click.Choice(["loop", "pad"]), default="loop", show_default=True,
               help="How a song is extended: repeated from its start, or padded with silence.")
-@click.option("--window", "window_seconds", type=click.FloatRange(min=0.05),
+@click.option("--window", "window_seconds", type=FiniteFloatRange(min=0.05),
               help="Window in seconds (default: the checkpoint's training segment, or 4).")
-@click.option("--overlap", type=click.FloatRange(0.05, 0.95), default=0.5, show_default=True,
+@click.option("--overlap", type=FiniteFloatRange(0.05, 0.95), default=0.5, show_default=True,
               help="Overlap of neighbouring windows (crossfaded).")
 @click.option("--crossfade", type=click.Choice(["triangle", "hann"]), default="triangle", show_default=True)
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=4, show_default=True,
@@ -108,9 +110,9 @@ def _size(value: str) -> tuple[int, int]:
 @click.option("--png", required=True, type=click.Path(dir_okay=False), help="The picture to write.")
 @click.option("--strategy-opt", multiple=True, metavar="KEY=VALUE", help="An option of STRATEGY.")
 @click.option("--codec", default=None, help="Codec (default: the checkpoint's, or stft).")
-@click.option("--offset", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+@click.option("--offset", type=FiniteFloatRange(min=0.0), default=0.0, show_default=True,
               help="Start, in seconds, of the stretch drawn.")
-@click.option("--seconds", type=click.FloatRange(min=0.05),
+@click.option("--seconds", type=FiniteFloatRange(min=0.05),
               help="Length drawn (default: the checkpoint's training segment, or 4).")
 @click.option("--hard/--soft", default=None,
               help="Hard (0/1) or soft masks [default: those the checkpoint trained on; soft without one].")
@@ -136,6 +138,7 @@ def masks(strategy: str, input: str, target: str, png: str, strategy_opt: tuple[
                      style=style)
     m = pic.metrics
     click.echo(f"wrote {pic.path} ({pic.width}x{pic.height}, {pic.seconds:.2f} s from {offset:g} s): "
-               f"strategy '{pic.strategy}'{' (hard masks)' if pic.hard else ''}, complementarity "
+               f"strategy '{pic.strategy}'{' (hard masks)' if pic.hard else ''}"
+               f"{f', style {style!r}' if style is not None else ''}, complementarity "
                f"{m['complementarity']:.1f}%, coverage {m['coverage']:.3f}"
                + (f", attention maps: {', '.join(pic.attention)}" if pic.attention else ""))

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from ._types import FINITE
+
 
 @click.command("bench")
 @click.option("--strategies", "strategies", default="all", show_default=True, metavar="all|NAME,NAME",
@@ -27,7 +29,7 @@ import click
 @click.option("--codec", default="stft", show_default=True, help="Codec that encodes the audio.")
 @click.option("--codec-opt", "codec_opts", multiple=True, metavar="KEY=VALUE",
               help="An option of the codec, e.g. n_fft=1024 (repeatable).")
-@click.option("--segment-seconds", type=float, default=4.0, show_default=True,
+@click.option("--segment-seconds", type=FINITE, default=4.0, show_default=True,
               help="Length of each audio pair (ignored with --frames or --random).")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Pairs per batch.")
 @click.option("--frames", type=int, default=None,
@@ -40,7 +42,7 @@ import click
 @click.option("--warmup", type=int, default=2, show_default=True, help="Untimed calls before timing.")
 @click.option("--repeats", type=int, default=10, show_default=True,
               help="Timed calls per figure (at most; see --max-seconds).")
-@click.option("--max-seconds", type=float, default=3.0, show_default=True,
+@click.option("--max-seconds", type=FINITE, default=3.0, show_default=True,
               help="Stop timing a figure after this long once 3 calls are timed.")
 @click.option("--threads", type=int, default=None, help="torch threads for the run (default: as set).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of data and initial weights.")
@@ -83,13 +85,19 @@ def bench(strategy_opts: tuple[str, ...], codec_opts: tuple[str, ...], random_: 
 
     from maskkit.bench import BenchConfig
     from maskkit.config import parse_kv, parse_named_kv
+    from maskkit.paths import check_output_dir, check_output_file
 
     from ._output import escape
 
-    if plots_dir is not None:  # fail before the run, not after it
+    # fail before the run, not after it
+    for path, option in ((json_path, "--json"), (csv_path, "--csv"), (md_path, "--markdown")):
+        if path is not None:
+            check_output_file(path, option)
+    if plots_dir is not None:
         from maskkit.plotting import require_matplotlib
 
         require_matplotlib()
+        check_output_dir(plots_dir, "--plots")
     cfg = BenchConfig(**options, strategy_options=parse_named_kv(strategy_opts, "--strategy-opt"),
                       codec_options=parse_kv(codec_opts, owner="--codec-opt"), random=random_,
                       compile=compile_, checkpoints=list(checkpoints),

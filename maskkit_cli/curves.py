@@ -6,6 +6,8 @@ import math
 
 import click
 
+from ._types import FiniteFloatRange
+
 
 @click.command("curves")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
@@ -14,7 +16,7 @@ import click
                    "metrics.jsonl: stft_input, mask_reg, grad_norm, adv_gen_loss, ...")
 @click.option("--png", type=click.Path(dir_okay=False), default=None,
               help="The picture to write [default: RUN/curves.png for one run, curves.png for several].")
-@click.option("--smoothing", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.6, show_default=True,
+@click.option("--smoothing", type=FiniteFloatRange(0.0, 1.0, max_open=True), default=0.6, show_default=True,
               help="Exponential smoothing of the training curves (0 = none).")
 def curves(runs: tuple[str, ...], metrics: tuple[str, ...], png: str | None, smoothing: float) -> None:
     """Draw the training and validation curves of one or more runs, and print their summary.

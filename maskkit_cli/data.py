@@ -15,6 +15,7 @@ import click
 
 from ._output import console as _console
 from ._output import escape
+from ._types import FiniteFloatRange
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -32,7 +33,7 @@ def data() -> None:
 @data.command("synth")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--songs", "-n", "num_songs", type=click.IntRange(min=1), required=True, help="How many songs.")
-@click.option("--seconds", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
+@click.option("--seconds", type=FiniteFloatRange(min=0.5), default=30.0, show_default=True,
               help="Length of each song.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the set of songs.")
 @click.option("--sample-rate", type=click.IntRange(min=4000), default=24000, show_default=True)
@@ -70,10 +71,10 @@ def synth(out: Path, num_songs: int, seconds: float, seed: int, sample_rate: int
 @data.command("pairs")
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--segment-seconds", type=click.FloatRange(min=0.1), default=4.0, show_default=True)
+@click.option("--segment-seconds", type=FiniteFloatRange(min=0.1), default=4.0, show_default=True)
 @click.option("--pairs-per-song", type=click.IntRange(min=1), default=4, show_default=True,
               help="Pairs in which each song is the input.")
-@click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.1,
+@click.option("--val-fraction", type=FiniteFloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.1,
               show_default=True, help="Fraction of the songs (not segments) held out for validation.")
 @click.option("--sample-rate", type=click.IntRange(min=4000), default=24000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -114,7 +115,7 @@ def _print_skipped(console: Any, skipped: list[tuple[str, str]]) -> None:
 
 @data.command("check")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--segment-seconds", type=click.FloatRange(min=0.0), default=4.0, show_default=True,
+@click.option("--segment-seconds", type=FiniteFloatRange(min=0.0), default=4.0, show_default=True,
               help="Files shorter than this are reported.")
 @click.option("--quick", is_flag=True, help="Probe a few windows per file instead of decoding it all.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -125,7 +126,7 @@ def check(folder: Path, segment_seconds: float, quick: bool, as_json: bool) -> N
     """
     from dataclasses import asdict
 
-    from maskkit.data import check_folder
+    from maskkit.data import MIN_SONGS, check_folder
 
     console = _console()
     if as_json:
@@ -166,6 +167,9 @@ def check(folder: Path, segment_seconds: float, quick: bool, as_json: bool) -> N
         console.print(f"{len(ok)} usable file(s), {_fmt_duration(total)} in total; {len(bad)} with problems; "
                       f"{len(ignored)} ignored. Rates: {', '.join(map(str, rates)) or '-'} Hz."
                       + (f" {noted} note(s) above." if noted else ""))
+    if layout == "songs" and 0 < len(ok) < MIN_SONGS and not as_json:
+        console.print(f"[yellow]note: {len(ok)} usable song(s); training on a folder of songs needs at least "
+                      f"{MIN_SONGS} (two for training, two for validation)[/yellow]")
     if not ok and not bad:
         from maskkit.audio import AUDIO_EXTENSIONS
 

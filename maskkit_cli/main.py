@@ -30,6 +30,12 @@ BUILTIN_COMMANDS = {
 }
 
 
+class _OneLineError(click.ClickException):
+    """A maskkit error raised where click, not our ``invoke``, handles it (status 2, as there)."""
+
+    exit_code = 2
+
+
 class MaskkitGroup(click.Group):
     """Loads built-in commands lazily and plugin commands on first need."""
 
@@ -39,9 +45,13 @@ class MaskkitGroup(click.Group):
         if self._plugins_added:
             return
         self._plugins_added = True
+        from maskkit.errors import MaskkitError
         from maskkit.plugins import get_manager
 
-        get_manager().add_commands(self)
+        try:
+            get_manager().add_commands(self)
+        except MaskkitError as e:  # MASKKIT_STRICT_PLUGINS and a broken plugin, while building --help
+            raise _OneLineError(str(e)) from None
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         """A plugin's command (built-ins are loaded lazily, never added): one with a built-in's
@@ -88,6 +98,29 @@ class MaskkitGroup(click.Group):
                 raise
             click.secho(f"Error: {e}", fg="red", err=True)
             sys.exit(2)
+        except (OSError, MemoryError, RuntimeError) as e:
+            # What the commands do not check beforehand: a file system that refuses a write
+            # (a full disk, a read-only folder) and a request larger than the memory. One line,
+            # naming the file or what to ask for instead; other errors keep their traceback.
+            message = _system_error(e)
+            if message is None or os.environ.get("MASKKIT_TRACEBACK"):
+                raise
+            click.secho(f"Error: {message}", fg="red", err=True)
+            sys.exit(1)
+
+
+def _system_error(e: BaseException) -> str | None:
+    """A one-line message for an out-of-memory error or an OSError about a file, else None."""
+    from maskkit.errors import first_line
+
+    text = str(e)
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
+            isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)):
+        return (f"out of memory ({first_line(e)}): ask for less at a time (a smaller --batch-size, fewer "
+                f"or shorter songs, a smaller size)")
+    if isinstance(e, OSError) and e.filename:
+        return f"{e.filename}: {e.strerror or first_line(e)}"
+    return None
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # type: ignore[no-untyped-def]

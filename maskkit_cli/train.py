@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ._types import FINITE
+
 if TYPE_CHECKING:
     from maskkit.train_config import TrainConfig
 
@@ -38,24 +40,24 @@ def _given(ctx: click.Context, name: str) -> bool:
                    "checkpoint's cap on --resume).")
 @click.option("--batch-size", "--batch_size", "batch_size", type=int,
               help="Pairs per step PER PROCESS (global batch = batch size x world size).")
-@click.option("--lr", type=float, help="Peak learning rate (AdamW, cosine schedule with warm-up).")
-@click.option("--weight-decay", type=float, help="AdamW weight decay.")
+@click.option("--lr", type=FINITE, help="Peak learning rate (AdamW, cosine schedule with warm-up).")
+@click.option("--weight-decay", type=FINITE, help="AdamW weight decay.")
 @click.option("--warmup-steps", type=int, help="Linear warm-up steps [default: 5% of the run].")
 @click.option("--schedule", type=click.Choice(["cosine", "constant"]), help="LR schedule after warm-up.")
-@click.option("--grad-clip", type=float, help="Max global gradient norm (0 = off). [default: 1.0]")
+@click.option("--grad-clip", type=FINITE, help="Max global gradient norm (0 = off). [default: 1.0]")
 @click.option("--grad-accum", type=click.IntRange(min=1),
               help="Micro-batches per optimizer step (gradient accumulation): global batch = batch size x "
                    "processes x N. [default: 1]")
 @click.option("--patience", type=int, help="Early stopping: epochs without a better validation loss.")
-@click.option("--mask-reg-weight", "--mask_reg_weight", "mask_reg_weight", type=float,
+@click.option("--mask-reg-weight", "--mask_reg_weight", "mask_reg_weight", type=FINITE,
               help="Weight of the strategy's regularization loss. [default: 0.1]")
-@click.option("--balance-weight", type=float, help="Weight of the strategy's balance loss. [default: 0.1]")
+@click.option("--balance-weight", type=FINITE, help="Weight of the strategy's balance loss. [default: 0.1]")
 @click.option("--d-model", type=int, help="Width of each cascade stage's transformer.")
 @click.option("--nhead", type=int, help="Attention heads per layer.")
 @click.option("--num-layers", type=int, help="Transformer layers per cascade stage.")
 @click.option("--num-transformer-layers", "--num_transformer_layers", "num_transformer_layers", type=int,
               help="Cascade stages (the seed's name).")
-@click.option("--dropout", type=float, help="Dropout in the model.")
+@click.option("--dropout", type=FINITE, help="Dropout in the model.")
 @click.option("--hard-masks", is_flag=True, default=None,
               help="Train with the strategy's hard (0/1) masks, straight-through; arrange and masks then "
                    "use them too.")
@@ -63,19 +65,19 @@ def _given(ctx: click.Context, name: str) -> bool:
               help="Any other ModelConfig option (repeatable).")
 @click.option("--loss-opt", "loss_opts", multiple=True, metavar="KEY=VALUE",
               help="Any LossConfig option, e.g. mel_weight=0.5 (repeatable).")
-@click.option("--adversarial-weight", type=float,
+@click.option("--adversarial-weight", type=FINITE,
               help="Adversarial training with the strategy's critic: weight of the generator's adversarial "
                    "loss (0 = off; the seed suggests 0.01). [default: 0]")
-@click.option("--disc-lr", type=float, help="The critic's learning rate. [default: 2e-4]")
+@click.option("--disc-lr", type=FINITE, help="The critic's learning rate. [default: 2e-4]")
 @click.option("--disc-update-freq", type=int, help="Update the critic every N generator steps. [default: 1]")
 @click.option("--adversarial-warmup-epochs", "--adv-warmup-epochs", "adversarial_warmup_epochs", type=int,
               help="Epochs of plain training before the adversarial phase. [default: 1]")
-@click.option("--segment-seconds", type=float, help="Length of each training pair in seconds.")
+@click.option("--segment-seconds", type=FINITE, help="Length of each training pair in seconds.")
 @click.option("--train-pairs", type=int,
               help="Training pairs per epoch (synthetic music or a folder of songs; WAV pairs: all of them).")
 @click.option("--val-pairs", type=int,
               help="Validation pairs (synthetic music or a folder of songs; WAV pairs: all of them).")
-@click.option("--val-fraction", type=float, help="Share of a folder's songs held out for validation.")
+@click.option("--val-fraction", type=FINITE, help="Share of a folder's songs held out for validation.")
 @click.option("--num-workers", type=int, help="DataLoader worker processes per rank.")
 @click.option("--style-labels", is_flag=True, default=None,
               help="Condition the strategy on each pair's style label: the target song's subfolder "
@@ -84,7 +86,8 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--skip-bad", is_flag=True, default=None, help="Skip unreadable audio files with a warning.")
 @click.option("--checkpoint-dir", "--checkpoint_dir", "checkpoint_dir", metavar="DIR",
               help="Run folder: checkpoints and metrics. [default: runs/<strategy>]")
-@click.option("--save-every", type=int, help="Keep an epoch_NNNN.pt every N epochs. [default: 1]")
+@click.option("--save-every", type=int,
+              help="Keep an epoch_NNNN.pt every N epochs (and after the last). [default: 1]")
 @click.option("--keep-checkpoints", type=int, help="How many epoch_NNNN.pt to keep (>= 2). [default: 2]")
 @click.option("--resume", metavar="PATH|auto",
               help="Continue from a checkpoint; auto = the newest in the run folder (a new run if none).")
@@ -98,7 +101,7 @@ def _given(ctx: click.Context, name: str) -> bool:
               help="Every N epochs save mask and attention pictures and per-pair summaries of a few "
                    "validation pairs to <checkpoint-dir>/snapshots/ (0 = never). [default: 0]")
 @click.option("--log-every", type=int, help="Write a metrics row every N steps. [default: 1]")
-@click.option("--dist-timeout", type=float, help="Seconds before a collective gives up. [default: 600]")
+@click.option("--dist-timeout", type=FINITE, help="Seconds before a collective gives up. [default: 600]")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="Print nothing but errors.")
 @click.option("--overwrite", is_flag=True, default=None,
               help="Start a new run in a run folder that holds another run's checkpoints, deleting them "
@@ -186,11 +189,13 @@ def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> TrainConf
         model.update(parse_kv(opts["model_opts"], "--model-opt"))
     for name in ("d_model", "nhead", "num_layers", "num_transformer_layers", "dropout", "hard_masks"):
         if given(name):
+            _given_once(model, name, "--model-opt")
             model[name] = opts[name]
     if opts["loss_opts"]:
         loss.update(parse_kv(opts["loss_opts"], "--loss-opt"))
     for name in ("mask_reg_weight", "balance_weight"):
         if given(name):
+            _given_once(loss, name, "--loss-opt")
             loss[name] = opts[name]
     if given("data"):
         data["source"] = opts["data"]
@@ -227,6 +232,16 @@ def build_config_from_cli(ctx: click.Context, opts: dict[str, Any]) -> TrainConf
                 f"has D={dim} channels: the codec decides D (drop --encoding_dim, or choose codec options "
                 f"that give {opts['encoding_dim']})")
     return cfg
+
+
+def _given_once(section: dict[str, Any], name: str, option: str) -> None:
+    """An option given both as its own flag and through ``option`` KEY=VALUE is an error (one
+    of the two would be dropped without a word)."""
+    from maskkit.errors import ConfigError
+
+    if name in section:
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(f"{option} {name}={section[name]} and {flag} both set {name}: give it once")
 
 
 def _config_for_resume(ctx: click.Context, resume: str, over: dict[str, Any], preset: str) -> TrainConfig:

@@ -345,6 +345,19 @@ def test_checkpoint_gives_model_codec_and_window(songs, tmp_path):
     assert np.abs(data).max() > 0.01
 
 
+def test_a_codec_that_does_not_fit_the_checkpoint_is_named(songs, tmp_path):
+    a, b = songs
+    ck = make_checkpoint(tmp_path / "ck.pt")
+    small = build_codec("stft", {"n_fft": 130, "hop_length": 64})
+    fit = r"--codec stft: gives D=132 channels, but .*ck\.pt was trained on D=514"
+    with pytest.raises(ConfigError, match=fit):
+        arrange(a, b, tmp_path / "arr.wav", checkpoint=ck, codec=small)
+    assert not (tmp_path / "arr.wav").exists()
+    # one of the same size is taken
+    res = arrange(a, b, None, checkpoint=ck, codec="stft", batch_size=2)
+    assert res.audio.shape[-1] > 0
+
+
 def test_strategy_override_and_mix_only_from_a_checkpoint(songs, tmp_path):
     a, b = songs
     ck = make_checkpoint(tmp_path / "ck.pt")

@@ -218,6 +218,19 @@ def test_a_folder_with_no_audio_is_named(tmp_path):
     assert snapshot(root) == before
 
 
+def test_data_check_notes_a_folder_with_too_few_songs_to_train_on(tmp_path):
+    """Three good songs pass the check, but training needs four: the check says so (exit 0)."""
+    for name in ("float32.wav", "u8.wav", "hires96k.wav"):
+        write_valid(tmp_path / "three", name)
+    args = ["check", str(tmp_path / "three"), "--segment-seconds", str(SEG)]
+    res = CliRunner().invoke(data_cli, args, env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "note: 3 usable song(s); training on a folder of songs needs at least 4" in res.output
+    write_valid(tmp_path / "three", "surround6.wav")
+    res = CliRunner().invoke(data_cli, args, env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "needs at least" not in res.output, res.output
+
+
 def test_brackets_in_file_names_and_run_folders_are_printed_as_they_are(tmp_path, capsys):
     """Musicians' files look like 'Song [Live].flac': rich must not read '[Live]' as a style."""
     from maskkit.train import train
@@ -317,6 +330,15 @@ def no_training(monkeypatch):
      "strategy 'energy': option 'quantile' expects a number, got 'high'"),
     (["--lr", "-1"], "option 'lr' must be >= 0"),
     (["--keep-checkpoints", "1"], "keep_checkpoints must be >= 2"),
+    # nan and inf pass every < and > check: they are refused as such
+    (["--lr", "nan"], "Invalid value for '--lr': 'nan' is not a finite number"),
+    (["--segment-seconds", "inf"], "Invalid value for '--segment-seconds': 'inf' is not a finite number"),
+    (["--strategy", "energy", "--strategy-opt", "quantile=nan"],
+     "strategy 'energy': option 'quantile' expects a finite number, got 'nan'"),
+    # an option given twice would lose one of its values without a word
+    (["--model-opt", "d_model=64", "--d-model", "32"],
+     "--model-opt d_model=64 and --d-model both set d_model"),
+    (["--device", "cuda:x"], "Invalid value for '--device': 'cuda:x'"),
 ])
 def test_invalid_cli_values_are_refused_before_anything_runs(tmp_path, no_training, args, message):
     run = tmp_path / "run"
@@ -332,3 +354,100 @@ def test_invalid_cli_values_are_refused_before_anything_runs(tmp_path, no_traini
     assert message in res.output and "Traceback" not in res.output
     assert no_training == []
     assert snapshot(run) == before
+
+
+# -- outputs that cannot be written, system errors ----------------------------------------------
+
+@pytest.fixture
+def a_file(tmp_path):
+    """A plain file: a path "under" it cannot be written (the parent is not a folder)."""
+    f = tmp_path / "a_file"
+    f.write_text("not a folder")
+    return f
+
+
+def _cli(*args):
+    from maskkit_cli.main import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_the_work(tmp_path, a_file, monkeypatch):
+    import maskkit.bench as bench_mod
+
+    monkeypatch.setattr(bench_mod, "run_bench", lambda *a, **k: pytest.fail("the bench ran"))
+    for option in ("--json", "--csv", "--markdown"):
+        res = _cli("bench", "--strategies", "temporal", option, a_file / "out.x")
+        assert res.exit_code == 2, res.output
+        assert f"{option} {a_file / 'out.x'}: cannot write there" in res.output
+    res = _cli("bench", "--strategies", "temporal", "--json", tmp_path / ("x" * 300 + ".json"))
+    assert res.exit_code == 2 and "--json: the file name is 305 bytes long" in res.output, res.output
+    res = _cli("data", "synth", a_file / "songs", "--songs", "1", "--seconds", "1")
+    assert res.exit_code == 2 and f"OUT {a_file / 'songs'}: cannot write there" in res.output, res.output
+    song = write_valid(tmp_path / "songs", "float32.wav")
+    res = _cli("masks", "temporal", song, song, "--png", a_file / "m.png")
+    assert res.exit_code == 2 and "--png" in res.output and "cannot write there" in res.output, res.output
+    res = _cli("arrange", "--mix-only", "-s", "temporal", song, song, "-o", a_file / "o.wav")
+    assert res.exit_code == 2 and "--output" in res.output and "cannot write there" in res.output, res.output
+    # the folders a check creates to probe are taken away again
+    res = _cli("bench", "--strategies", "temporal", "--json", tmp_path / "new" / "deeper" / "b.json",
+               "--segment-seconds", "nan")
+    assert res.exit_code == 2 and "not a finite number" in res.output and not (tmp_path / "new").exists()
+    assert "Traceback" not in res.output and a_file.read_text() == "not a folder"
+
+
+def test_curves_writes_png_only_and_skips_damaged_rows(tmp_path):
+    pytest.importorskip("matplotlib")
+    from test_curves import fake_run
+
+    run = fake_run(tmp_path / "run", [3.0, 2.0, 1.5, 1.0], [2.0])
+    with (run / "metrics.jsonl").open("a") as f:  # damaged rows: JSON that is not a row, a bad step
+        f.write('[1, 2]\n{"kind": "step", "step": "x", "loss": 1.0}\n')
+    res = _cli("curves", run, "--png", tmp_path / "c.pdf")
+    assert res.exit_code == 2 and "give a name ending in .png" in res.output, res.output
+    assert not (tmp_path / "c.pdf").exists()
+    res = _cli("curves", run, "--png", tmp_path / "c.png")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "c.png").is_file() and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("error, message", [
+    (MemoryError(), "out of memory (MemoryError): ask for less at a time"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: you tried "
+                  "to allocate 96000000000 bytes"), "out of memory ([enforce fail"),
+    (PermissionError(13, "Permission denied", "/music/out.wav"), "/music/out.wav: Permission denied"),
+    (OSError(28, "No space left on device", "/runs/x/c.png"), "/runs/x/c.png: No space left on device"),
+])
+def test_system_errors_are_one_line(tmp_path, monkeypatch, error, message):
+    """What cannot be checked before the work (memory, a disk that fills, a write refused) ends
+    the command with one line naming the file or what to ask for instead, status 1."""
+    import maskkit.viz as viz
+
+    def fail(*a, **k):
+        raise error
+
+    monkeypatch.setattr(viz, "plot_masks", fail)
+    song = write_valid(tmp_path, "float32.wav")
+    res = _cli("masks", "temporal", song, song, "--png", tmp_path / "m.png")
+    assert res.exit_code == 1 and message in res.output and "Traceback" not in res.output, res.output
+
+
+def test_other_errors_keep_their_traceback(tmp_path, monkeypatch):
+    import maskkit.viz as viz
+
+    monkeypatch.setattr(viz, "plot_masks", lambda *a, **k: 1 / 0)
+    song = write_valid(tmp_path, "float32.wav")
+    res = _cli("masks", "temporal", song, song, "--png", tmp_path / "m.png")
+    assert isinstance(res.exception, ZeroDivisionError)
+
+
+@pytest.mark.parametrize("device, message", [("foo", "--device must be auto, cpu or cuda, got 'foo'"),
+                                             ("cuda:x", "--device cuda:x")])
+def test_a_bad_device_is_named_by_every_command(tmp_path, device, message):
+    song = write_valid(tmp_path, "float32.wav")
+    for args in (["masks", "temporal", song, song, "--png", tmp_path / "m.png"],
+                 ["arrange", "--mix-only", "-s", "temporal", song, song, "-o", tmp_path / "o.wav"],
+                 ["agent", "selftest", "-b", "1", "-t", "8"]):
+        res = _cli(*args, "--device", device)
+        assert res.exit_code == 2, (args, res.output)
+        assert message in res.output and "Traceback" not in res.output

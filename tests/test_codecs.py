@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -157,7 +158,9 @@ def test_encodec_missing_package_says_how_to_install(monkeypatch):
 
 def test_encodec_roundtrip_shapes_random_weights(tmp_path):
     pytest.importorskip("encodec")
-    codec = maskkit.build_codec("encodec")
+    with pytest.warns(UserWarning, match=r"codec 'encodec': no weights given, so the codec is randomly "
+                                         r"initialized.*--codec-opt weights=PATH"):
+        codec = maskkit.build_codec("encodec")  # one could train on noise for days without being told
     assert codec.sample_rate == 24000
     spec = codec.spec
     assert (spec.dim, spec.frame_rate, spec.channel_freqs) == (128, 75.0, None)
@@ -178,7 +181,9 @@ def test_encodec_roundtrip_shapes_random_weights(tmp_path):
     src = maskkit.build_codec("encodec")
     path = tmp_path / "encodec_24khz.th"
     torch.save(src.model.state_dict(), path)
-    loaded = maskkit.build_codec("encodec", {"weights": str(path)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # real weights: no warning
+        loaded = maskkit.build_codec("encodec", {"weights": str(path)})
     with torch.no_grad():
         torch.testing.assert_close(loaded.encode(x), src.encode(x))
     q = maskkit.build_codec("encodec", {"weights": str(path), "bandwidth": 6.0})

@@ -255,6 +255,14 @@ def test_strict_mode_makes_a_misspelt_plugin_filter_an_error(use):
     plugins = use("main", MASKKIT_STRICT_PLUGINS="1", MASKKIT_LOAD_PLUGINS="fixed,fixture-helo")
     with pytest.raises(PluginError, match="no installed plugin is named 'fixture-helo'.*fixture-hello"):
         plugins.get_manager()
+    # on the command line, --help and a bare `maskkit` included: one line, no traceback
+    for args in (["--help"], [], ["strategies"]):
+        plugins.reset_manager()
+        cli._plugins_added = False  # as in a new process
+        res = _invoke(*args)
+        assert res.exit_code == 2, (args, res.output)
+        assert "no installed plugin is named 'fixture-helo'" in res.output and res.exception is not None
+        assert not isinstance(res.exception, PluginError), (args, res.exception)  # handled, not raised
 
 
 def test_registry_rebuild_does_not_list_names_twice(fresh_plugins):

@@ -99,6 +99,11 @@ class EncodecCodec(Codec):
                     f"codec 'encodec': option 'weights': {self.config.weights} does not fit EnCodec 24 kHz "
                     f"({len(needed)} missing keys, e.g. {needed[:3]}; {len(unexpected)} unexpected, "
                     f"e.g. {unexpected[:3]})")
+        else:
+            warnings.warn("codec 'encodec': no weights given, so the codec is randomly initialized: its "
+                          "encodings carry little of the music and what it decodes is noise (for tests); "
+                          "pass --codec-opt weights=PATH (a local EnCodec 24 kHz state dict)",
+                          UserWarning, stacklevel=2)
         if self.config.bandwidth is not None:
             model.set_target_bandwidth(self.config.bandwidth)
         model.eval()
