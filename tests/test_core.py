@@ -514,6 +514,16 @@ def test_cli_version_and_strategies_table():
     assert "maskkit" in r.output
 
 
+def test_python_dash_m_maskkit_runs_the_command_line():
+    """`python -m maskkit` (and so `torchrun -m maskkit train ...`) is the `maskkit` command."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "maskkit", "--help"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "Usage: python -m maskkit" in out.stdout and "train" in out.stdout
+
+
 def test_cli_strategies_on_an_80_column_terminal_keeps_names_counts_and_descriptions_whole():
     r = CliRunner().invoke(cli, ["strategies"], env={"COLUMNS": "80"})
     assert r.exit_code == 0, r.output
