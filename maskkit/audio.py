@@ -231,7 +231,9 @@ def check_audio(path: str | os.PathLike, *, min_seconds: float = 0.0, slack_seco
     """
     info = audio_info(path)
     p = info.path
-    if info.duration + slack_seconds + 1e-9 < min_seconds:
+    # (in full mode the length is checked after decoding: a damaged file that is also short is
+    # reported as damaged, the problem a shorter segment would not cure)
+    if not full and info.duration + slack_seconds + 1e-9 < min_seconds:
         raise _fail(p, f"too short: {info.duration:.2f} s, shorter than one segment "
                        f"({min_seconds:g} s)")
     peak = 0.0
@@ -252,10 +254,11 @@ def check_audio(path: str | os.PathLike, *, min_seconds: float = 0.0, slack_seco
             if read < info.frames * 0.99 - info.sample_rate * 0.05:
                 raise _fail(p, f"truncated: its header announces {info.frames} frames "
                                f"({info.duration:.2f} s), only {read} could be decoded")
+            decodable = "" if read == info.frames else " decodable"
             if read != info.frames:
                 info = AudioInfo(p, info.sample_rate, info.channels, read, info.format, info.subtype)
             if read / info.sample_rate + slack_seconds + 1e-9 < min_seconds:
-                raise _fail(p, f"too short: {read / info.sample_rate:.2f} s decodable, shorter than "
+                raise _fail(p, f"too short: {read / info.sample_rate:.2f} s{decodable}, shorter than "
                                f"one segment ({min_seconds:g} s)")
         else:
             win = max(1, int(probe_seconds * info.sample_rate))

@@ -218,6 +218,21 @@ def test_a_folder_with_no_audio_is_named(tmp_path):
     assert snapshot(root) == before
 
 
+def test_the_full_check_names_damage_before_shortness(tmp_path):
+    """A short file with a NaN sample was reported only as "too short" by `maskkit data check`,
+    which hid what no shorter segment cures; the quick check still stops at the header's length."""
+    x = tone(0.5, 8000)
+    x[100, 0] = np.nan
+    sf.write(str(tmp_path / "nan.wav"), x, 8000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="holds NaN or infinite samples"):
+        check_audio(tmp_path / "nan.wav", min_seconds=4.0, full=True)
+    with pytest.raises(AudioError, match=r"too short: 0\.50 s, shorter than one segment"):
+        check_audio(tmp_path / "nan.wav", min_seconds=4.0)
+    sf.write(str(tmp_path / "short.wav"), tone(0.5, 8000), 8000)
+    with pytest.raises(AudioError, match=r"too short: 0\.50 s, shorter than one segment"):
+        check_audio(tmp_path / "short.wav", min_seconds=4.0, full=True)
+
+
 def test_data_check_notes_a_folder_with_too_few_songs_to_train_on(tmp_path):
     """Three good songs pass the check, but training needs four: the check says so (exit 0)."""
     for name in ("float32.wav", "u8.wav", "hires96k.wav"):
