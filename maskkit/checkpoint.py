@@ -247,16 +247,10 @@ def find_resume_checkpoint(run_dir: str | os.PathLike[str], *, strict: bool = Tr
     them) the answer is then ``None``."""
     best: tuple[int, Path] | None = None
     failed: list[tuple[str, CheckpointError]] = []
-    for p in list_checkpoints(run_dir):
-        if p.name == "best.pt":
-            continue
-        try:
-            ck = load_checkpoint(p, mmap=True)  # only its step is read
-        except CheckpointError as e:
-            failed.append((p.name, e))
-            continue
-        step = int(ck.get("step", 0))
-        if best is None or step > best[0]:
+    for p, step, error in _scan_checkpoints(run_dir):
+        if error is not None:
+            failed.append((p.name, error))
+        elif best is None or step > best[0]:
             best = (step, p)
     if best is None and failed:
         if not strict:
@@ -274,16 +268,26 @@ def find_resume_checkpoint(run_dir: str | os.PathLike[str], *, strict: bool = Tr
     return best[1] if best else None
 
 
+def _scan_checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[Path, int, CheckpointError | None]]:
+    """``(path, step, error)`` of every checkpoint in ``run_dir`` but ``best.pt`` (which is never
+    resumed from): ``error`` is the :class:`CheckpointError` of a file that does not load."""
+    out: list[tuple[Path, int, CheckpointError | None]] = []
+    for p in list_checkpoints(run_dir):
+        if p.name == "best.pt":
+            continue
+        try:
+            ck = load_checkpoint(p, mmap=True)  # only its step is read
+        except CheckpointError as e:
+            out.append((p, 0, e))
+            continue
+        out.append((p, int(ck.get("step", 0)), None))
+    return out
+
+
 def unloadable_checkpoints(run_dir: str | os.PathLike[str]) -> list[str]:
     """The names of the checkpoint files in ``run_dir`` that do not load (damaged: cut short by
     a crash outside :func:`atomic_save`, say), which ``--resume auto`` skips."""
-    bad = []
-    for p in list_checkpoints(run_dir):
-        try:
-            load_checkpoint(p, mmap=True)
-        except CheckpointError:
-            bad.append(p.name)
-    return bad
+    return [p.name for p, _, error in _scan_checkpoints(run_dir) if error is not None]
 
 
 def prune_epoch_checkpoints(run_dir: str | os.PathLike[str], keep: int,

@@ -626,12 +626,23 @@ def write_synthetic_songs(out: str | os.PathLike, num_songs: int, *, seconds: fl
     from .synth import GROOVES, STEMS, describe_song, generate_song
 
     out_p = check_output_dir(out, "OUT")
-    song_dirs = [out_p, *(out_p / g for g in GROOVES)]  # where this function writes songs
-    ours = [*(f for d in song_dirs for f in d.glob("song_*.wav")), *out_p.glob("stems/song_*/*.wav"),
-            *out_p.glob("songs.json")]
+    # The songs of an earlier call: OUT/song_*.wav, and those its songs.json lists (with
+    # --by-style, in groove subfolders); any other audio file is someone's own.
+    listed: set[Path] = set()
+    try:
+        rows = json.loads((out_p / "songs.json").read_text())["songs"]
+        listed = {(out_p / r["file"]).resolve() for r in rows if isinstance(r.get("file"), str)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
     audio, unsupported, _ = find_audio_files(out_p) if out_p.is_dir() else ([], [], [])
     songs = [*audio, *unsupported]
-    others = [f for f in songs if not (f.name.startswith("song_") and f.parent in song_dirs)]
+
+    def is_ours(f: Path) -> bool:
+        top = f.parent == out_p and f.name.startswith("song_") and f.suffix == ".wav"
+        return top or f.resolve() in listed
+
+    ours = [*(f for f in songs if is_ours(f)), *out_p.glob("stems/song_*/*.wav"), *out_p.glob("songs.json")]
+    others = [f for f in songs if not is_ours(f)]
     if others:  # never mix synthetic songs into a folder of someone's music, --overwrite or not
         raise AudioError(f"{out_p}: holds {len(others)} audio file(s) of its own (e.g. {others[0]}); write "
                          f"the synthetic songs to another folder")
@@ -640,7 +651,7 @@ def write_synthetic_songs(out: str | os.PathLike, num_songs: int, *, seconds: fl
                          f"(overwrite=True) to replace them, or choose another folder")
     for f in ours:
         f.unlink()
-    for d in [*out_p.glob("stems/song_*"), *song_dirs[1:]]:
+    for d in [*out_p.glob("stems/song_*"), *(out_p / g for g in GROOVES)]:
         if d.is_dir() and not any(d.iterdir()):
             d.rmdir()
     out_p.mkdir(parents=True, exist_ok=True)

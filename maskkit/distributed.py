@@ -258,8 +258,8 @@ def resolve_device(device: Any, local_rank: int = 0) -> Any:
     device = str(device or "auto").lower().strip()
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return torch.device("cpu")
+    if device == "cpu" or device.startswith("cpu:"):
+        return torch.device(device)
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {device}: CUDA is not available here (use --device cpu)")
@@ -279,7 +279,10 @@ def resolve_device(device: Any, local_rank: int = 0) -> Any:
             raise ConfigError(f"local rank {local_rank} needs GPU {index}, but this node has {n} GPU(s): "
                               f"start at most {n} processes per node")
         return torch.device("cuda", index)
-    raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
+    try:  # another device torch knows (mps, xpu, meta, ...): for the Python API
+        return torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}") from None
 
 
 def init_process_group(info: LaunchInfo, device: Any, timeout_s: float = 600.0) -> None:

@@ -803,6 +803,8 @@ class Trainer:
             except MaskkitError:
                 raise
             except (RuntimeError, ValueError, KeyError, TypeError) as e:
+                if "out of memory" in str(e):  # not the file's fault
+                    raise
                 # (a damaged or hand-edited file: the sizes and keys were checked against the config)
                 detail = " ".join(str(e).split())[:300]
                 raise CheckpointError(f"{self.resume_path}: cannot resume from it, its saved state does not "
@@ -1134,7 +1136,10 @@ class Trainer:
         if best:
             self.best_path = _link_or_copy(self.last_path, self.run_dir / "best.pt")
         if periodic:
-            _link_or_copy(self.last_path, self.run_dir / epoch_checkpoint_name(self.epochs_completed))
+            name = epoch_checkpoint_name(self.epochs_completed)
+            _link_or_copy(self.last_path, self.run_dir / name)
+            if name in self.unloadable:  # a damaged file of that name is replaced by a good one now
+                self.unloadable.remove(name)
             prune_epoch_checkpoints(self.run_dir, self.cfg.keep_checkpoints, self.unloadable)
 
     # -- one step ---------------------------------------------------------------------------------
@@ -1397,8 +1402,9 @@ class Trainer:
                        f"{a.disc_lr}, every {a.disc_update_freq} step(s), after {a.warmup_epochs} warm-up "
                        f"epoch(s)")
         if self.resume_path and self.epoch >= cfg.epochs:
-            self.print(f"Resumed from {self.resume_path}: the run already finished its {cfg.epochs} epoch(s) "
-                       f"(step {self.step}), so there is nothing to train; raise --epochs to train on")
+            self.print(f"Resumed from {self.resume_path}: the run has already trained {self.epoch} epoch(s) "
+                       f"(step {self.step}) of the {cfg.epochs} asked for, so there is nothing to train; "
+                       f"give --epochs above {self.epoch} to train on")
         elif self.resume_path:
             self.print(f"Resumed from {self.resume_path}: epoch {self.epoch + 1}, batch "
                        f"{self.batch_in_epoch}, step {self.step}")

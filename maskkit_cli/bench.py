@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ._types import FINITE
+from ._types import FINITE, FiniteFloatRange
 
 
 @click.command("bench")
@@ -42,8 +42,8 @@ from ._types import FINITE
 @click.option("--warmup", type=int, default=2, show_default=True, help="Untimed calls before timing.")
 @click.option("--repeats", type=int, default=10, show_default=True,
               help="Timed calls per figure (at most; see --max-seconds).")
-@click.option("--max-seconds", type=FINITE, default=3.0, show_default=True,
-              help="Stop timing a figure after this long once 3 calls are timed.")
+@click.option("--max-seconds", type=FiniteFloatRange(min=0.0, allow_inf=True), default=3.0, show_default=True,
+              help="Stop timing a figure after this long once 3 calls are timed (inf: never).")
 @click.option("--threads", type=int, default=None, help="torch threads for the run (default: as set).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of data and initial weights.")
 @click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(exists=True, dir_okay=False),

@@ -119,7 +119,9 @@ def _system_error(e: BaseException) -> str | None:
         return (f"out of memory ({first_line(e)}): ask for less at a time (a smaller --batch-size, fewer "
                 f"or shorter songs, a smaller size)")
     if isinstance(e, OSError) and e.filename:
-        return f"{e.filename}: {e.strerror or first_line(e)}"
+        # (a rename names its source first: the destination is the file the user asked for)
+        name = f"{e.filename2} (from {e.filename})" if getattr(e, "filename2", None) else e.filename
+        return f"{name}: {e.strerror or first_line(e)}"
     return None
 
 

@@ -30,7 +30,7 @@ from click.testing import CliRunner
 
 from maskkit.audio import IGNORE_MARKER, check_audio, load_audio
 from maskkit.data import check_folder, make_datasets
-from maskkit.errors import AudioError
+from maskkit.errors import AudioError, ConfigError
 from maskkit_cli.data import data as data_cli
 
 SR = 8000  # the rate the datasets are asked for; the files use their own
@@ -396,7 +396,7 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_work(tmp_path, a_
         assert res.exit_code == 2, res.output
         assert f"{option} {a_file / 'out.x'}: cannot write there" in res.output
     res = _cli("bench", "--strategies", "temporal", "--json", tmp_path / ("x" * 300 + ".json"))
-    assert res.exit_code == 2 and "--json: the file name is 305 bytes long" in res.output, res.output
+    assert res.exit_code == 2 and "--json: the name xxxx" in res.output and "is 305 bytes long" in res.output
     res = _cli("data", "synth", a_file / "songs", "--songs", "1", "--seconds", "1")
     assert res.exit_code == 2 and f"OUT {a_file / 'songs'}: cannot write there" in res.output, res.output
     song = write_valid(tmp_path / "songs", "float32.wav")
@@ -404,11 +404,37 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_work(tmp_path, a_
     assert res.exit_code == 2 and "--png" in res.output and "cannot write there" in res.output, res.output
     res = _cli("arrange", "--mix-only", "-s", "temporal", song, song, "-o", a_file / "o.wav")
     assert res.exit_code == 2 and "--output" in res.output and "cannot write there" in res.output, res.output
-    # the folders a check creates to probe are taken away again
-    res = _cli("bench", "--strategies", "temporal", "--json", tmp_path / "new" / "deeper" / "b.json",
-               "--segment-seconds", "nan")
-    assert res.exit_code == 2 and "not a finite number" in res.output and not (tmp_path / "new").exists()
+    # a place that can be written passes, and the check creates nothing there (the writer does)
+    def stop(*a, **k):
+        raise ConfigError("stopped after the checks")
+
+    monkeypatch.setattr(bench_mod, "run_bench", stop)
+    res = _cli("bench", "--strategies", "temporal", "--json", tmp_path / "new" / "deeper" / "b.json")
+    assert res.exit_code == 2 and "stopped after the checks" in res.output, res.output
+    assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".maskkit-write-test*"))
     assert "Traceback" not in res.output and a_file.read_text() == "not a folder"
+
+
+def test_output_checks_run_side_by_side_and_take_any_file_name(tmp_path):
+    """Parallel jobs writing into one new folder check it at the same time: none may see a
+    false error (the check once created and removed the folder, and shared one probe name)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from maskkit.paths import check_output_file
+
+    def check(i):
+        return check_output_file(tmp_path / "new" / f"out{i}.wav", "--output")
+
+    with ThreadPoolExecutor(4) as pool:
+        assert len(list(pool.map(check, range(200)))) == 200
+    assert sorted(os.listdir(tmp_path)) == []  # nothing created, no probe left
+    # a name that is not UTF-8 (as Linux allows) is checked, not a traceback
+    odd = os.fsdecode(b"caf\xe9.wav")
+    assert check_output_file(tmp_path / odd, "--output").name == odd
+    # a file that is there already is written over
+    (tmp_path / "old.json").write_text("{}")
+    assert check_output_file(tmp_path / "old.json", "--json") == tmp_path / "old.json"
 
 
 def test_curves_writes_png_only_and_skips_damaged_rows(tmp_path):

@@ -259,18 +259,27 @@ def test_a_damaged_epoch_checkpoint_does_not_take_a_good_ones_place(tmp_path):
     count it among them, or it deletes the last good epoch file and keeps the damaged one."""
     args = ("--train-pairs", "4", "--batch-size", "4", "--save-every", "1")
     train(tiny(tmp_path, *args, "--epochs", "3"))  # epoch_0002.pt, epoch_0003.pt (= last.pt) kept
-    (tmp_path / "last.pt").unlink()
     good = (tmp_path / "epoch_0002.pt").read_bytes()
     data = (tmp_path / "epoch_0003.pt").read_bytes()
-    (tmp_path / "epoch_0003.pt").unlink()  # a hard link of last.pt: write a new, cut file
+    (tmp_path / "epoch_0003.pt").unlink()  # a hard link of last.pt: last.pt stays whole
     (tmp_path / "epoch_0003.pt").write_bytes(data[: len(data) // 2])
     with pytest.warns(UserWarning, match=r"skipping epoch_0003\.pt, which does not load"):
-        r = train(tiny(tmp_path, *args, "--epochs", "4", "--resume", "auto"))
+        r = train(tiny(tmp_path, *args, "--epochs", "4", "--resume", "auto"))  # from last.pt
     assert r.epochs_completed == 4
     names = sorted(p.name for p in tmp_path.glob("epoch_*.pt"))
-    assert names == ["epoch_0002.pt", "epoch_0003.pt", "epoch_0004.pt"], names  # two good ones, and the bad
+    # two good ones kept, and the damaged one left for the user to look at; before, the rotation
+    # counted the damaged file among the two newest and deleted the good epoch_0002.pt
+    assert names == ["epoch_0002.pt", "epoch_0003.pt", "epoch_0004.pt"], names
     assert (tmp_path / "epoch_0002.pt").read_bytes() == good
     assert load_checkpoint(tmp_path / "epoch_0004.pt")["epochs_completed"] == 4
+    # A damaged file the run writes again (it resumed from before it) is a good one: rotated as usual.
+    (tmp_path / "last.pt").unlink()
+    for name in ("epoch_0004.pt", "best.pt"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with pytest.warns(UserWarning, match=r"skipping epoch_0003\.pt"):
+        r = train(tiny(tmp_path, *args, "--epochs", "5", "--resume", "auto"))  # from epoch_0002.pt
+    assert r.epochs_completed == 5
+    assert sorted(p.name for p in tmp_path.glob("epoch_*.pt")) == ["epoch_0004.pt", "epoch_0005.pt"]
 
 
 def test_resuming_weights_that_do_not_fit_names_the_file(tiny_run, tmp_path):

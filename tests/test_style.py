@@ -107,6 +107,15 @@ def test_data_synth_by_style_writes_the_folder_style_labels_read(tmp_path):
     res = CliRunner().invoke(cli, [*args[:-1], "--overwrite"])
     assert res.exit_code == 0, res.output
     assert len(list(out.glob("song_*.wav"))) == 8 and not [p for p in out.iterdir() if p.name in GROOVES]
+    # A song of one's own in a folder named like a groove is not taken for a synthetic one:
+    # refused, --overwrite or not, and kept.
+    mine = out / "backbeat" / "song_live.wav"
+    mine.parent.mkdir()
+    mine.write_bytes((out / "song_0000.wav").read_bytes())
+    for extra in ([], ["--overwrite"]):
+        res = CliRunner().invoke(cli, [*args, *extra])
+        assert res.exit_code == 2 and "holds 1 audio file(s) of its own" in res.output, res.output
+    assert mine.is_file() and len(list(out.glob("song_*.wav"))) == 8
 
 
 def test_style_label_errors_name_the_culprit(tmp_path):

@@ -297,7 +297,7 @@ def test_resuming_a_finished_run_says_so_and_trains_nothing(tmp_path, capsys):
     capsys.readouterr()
     again = train(tiny(tmp_path, *args, "--resume", "auto", quiet=False))
     out = capsys.readouterr().out
-    assert "the run already finished its 1 epoch(s) (step 2), so there is nothing to train" in out
+    assert "the run has already trained 1 epoch(s) (step 2) of the 1 asked for, so there is nothing" in out
     assert "epoch 2" not in out and "2 in all" in out
     assert again.steps == first.steps == 2
     assert load_checkpoint(tmp_path / "last.pt")["step"] == before["step"]

@@ -17,8 +17,8 @@ outputs as ``[B, T, H]`` (the layout the next convolution reads, no permute):
   16-bit integers compared with an exact threshold, four per 64-bit draw
   (:func:`keep_mask`), applied as one float multiply. For the backward pass it keeps those
   2-byte random numbers and the softmax weights (up to :data:`SAVED_WEIGHTS_BYTES`, 46 MB at
-  B=16, T=300: one matrix product and one softmax fewer per item, 11% of a training step
-  measured on 2 cores; beyond that size it recomputes the weights, flash-attention style),
+  B=16, T=300: one matrix product and one softmax fewer per item, 6-12% of a training step
+  measured side by side on 2 cores; beyond that size it recomputes the weights, flash-attention style),
   and writes the gradients of both directions straight into each song's q/k/v gradient. The
   keep probability is ``1 - round(p * 65536) / 65536``, within ``2**-17`` of ``1 - p``.
 """
