@@ -97,6 +97,12 @@ def pairs(src: Path, out: Path, segment_seconds: float, pairs_per_song: int, val
                                      progress=lambda what: status.update(f"{what} ..."))
     console.print(f"[green]wrote {summary.train_pairs} train pairs ({summary.train_songs} songs) and "
                   f"{summary.val_pairs} val pairs ({summary.val_songs} songs) to {escape(str(out))}[/green]")
+    songs = summary.train_songs + summary.val_songs
+    asked = val_fraction * songs
+    if abs(summary.val_songs - asked) >= 1:
+        console.print(f"[yellow]note: {summary.val_songs} of {songs} songs held out for validation, not "
+                      f"about {asked:.1f} (--val-fraction {val_fraction:g}): each side needs at least 2 "
+                      f"songs, as a pair joins two different songs[/yellow]")
     _print_skipped(console, summary.skipped)
 
 

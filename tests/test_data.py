@@ -259,6 +259,7 @@ def test_pairs_command_builds_a_folder_that_loads_back(songs_dir, tmp_path):
                                         "--pairs-per-song", "2", "--sample-rate", str(SR),
                                         "--val-fraction", "0.3"])
     assert res.exit_code == 0, res.output
+    assert "note:" not in res.output  # 2 of 7 songs held out, as 0.3 asks
     manifest = json.loads((out / "pairs.json").read_text())
     tr_src = {p[k]["path"] for p in manifest["pairs"] if p["split"] == "train" for k in ("input", "target")}
     va_src = {p[k]["path"] for p in manifest["pairs"] if p["split"] == "val" for k in ("input", "target")}
@@ -270,6 +271,11 @@ def test_pairs_command_builds_a_folder_that_loads_back(songs_dir, tmp_path):
     _check_item(val[0])
     info = audio_info(out / "val" / "pair_0000_output.wav")
     assert (info.sample_rate, info.channels, info.frames) == (SR, 1, N)
+    # A fraction too small for 2 validation songs holds 2 out all the same, and says so.
+    args = ["pairs", str(songs_dir), str(tmp_path / "few"), "--segment-seconds", "1", "--pairs-per-song", "1",
+            "--sample-rate", str(SR), "--val-fraction", "0.01"]
+    few = CliRunner().invoke(data_cli, args, env={"COLUMNS": "200"})
+    assert few.exit_code == 0 and "note: 2 of 7 songs held out for validation, not about 0.1" in few.output
     # Running again refuses to mix old and new pairs unless told to overwrite.
     again = CliRunner().invoke(data_cli, ["pairs", str(songs_dir), str(out), "--segment-seconds", "1"])
     assert again.exit_code != 0 and "already holds" in str(again.exception)
