@@ -263,9 +263,7 @@ def _check_output_path(output: str | os.PathLike) -> Path:
     if path.suffix.lower() not in AUDIO_EXTENSIONS:
         raise AudioError(f"{path}: cannot write '{path.suffix or '(no extension)'}' files; use one of "
                          f"{', '.join(AUDIO_EXTENSIONS)}")
-    if path.is_dir():
-        raise AudioError(f"{path}: is a directory, not an audio file name")
-    return check_output_file(path, "--output")
+    return check_output_file(path, "--output")  # (a folder, a place that takes no file, ...)
 
 
 def _duration(source: AudioSource) -> float | None:

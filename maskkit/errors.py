@@ -10,6 +10,14 @@ def first_line(e: BaseException) -> str:
     return text.splitlines()[0].rstrip(".") if text else type(e).__name__
 
 
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` says the memory ran out (Python's, the CPU allocator's or a GPU's)."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
 class MaskkitError(Exception):
     """Base class of maskkit's own errors (the CLI prints them without a traceback)."""
 

@@ -70,7 +70,7 @@ from .checkpoint import (
 )
 from .codec import Codec
 from .distributed import LaunchInfo, StopFlag
-from .errors import AudioError, CheckpointError, ConfigError, MaskkitError, first_line
+from .errors import AudioError, CheckpointError, ConfigError, MaskkitError, first_line, is_out_of_memory
 from .loss import COMPONENTS, CombinedLoss, LossConfig
 from .model import SimpleTransformer
 from .strategy import EncodingSpec, resolve_style
@@ -746,13 +746,11 @@ class Trainer:
         self.sample_rate = int(self.codec.sample_rate)
 
         # Data (before the strategy: style labels decide its num_styles).
-        src = cfg.data.source
         saved_src = ((self.ckpt or {}).get("config") or {}).get("data", {}).get("source")
-        if (src not in (None, "synthetic") and src == saved_src
-                and not Path(str(src)).expanduser().exists()):
-            raise AudioError(f"{src}: no such file or directory: the data this run trained on, as "
-                             f"{self.resume_path} records it; if the songs moved, resume with --data and "
-                             f"where they are now")
+        if self.resume_path and cfg.data.source == saved_src:  # (not given again with --data)
+            moved = cfg.data.moved_source(self.resume_path, "resume with --data and where they are now")
+            if moved:
+                raise AudioError(moved)
         self.train_ds, self.val_ds = cfg.data.datasets(self.sample_rate, cfg.seed)
         self.styles: list[str] | None = list(self.train_ds.style_names) if cfg.data.style_labels else None
         if self.styles is not None:
@@ -803,7 +801,7 @@ class Trainer:
             except MaskkitError:
                 raise
             except (RuntimeError, ValueError, KeyError, TypeError) as e:
-                if "out of memory" in str(e):  # not the file's fault
+                if is_out_of_memory(e):  # not the file's fault
                     raise
                 # (a damaged or hand-edited file: the sizes and keys were checked against the config)
                 detail = " ".join(str(e).split())[:300]

@@ -46,6 +46,16 @@ class DataConfig:
         "help": "condition the strategy on each pair's style label: the target song's subfolder (a folder "
                 "of songs in one subfolder per style) or, for synthetic music, its drum groove"})
 
+    def moved_source(self, recorded_in: str, how: str) -> str | None:
+        """When the folder :attr:`source` names is gone (moved since ``recorded_in``, the
+        checkpoint that records it, was written): the message saying where the path came from
+        and ``how`` to give its new place. None when it is there (or the data is synthetic)."""
+        src = self.source
+        if src in (None, "synthetic") or os.path.exists(os.path.expanduser(str(src))):
+            return None
+        return (f"{src}: no such file or directory: the data this run trained on, as {recorded_in} records "
+                f"it; if the songs moved, {how}")
+
     def datasets(self, sample_rate: int, seed: int) -> tuple[Any, Any]:
         """The run's ``(train, val)`` datasets at ``sample_rate`` (its codec's), as the trainer
         builds them: :func:`maskkit.data.make_datasets` with these settings."""

@@ -8,16 +8,10 @@ from typing import Any
 import click
 
 
-class FiniteFloatRange(click.FloatRange):
-    """A float option that must be a finite number (``nan`` and ``inf`` are refused, which
-    click's own float types accept), within optional bounds as :class:`click.FloatRange`.
-    ``allow_inf``: ``inf`` is a value the option gives a meaning (no limit); ``nan`` never is."""
+class _Finite(click.ParamType):
+    """Refuses ``nan`` (and ``inf`` unless ``allow_inf``), which click's float types accept."""
 
-    name = "float"
-
-    def __init__(self, *args: Any, allow_inf: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.allow_inf = allow_inf
+    allow_inf = False
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         rv = super().convert(value, param, ctx)
@@ -26,14 +20,17 @@ class FiniteFloatRange(click.FloatRange):
         return rv
 
 
-class FiniteFloat(click.types.FloatParamType):
-    """Any finite float (``type=FINITE`` instead of ``type=float``): no range shown in --help."""
+class FiniteFloatRange(_Finite, click.FloatRange):
+    """A finite float within optional bounds, as :class:`click.FloatRange`. ``allow_inf``:
+    ``inf`` is a value the option gives a meaning (no limit); ``nan`` never is."""
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        rv = super().convert(value, param, ctx)
-        if rv is not None and not math.isfinite(rv):
-            self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return rv
+    def __init__(self, *args: Any, allow_inf: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.allow_inf = allow_inf
+
+
+class FiniteFloat(_Finite, click.types.FloatParamType):
+    """Any finite float (``type=FINITE`` instead of ``type=float``): no range shown in --help."""
 
 
 FINITE = FiniteFloat()

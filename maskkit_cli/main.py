@@ -111,11 +111,9 @@ class MaskkitGroup(click.Group):
 
 def _system_error(e: BaseException) -> str | None:
     """A one-line message for an out-of-memory error or an OSError about a file, else None."""
-    from maskkit.errors import first_line
+    from maskkit.errors import first_line, is_out_of_memory
 
-    text = str(e)
-    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
-            isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)):
+    if is_out_of_memory(e):
         return (f"out of memory ({first_line(e)}): ask for less at a time (a smaller --batch-size, fewer "
                 f"or shorter songs, a smaller size)")
     if isinstance(e, OSError) and e.filename:

@@ -157,8 +157,8 @@ class InspectReport:
 
 
 def _held_out_encodings(ckpt: dict[str, Any], pairs: int, batch_size: int, seconds: float | None,
-                        seed: int | None, device: torch.device, source: str | None = None
-                        ) -> tuple[list[Tensor], str]:
+                        seed: int | None, device: torch.device, source: str | None = None,
+                        where: str = "the checkpoint") -> tuple[list[Tensor], str]:
     """Encode the run's validation split (its data, seed and segment length, as the trainer
     builds it) with the checkpoint's codec; ``seconds`` / ``seed`` / ``source`` (the folder of
     its data, if it moved) override the run's."""
@@ -178,11 +178,10 @@ def _held_out_encodings(ckpt: dict[str, Any], pairs: int, batch_size: int, secon
         cfg.data, val_pairs=pairs, style_labels=False,
         source=source if source is not None else cfg.data.source,
         segment_seconds=float(seconds if seconds is not None else cfg.data.segment_seconds))
-    if (source is None and data.source not in (None, "synthetic")
-            and not os.path.exists(os.path.expanduser(str(data.source)))):
-        raise CheckpointError(f"{data.source}: no such file or directory: the data the run trained on, as "
-                              f"the checkpoint records it; if it moved, pass --data with where it is now "
-                              f"(or --random for random encodings)")
+    moved = None if source is not None else data.moved_source(
+        where, "pass --data with where they are now (or --random for random encodings)")
+    if moved:
+        raise CheckpointError(moved)
     seed = int(seed if seed is not None else cfg.seed)
     _, val = data.datasets(int(codec.sample_rate), seed)
     n = min(pairs, len(val))
@@ -233,7 +232,7 @@ def inspect_checkpoint(path: str | os.PathLike[str], *, pairs: int = 16, batch_s
             batches.append(torch.randn(2, n, spec.dim, frames, generator=g).to(dev))
         data = f"random N(0, 1) encodings ({spec.dim} x {frames})"
     else:
-        batches, data = _held_out_encodings(ckpt, pairs, batch_size, seconds, seed, dev, data)
+        batches, data = _held_out_encodings(ckpt, pairs, batch_size, seconds, seed, dev, data, str(path))
     ims, tms, regs, bals = [], [], [], []
     with torch.no_grad():
         for enc in batches:
