@@ -19,6 +19,7 @@ _LAZY = {
     "EncodingSpec": "strategy",
     "NoOptions": "strategy",
     "validate_masks": "strategy",
+    "check_encodings": "strategy",
     "Codec": "codec",
     "build_strategy": "plugins",
     "build_codec": "plugins",
@@ -33,6 +34,7 @@ _LAZY = {
     "AudioError": "errors",
     "CheckpointError": "errors",
     "MaskValidationError": "errors",
+    "InputError": "errors",
     "UnknownNameError": "errors",
     "plot_masks": "viz",
 }
@@ -46,6 +48,7 @@ __all__ = [
     "EncodingSpec",
     "NoOptions",
     "validate_masks",
+    "check_encodings",
     "Codec",
     "build_strategy",
     "build_codec",
@@ -61,6 +64,7 @@ __all__ = [
     "AudioError",
     "CheckpointError",
     "MaskValidationError",
+    "InputError",
     "UnknownNameError",
     "arrange",
     "plot_masks",
@@ -97,6 +101,7 @@ if TYPE_CHECKING:  # pragma: no cover
         AudioError,
         CheckpointError,
         ConfigError,
+        InputError,
         MaskkitError,
         MaskValidationError,
         PluginError,
@@ -111,5 +116,5 @@ if TYPE_CHECKING:  # pragma: no cover
         strategy_names,
         unregister_plugin,
     )
-    from .strategy import EncodingSpec, Masks, MaskStrategy, NoOptions, validate_masks
+    from .strategy import EncodingSpec, Masks, MaskStrategy, NoOptions, check_encodings, validate_masks
     from .viz import plot_masks

@@ -28,6 +28,8 @@ source similarity           audio: LSD and SI-SDR of the output against the inpu
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -99,9 +101,20 @@ METRICS = {
 
 
 @torch.no_grad()
-def mask_metrics(input_mask: Tensor, target_mask: Tensor) -> dict[str, float]:
-    """Every metric of :data:`METRICS` as a float."""
+def mask_metrics(input_mask: Any, target_mask: Tensor | None = None) -> dict[str, float]:
+    """Every metric of :data:`METRICS` as a float, of two masks (broadcastable to one shape) or
+    of the :class:`maskkit.Masks` a strategy returned (``mask_metrics(masks)``)."""
+    if target_mask is None and hasattr(input_mask, "input_mask") and hasattr(input_mask, "target_mask"):
+        input_mask, target_mask = input_mask.input_mask, input_mask.target_mask
+    if not isinstance(input_mask, Tensor) or not isinstance(target_mask, Tensor):
+        raise TypeError(f"mask_metrics takes two mask tensors or a maskkit.Masks, got "
+                        f"{type(input_mask).__name__} and {type(target_mask).__name__}")
     im, tm = input_mask.detach().float(), target_mask.detach().float()
+    try:
+        torch.broadcast_shapes(im.shape, tm.shape)
+    except RuntimeError:
+        raise ValueError(f"mask_metrics: the masks' shapes {tuple(im.shape)} and {tuple(tm.shape)} do not "
+                         f"broadcast to one") from None
     return {k: float(f(im, tm)) for k, f in METRICS.items()}
 
 

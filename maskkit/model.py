@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import build_config
-from .errors import ConfigError
-from .strategy import EncodingSpec, Masks, MaskStrategy, call_strategy
+from .errors import ConfigError, InputError
+from .strategy import EncodingSpec, Masks, MaskStrategy, call_strategy, check_encodings
 
 
 @dataclass
@@ -160,15 +160,21 @@ class SimpleTransformer(nn.Module):
     def strategy_name(self) -> str:
         return self.strategy.name
 
-    def _check_inputs(self, enc_input: Tensor, enc_target: Tensor) -> None:
-        # Shape checks only: they cost no device sync.
-        if enc_input.dim() != 3 or enc_input.shape != enc_target.shape:
-            raise ValueError(f"SimpleTransformer expects enc_input and enc_target of the same shape "
-                             f"[B, D, T]; got {tuple(enc_input.shape)} and {tuple(enc_target.shape)}")
+    def _check_inputs(self, enc_input: Tensor, enc_target: Tensor) -> tuple[Tensor, Tensor]:
+        """Both encodings in the weights' dtype (a float64 pair into a float32 model), after
+        checking shapes, dtypes and devices: no device sync."""
+        check_encodings(enc_input, enc_target, "SimpleTransformer", ("enc_input", "enc_target"))
         if enc_input.shape[1] != self.encoding_dim:
-            raise ValueError(f"SimpleTransformer was built for encoding_dim D={self.encoding_dim}, but the "
+            raise InputError(f"SimpleTransformer was built for encoding_dim D={self.encoding_dim}, but the "
                              f"input has D={enc_input.shape[1]} channels (was the model built for another "
                              f"codec?)")
+        w = next(self.stages.parameters())
+        if enc_input.device != w.device:
+            raise InputError(f"SimpleTransformer: the encodings are on {enc_input.device} but its weights on "
+                             f"{w.device}: move one to the other (.to(device))")
+        if enc_input.dtype != w.dtype:
+            enc_input, enc_target = enc_input.to(w.dtype), enc_target.to(w.dtype)
+        return enc_input, enc_target
 
     def masks(self, enc_input: Tensor, enc_target: Tensor, *, hard: bool | None = None,
               style: Tensor | None = None) -> Masks:
@@ -192,7 +198,7 @@ class SimpleTransformer(nn.Module):
         """``(output [B, D, T], reg_loss)``, or ``(output, reg_loss, masks)`` with ``return_masks``.
         ``style``: ``[B]`` style labels, passed to a strategy with ``supports_style``. ``hard``:
         hard or soft masks; ``None`` (default): as configured (trained), see :meth:`masks`."""
-        self._check_inputs(enc_input, enc_target)
+        enc_input, enc_target = self._check_inputs(enc_input, enc_target)
         masks = self.masks(enc_input, enc_target, hard=hard, style=style)
         mi, mt = masks.apply(enc_input, enc_target)
         # apply() broadcasts, but a mask may carry a lower dtype under autocast: keep the input's.

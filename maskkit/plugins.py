@@ -254,6 +254,10 @@ class PluginManager:
 
     def unregister(self, name: str) -> None:
         with self._lock:
+            self.load()
+            if name not in self.plugins and self.pm.get_plugin(name) is None:
+                known = ", ".join(sorted(self.plugins)) or "(none)"
+                raise UnknownNameError(f"no plugin named {name!r} is registered. Registered: {known}")
             self.pm.unregister(name=name)
             self.plugins.pop(name, None)
             self._registries.clear()
@@ -361,6 +365,9 @@ def register_plugin(obj: Any, name: str | None = None) -> str:
 
 
 def unregister_plugin(name: str) -> None:
+    """Remove a plugin by the name :func:`register_plugin` returned (or ``maskkit plugins``
+    shows): its strategies and codecs are gone from every lookup after this call. An unknown
+    name raises :class:`~maskkit.errors.UnknownNameError` listing the registered ones."""
     get_manager().unregister(name)
 
 

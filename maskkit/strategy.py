@@ -29,7 +29,6 @@ A complete strategy::
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -38,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import build_config
-from .errors import ConfigError, MaskkitError, MaskValidationError, PluginError
+from .errors import ConfigError, InputError, MaskkitError, MaskValidationError, PluginError, warn
 
 
 @dataclass(frozen=True)
@@ -113,13 +112,31 @@ class MaskStrategy(nn.Module):
 
     def __init__(self, config: Any = None, *, spec: EncodingSpec | None = None) -> None:
         super().__init__()
+        owner = f"strategy '{self.name}'"
+        if isinstance(config, str):  # one "key=value"
+            config = [config]
+        if isinstance(config, self.Config) and dataclasses.is_dataclass(config):
+            # an instance: checked like the options a user types (ranges, validate())
+            config = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
         if config is None or isinstance(config, (Mapping, list, tuple)):
-            config = build_config(self.Config, config, owner=f"strategy '{self.name}'")
+            config = build_config(self.Config, config, owner=owner)
+        else:
+            raise ConfigError(f"{owner}: config must be a {self.Config.__qualname__}, a mapping or "
+                              f"'key=value' strings, got {type(config).__name__}")
+        if spec is not None and not isinstance(spec, EncodingSpec):
+            raise ConfigError(f"{owner}: spec must be an EncodingSpec (a codec's .spec), got "
+                              f"{type(spec).__name__}")
         self.config = config
         self.spec = spec or EncodingSpec()
 
     def forward(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False) -> Masks:
         raise NotImplementedError
+
+    def check_inputs(self, x_input: Tensor, x_target: Tensor) -> None:
+        """Raise :class:`~maskkit.errors.InputError`, naming this strategy, unless both
+        encodings are floating ``[B, D, T]`` tensors of one shape on one device
+        (:func:`check_encodings`); strategies call it first thing in :meth:`forward`."""
+        check_encodings(x_input, x_target, f"strategy '{self.name}'")
 
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
@@ -175,9 +192,9 @@ def resolve_style(style: str | int | None, styles: list[str] | None, source: obj
 def warn_untrained(strategy: MaskStrategy, command: str) -> None:
     """Warn that a learnable ``strategy`` built by name has its initial, untrained weights."""
     if strategy.learnable:
-        warnings.warn(f"{command}: strategy '{strategy.name}' is learnable and was built by name, so its "
-                      f"masks are untrained (its initial weights); for trained ones, give a checkpoint "
-                      f"of a run trained with it", stacklevel=3)
+        warn(f"{command}: strategy '{strategy.name}' is learnable and was built by name, so its "
+             f"masks are untrained (its initial weights); for trained ones, give a checkpoint "
+             f"of a run trained with it")
 
 
 def strategy_origin(name: str) -> str:
@@ -190,6 +207,26 @@ def strategy_origin(name: str) -> str:
         return ""
 
 
+def check_encodings(x_input: Any, x_target: Any, who: str,
+                    names: tuple[str, str] = ("x_input", "x_target")) -> None:
+    """Raise :class:`~maskkit.errors.InputError` naming ``who`` (and the arguments by ``names``)
+    unless ``x_input`` and ``x_target`` are floating-point ``[B, D, T]`` tensors of the same
+    shape on the same device. Reads only shapes, dtypes and devices: no device sync."""
+    a, b = names
+    for label, x in ((a, x_input), (b, x_target)):
+        if not isinstance(x, Tensor):
+            raise InputError(f"{who}: {label} must be a torch.Tensor [B, D, T], got {type(x).__name__}")
+    if x_input.dim() != 3 or x_input.shape != x_target.shape:
+        raise InputError(f"{who} expects {a} and {b} of the same shape [B, D, T] (batch, channels, "
+                         f"frames); got {tuple(x_input.shape)} and {tuple(x_target.shape)}"
+                         + (" (one pair? add the batch axis: x[None])" if x_input.dim() == 2 else ""))
+    for label, x in ((a, x_input), (b, x_target)):
+        if not x.is_floating_point():
+            raise InputError(f"{who}: {label} must be floating point (an encoding), got {x.dtype}")
+    if x_input.device != x_target.device:
+        raise InputError(f"{who}: {a} is on {x_input.device} but {b} on {x_target.device}")
+
+
 def call_strategy(strategy: MaskStrategy, x_input: Tensor, x_target: Tensor, origin: str | None = None,
                   check_values: bool = True, **kwargs: Any) -> Masks:
     """``strategy(x_input, x_target, **kwargs)``, validated (:func:`validate_masks`). An
@@ -198,6 +235,7 @@ def call_strategy(strategy: MaskStrategy, x_input: Tensor, x_target: Tensor, ori
     on the command line)."""
     if origin is None:
         origin = strategy_origin(strategy.name)
+    check_encodings(x_input, x_target, f"strategy '{strategy.name}'")
     try:
         masks = strategy(x_input, x_target, **kwargs)
     except MaskkitError:

@@ -1,8 +1,10 @@
 """Training configuration: :class:`TrainConfig` and its sections, the presets, and how a
 config is built from a preset, a dict, or a checkpoint to resume.
 
-Every field is checked when the config is built (:class:`maskkit.errors.ConfigError` names the
-option at fault), before any process starts or data is read. A config is stored in every
+Every field is checked when the config is built, directly or from a preset or dict
+(:class:`maskkit.errors.ConfigError` names the option at fault), before any process starts or
+data is read; the strategy and codec names and options when training starts
+(:meth:`TrainConfig.check_plugins`). A config is stored in every
 checkpoint (``dataclasses.asdict``) and in the run folder's ``config.json``.
 """
 
@@ -157,6 +159,19 @@ class TrainConfig:
     max_bad_steps: int = 10
     simulate_preemption_at_step: int | None = None
     preset: str = "small"
+
+    def __post_init__(self) -> None:
+        # A section given as a dict (TrainConfig(model={"d_model": 32})): its other fields as the
+        # default config's; then every value checked, as from_dict / from_preset do.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECTIONS and isinstance(value, Mapping):
+                default = dataclasses.asdict(f.default_factory())  # type: ignore[misc]
+                setattr(self, f.name, build_config(_SECTIONS[f.name], {**default, **value}, owner=f.name))
+            elif f.name in _SECTIONS and not isinstance(value, _SECTIONS[f.name]):
+                raise ConfigError(f"TrainConfig: {f.name} must be a {_SECTIONS[f.name].__name__} or a dict, "
+                                  f"got {type(value).__name__}")
+        self.validate()
 
     # -- construction -----------------------------------------------------------------------
     @classmethod

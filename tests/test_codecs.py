@@ -137,6 +137,10 @@ def test_stft_bad_options_and_inputs(stft):
         maskkit.build_codec("stft", ["nfft=3"])
     with pytest.raises(ValueError, match=r"\[B, 1, N\]"):
         stft.encode(torch.zeros(2, 8000))
+    import numpy as np  # what maskkit.synth.generate_song returns: was "no attribute 'dim'"
+
+    with pytest.raises(ValueError, match=r"expects a torch.Tensor \[B, 1, N\], got ndarray.*from_numpy"):
+        stft.encode(np.zeros(8000, dtype=np.float32))
     with pytest.raises(ValueError, match=r"\[B, 514, T\]"):
         stft.decode(torch.zeros(1, 100, 10))
 

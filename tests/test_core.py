@@ -258,6 +258,11 @@ def test_metric_formulas():
     two = torch.stack([torch.zeros(1, 4), torch.ones(1, 4)])  # [2, 1, 4]: items differ by 1 everywhere
     assert float(metrics.adaptivity(two, two)) == pytest.approx(0.5)
     assert set(metrics.mask_metrics(im, tm)) == set(metrics.METRICS)
+    assert metrics.mask_metrics(Masks(im, tm)) == metrics.mask_metrics(im, tm)  # what a strategy returns
+    with pytest.raises(ValueError, match=r"shapes \(1, 1, 4\) and \(1, 1, 3\) do not broadcast"):
+        metrics.mask_metrics(im, tm[..., :3])
+    with pytest.raises(TypeError, match="two mask tensors or a maskkit.Masks, got Tensor and NoneType"):
+        metrics.mask_metrics(im)
 
 
 def test_metrics_of_broadcast_masks_equal_the_expanded_ones():
@@ -289,6 +294,37 @@ def test_options_convert_and_validate():
         build_config(Cfg, ["n"])
     with pytest.raises(ConfigError, match="must be <= 1.0"):
         build_strategy("frequency", ["split_ratio=2"])
+
+
+def test_a_strategy_config_of_any_form_is_checked_like_typed_options():
+    temporal = get_strategy_entry("temporal").cls
+    assert build_strategy("temporal", "segment=20").config.segment == 20  # one key=value string
+    assert build_strategy("temporal", temporal.Config(segment=30)).config.segment == 30
+    with pytest.raises(ConfigError, match="strategy 'temporal': option 'segment' must be >= 1"):
+        build_strategy("temporal", temporal.Config(segment=-5))  # an instance: ranges checked too
+    energy = get_strategy_entry("energy").cls
+    with pytest.raises(ConfigError, match="config must be a TemporalConfig.*got EnergyConfig"):
+        build_strategy("temporal", energy.Config())
+    with pytest.raises(ConfigError, match="config must be a TemporalConfig.*got int"):
+        build_strategy("temporal", 5)
+    with pytest.raises(ConfigError, match="spec must be an EncodingSpec.*got int"):
+        build_strategy("temporal", spec=514)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", [*FIXED, "creative-agent"])
+def test_wrong_inputs_to_a_strategy_are_named_not_misread(name):
+    """A [D, T] pair (no batch axis) once gave energy masks of shape (D, 1), treating T as D."""
+    s = build_strategy(name, spec=EncodingSpec(dim=8))
+    x, y = pair(2, 8, 30)
+    cases = [((x[0], y[0]), r"same shape \[B, D, T\].*\(8, 30\).*add the batch axis"),
+             ((x[0, 0], y[0, 0]), r"same shape \[B, D, T\]"),
+             ((x, y[..., :10]), r"same shape.*\(2, 8, 30\) and \(2, 8, 10\)"),
+             ((x.long(), y.long()), "x_input must be floating point.*int64"),
+             ((x, y.to("meta")), "x_input is on cpu but x_target on meta")]
+    for args, match in cases:
+        with pytest.raises(maskkit.InputError, match=match):
+            s(*args)
+    s(x, y)  # and the right pair still works
 
 
 # -- runtime registration, duplicates, broken register hooks --------------------------------------
@@ -329,6 +365,8 @@ def test_runtime_plugin_appears_and_duplicates_name_both(fresh_plugins):
     assert info.status == "failed" and "unregister_plugin('dup-plugin')" in info.error
     fresh_plugins.unregister_plugin("dup-plugin")
     assert "temporal" in strategy_names()
+    with pytest.raises(UnknownNameError, match="no plugin named 'dup-plugin' is registered.*: .*fixed"):
+        fresh_plugins.unregister_plugin("dup-plugin")  # a typo was silently ignored
     # strict mode raises instead
     fresh_plugins.register_plugin(Dup(), "dup-plugin")
     with pytest.MonkeyPatch.context() as mp:

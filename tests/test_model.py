@@ -185,6 +185,21 @@ def test_wrong_encoding_dim_or_shapes_raise_clear_errors():
         model(a, b)
     with pytest.raises(TypeError, match="MaskStrategy"):
         SimpleTransformer(TINY, nn.Identity(), 8)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="enc_input is on cpu but enc_target on meta"):
+        model(a, a.to("meta"))
+    with pytest.raises(ValueError, match="encodings are on meta but its weights on cpu"):
+        model(a.to("meta"), a.to("meta"))
+
+
+def test_a_float64_pair_runs_in_the_weights_dtype():
+    """As the CreativeAgent does: a float64 encoding into a float32 model (torch's 'expected m1 and
+    m2 to have the same dtype' before)."""
+    model = SimpleTransformer(TINY, ShapedMask(spec=EncodingSpec(dim=8)), 8).eval()
+    x, y = _pair(2, 8, 12)
+    out64, _ = model(x.double(), y.double())
+    out32, _ = model(x, y)
+    assert out64.dtype == torch.float32
+    torch.testing.assert_close(out64, out32)
 
 
 def test_longer_than_max_frames_still_works():

@@ -102,6 +102,11 @@ class STFTCodec(Codec):
 
     # -- transform --------------------------------------------------------------------------
     def _check_audio(self, audio: Tensor) -> Tensor:
+        if not isinstance(audio, Tensor):
+            hint = (" (torch.from_numpy(x).view(1, 1, -1) makes one of a NumPy song)"
+                    if type(audio).__module__ == "numpy" else "")
+            raise ValueError(f"codec 'stft': encode expects a torch.Tensor [B, 1, N], got "
+                             f"{type(audio).__name__}{hint}")
         if audio.dim() != 3 or audio.shape[1] != 1:
             raise ValueError(f"codec 'stft': encode expects audio [B, 1, N], got shape {tuple(audio.shape)}")
         if not audio.is_floating_point():

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskkit import Masks, adversarial, metrics
+from maskkit import InputError, Masks, adversarial, check_encodings, metrics
 
 from .attention import attention_weights, cross_attention, split_heads
 from .multiscale import check_scales, multi_scale_cross_attention
@@ -319,12 +319,15 @@ class AttentionMaskGenerator(nn.Module):
 
     def _check(self, x_input: Tensor, x_target: Tensor) -> tuple[Tensor, Tensor]:
         """Both encodings in the weights' dtype, after checking their shapes."""
-        if x_input.dim() != 3 or x_input.shape != x_target.shape:
-            raise ValueError(f"AttentionMaskGenerator expects x_input and x_target of the same shape "
-                             f"[B, D, T]; got {tuple(x_input.shape)} and {tuple(x_target.shape)}")
+        check_encodings(x_input, x_target, "AttentionMaskGenerator")
         if x_input.shape[1] != self.encoding_dim:
-            raise ValueError(f"AttentionMaskGenerator was built for encoding_dim={self.encoding_dim}, but "
-                             f"the input has D={x_input.shape[1]} channels")
+            raise InputError(f"AttentionMaskGenerator was built for encoding_dim={self.encoding_dim}, but "
+                             f"the input has D={x_input.shape[1]} channels (build the strategy for its "
+                             f"codec: build_strategy(name, spec=codec.spec))")
+        dev = self.input_analyzer[0].weight.device
+        if x_input.device != dev:
+            raise InputError(f"AttentionMaskGenerator: the encodings are on {x_input.device} but its weights "
+                             f"on {dev}: move one to the other (.to(device))")
         return (_weights_dtype(x_input, self.input_analyzer[0]),
                 _weights_dtype(x_target, self.target_analyzer[0]))
 

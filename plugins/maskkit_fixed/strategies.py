@@ -47,7 +47,8 @@ def _low_band(D: int, split_ratio: float, freqs: tuple[float, ...] | None, split
         cutoff = split_hz if split_hz is not None else split_ratio * top
         return torch.tensor([f < cutoff for f in freqs], device=device)
     if split_hz is not None:
-        raise ConfigError(f"{owner}: option 'split_hz' needs a codec that gives channel frequencies")
+        raise ConfigError(f"{owner}: option 'split_hz' needs a codec that gives channel frequencies (the "
+                          f"stft codec does; from Python, build the strategy with spec=codec.spec)")
     return torch.arange(D, device=device) < round(split_ratio * D)
 
 
@@ -100,6 +101,7 @@ class Temporal(_CachedMasks):
     Config = TemporalConfig
 
     def forward(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False) -> Masks:
+        self.check_inputs(x_input, x_target)
         cfg = self.config
 
         def build() -> tuple[Tensor, Tensor]:
@@ -127,6 +129,7 @@ class Frequency(_CachedMasks):
     Config = FrequencyConfig
 
     def forward(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False) -> Masks:
+        self.check_inputs(x_input, x_target)
         cfg = self.config
 
         def build() -> tuple[Tensor, Tensor]:
@@ -154,6 +157,7 @@ class Energy(MaskStrategy):
     Config = EnergyConfig
 
     def forward(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False) -> Masks:
+        self.check_inputs(x_input, x_target)
         e = x_input.detach().float().pow(2).mean(dim=1)  # [B, T]
         q = torch.quantile(e, self.config.quantile, dim=-1, keepdim=True)
         m = (e > q).to(x_input.dtype).unsqueeze(1)  # [B, 1, T]
@@ -174,6 +178,7 @@ class Spectral(_CachedMasks):
     Config = SpectralConfig
 
     def forward(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False) -> Masks:
+        self.check_inputs(x_input, x_target)
         def build() -> tuple[Tensor, Tensor]:
             D = x_input.shape[1]
             g = torch.Generator().manual_seed(self.config.seed)
@@ -206,6 +211,7 @@ class Hybrid(_CachedMasks):
     Config = HybridConfig
 
     def forward(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False) -> Masks:
+        self.check_inputs(x_input, x_target)
         cfg = self.config
 
         def build() -> tuple[Tensor, Tensor]:
@@ -225,5 +231,6 @@ class NoMask(MaskStrategy):
     description = "No masking: both songs kept whole (the full-overlap baseline)."
 
     def forward(self, x_input: Tensor, x_target: Tensor, *, hard: bool = False) -> Masks:
+        self.check_inputs(x_input, x_target)
         one = torch.ones(1, 1, 1, device=x_input.device, dtype=x_input.dtype)
         return Masks(one, one)
