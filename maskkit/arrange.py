@@ -35,17 +35,17 @@ import math
 import os
 import sys
 import types
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .distributed import resolve_device
-from .errors import AudioError, ConfigError
+from .errors import AudioError, ConfigError, warn
 from .metrics import mask_metrics
 from .paths import check_output_file
 from .strategy import Masks, MaskStrategy, call_strategy, check_style, resolve_style, warn_untrained
@@ -57,7 +57,8 @@ _NORM_BLOCK = 1 << 16
 #: Window length when neither a checkpoint nor ``window_seconds`` says otherwise (the seed's segment).
 DEFAULT_WINDOW_SECONDS = 4.0
 
-AudioSource = str | os.PathLike | Tensor
+#: A song: a file, or a tensor / NumPy array ``[N]`` or ``[C, N]`` already at the codec's rate.
+AudioSource = str | os.PathLike | Tensor | np.ndarray
 
 #: ``fn(input_windows, target_windows)`` -> ``(output_windows, masks or None)``; all ``[B, 1, W]``.
 WindowFn = Callable[[Tensor, Tensor], tuple[Tensor, Masks | None]]
@@ -241,7 +242,11 @@ def _mix_fn(strategy: MaskStrategy, codec: Any, hard: bool, style: int | None = 
             masks = call_strategy(strategy, ei, et, **kw)
             checked = True
         mi, mt = masks.apply(ei, et)
-        return codec.decode(mi + mt, length=xi.shape[-1]), masks
+        # Each masked song decoded on its own, then mixed as audio: a codec's encodings need
+        # not add like audio (the stft codec's are power-compressed: a song plus itself would
+        # come out 4x as loud, not 2x). One decode call for both.
+        both = codec.decode(torch.cat([mi, mt]), length=xi.shape[-1])
+        return both[: xi.shape[0]] + both[xi.shape[0]:], masks
     return fn
 
 
@@ -266,10 +271,14 @@ def _check_output_path(output: str | os.PathLike) -> Path:
     return check_output_file(path, "--output")  # (a folder, a place that takes no file, ...)
 
 
-def _duration(source: AudioSource) -> float | None:
-    """Seconds of a file (header only); None for a tensor (its rate is the codec's)."""
-    if isinstance(source, Tensor):
+def _duration(source: AudioSource, label: str) -> float | None:
+    """Seconds of a file (header only); None for a tensor or array (its rate is the codec's)."""
+    if isinstance(source, Tensor | np.ndarray):
         return None
+    if not isinstance(source, str | os.PathLike):
+        from .audio import tensor_mono
+
+        tensor_mono(source, label)  # type: ignore[arg-type]  # the error naming what it got
     from .audio import audio_info
 
     info = audio_info(source)  # missing, unreadable, corrupt: an AudioError naming the file
@@ -286,10 +295,10 @@ def _load(source: AudioSource, sample_rate: int, label: str, max_seconds: float 
     """
     from .audio import load_audio, tensor_mono
 
-    if isinstance(source, Tensor):
+    if isinstance(source, Tensor | np.ndarray):
         return tensor_mono(source, label)
 
-    seconds = _duration(source)
+    seconds = _duration(source, label)
     assert seconds is not None
     if max_seconds is not None:
         seconds = min(seconds, max_seconds)
@@ -329,9 +338,10 @@ def align(x_input: Tensor, x_target: Tensor, length: str | float | int = "shorte
         except (TypeError, ValueError):
             raise ConfigError(f"length must be 'shortest', 'longest' or a number of seconds, "
                               f"got {length!r}") from None
-        if not math.isfinite(seconds) or seconds <= 0 or sample_rate is None:
-            raise ConfigError(f"length in seconds must be a finite number > 0 (and needs a sample rate), "
-                              f"got {length!r}")
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise ConfigError(f"length in seconds must be a finite number > 0, got {length!r}")
+        if sample_rate is None:
+            raise ConfigError("align: a length in seconds needs sample_rate")
         n = int(round(seconds * sample_rate))
 
     def fit(x: Tensor) -> Tensor:
@@ -380,8 +390,8 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
     """Make an arrangement of two whole songs and (with ``output``) write it.
 
     ``input``, ``target``: audio files (any format soundfile reads, any rate, mono or
-    stereo: mixed down and resampled to the codec's rate) or tensors ``[N]`` / ``[C, N]``
-    already at the codec's rate.
+    stereo: mixed down and resampled to the codec's rate) or tensors / NumPy arrays ``[N]`` /
+    ``[C, N]`` of float samples already at the codec's rate.
 
     What runs over each window:
 
@@ -389,8 +399,9 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
       (:func:`maskkit.train.load_model`); the window is the training segment;
     - ``model`` + ``codec``: a model object (called as ``model(enc_input, enc_target,
       hard=..., return_masks=True)``) and a codec (instance or name);
-    - ``mix_only=True``: no model at all: the strategy's masks applied to both encodings
-      and ``masked_input + masked_target`` decoded (needs ``strategy`` or a checkpoint);
+    - ``mix_only=True``: no model at all: the strategy's masks applied to both encodings,
+      each masked song decoded and the two mixed (added as audio; needs ``strategy`` or a
+      checkpoint);
     - ``strategy`` (name or instance, with ``strategy_options``): replaces the model's
       strategy. A model trained with another strategy may sound different with it.
 
@@ -412,6 +423,11 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
 
     dev = resolve_device(device)
     out_path = _check_output_path(output) if output is not None else None
+    if out_path is not None and out_path.exists():
+        for label, src in (("input", input), ("target", target)):
+            if isinstance(src, str | os.PathLike) and os.path.exists(src) and os.path.samefile(src, out_path):
+                raise ConfigError(f"{out_path}: the output is the {label} song; writing it would destroy "
+                                  f"the song: choose another output name")
     if not 0.0 < overlap < 1.0:
         raise ConfigError(f"overlap must be between 0 and 1 (exclusive), got {overlap}")
     if batch_size < 1:
@@ -421,7 +437,7 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
     if length not in ("shortest", "longest"):
         align(torch.zeros(1), torch.zeros(1), length, fill, 1)  # raises ConfigError on a bad value
     # Both headers are read before anything else: a wrong path fails at once, naming the file.
-    durations = (_duration(input), _duration(target))
+    durations = (_duration(input, "input"), _duration(target, "target"))
 
     ckpt_seconds = None
     style_names: list[str] | None = None
@@ -445,7 +461,9 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
                                   f"leave --codec out to use the checkpoint's")
     if hard is None:  # as the model trained: hard masks after maskkit train --hard-masks
         hard = bool(getattr(getattr(model, "config", None), "hard_masks", False))
-    style_index = resolve_style(style, style_names, checkpoint or "a model object (give the label index)")
+    style_index = resolve_style(style, style_names, checkpoint or (
+        "the model object given (pass the label index)" if model is not None and not mix_only
+        else "a strategy without a checkpoint"))
     codec = resolve_codec(codec).to(dev).eval()
     sr = int(codec.sample_rate)
 
@@ -477,6 +495,11 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
         name = getattr(getattr(model, "strategy", None), "name", "") or type(model).__name__
 
     seconds = window_seconds or ckpt_seconds or DEFAULT_WINDOW_SECONDS
+    if window_seconds is not None and ckpt_seconds is not None and window_seconds > ckpt_seconds * 1.01 \
+            and not mix_only:
+        warn(f"arrange: windows of {window_seconds:g} s, longer than the {ckpt_seconds:g} s segments the "
+             f"model trained on: it has never seen pairs that long (leave --window out to use the "
+             f"training segment)")
     # Window and hop in whole codec frames, so that every window's frames fall on one grid;
     # the window rounded down, so that it never holds more frames than the training segment.
     step = frame_hop(codec)
@@ -501,10 +524,9 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
     if (n < window and length == "shortest" and None not in durations
             and max(durations) * sr >= window):  # type: ignore[type-var]
         short = "input" if durations[0] < durations[1] else "target"  # type: ignore[operator]
-        warnings.warn(f"arrange: the {short} song is {n / sr:.2f} s, shorter than one window "
-                      f"({window / sr:.2f} s), so the arrangement is only {n / sr:.2f} s long "
-                      f"(--length shortest); pass --length longest to keep the other song's length",
-                      stacklevel=2)
+        warn(f"arrange: the {short} song is {n / sr:.2f} s, shorter than one window "
+             f"({window / sr:.2f} s), so the arrangement is only {n / sr:.2f} s long "
+             f"(--length shortest); pass --length longest to keep the other song's length")
     from .audio import warn_if_silent
 
     for label, x in (("input song", xi), ("target song", xt)):
@@ -583,6 +605,12 @@ class _CallableModule(types.ModuleType):
 
     def __call__(self, *args: Any, **kwargs: Any) -> ArrangeResult:
         return arrange(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> Any:  # inspect.signature(maskkit.arrange): the function's, for IDEs
+        import inspect
+
+        return inspect.signature(arrange)
 
 
 sys.modules[__name__].__class__ = _CallableModule

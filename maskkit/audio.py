@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .checkpoint import atomic_write
-from .errors import AudioError
+from .errors import AudioError, warn
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -53,6 +52,7 @@ __all__ = [
     "normalize_loudness",
     "peak_db",
     "is_silent",
+    "loud_blocks",
     "warn_if_silent",
 ]
 
@@ -188,8 +188,8 @@ def warn_if_silent(audio: Tensor | np.ndarray, label: str, command: str) -> bool
     if pk >= SILENCE_DB:
         return False
     level = "every sample is zero" if pk == float("-inf") else f"peak {pk:.1f} dBFS"
-    warnings.warn(f"{command}: the {label} is silent ({level}, below {SILENCE_DB:g} dBFS), so the "
-                  f"masks say nothing about it", stacklevel=3)
+    warn(f"{command}: the {label} is silent ({level}, below {SILENCE_DB:g} dBFS), so the "
+         f"masks say nothing about it")
     return True
 
 
@@ -225,7 +225,8 @@ def check_audio(path: str | os.PathLike, *, min_seconds: float = 0.0, slack_seco
     ``probes`` windows of ``probe_seconds`` spread over the file are decoded, the last one
     ending at the file's announced end (that finds files cut short after their header was
     written); a file whose probes are all silent is then decoded to the end (or to its first
-    sound) before it is called silent. Returns the :class:`AudioInfo`
+    sound) before it is called silent. Silence is judged on the mono mix that training and
+    ``arrange`` use: a stereo file whose channels cancel out is silent. Returns the :class:`AudioInfo`
     (with ``frames`` corrected to what could be read in full mode) or raises
     :class:`AudioError` naming the file and the problem.
     """
@@ -236,7 +237,16 @@ def check_audio(path: str | os.PathLike, *, min_seconds: float = 0.0, slack_seco
     if not full and info.duration + slack_seconds + 1e-9 < min_seconds:
         raise _fail(p, f"too short: {info.duration:.2f} s, shorter than one segment "
                        f"({min_seconds:g} s)")
-    peak = 0.0
+    peak = 0.0  # of the mono mix (what training and arrange read)
+    raw_peak = 0.0  # of any channel
+
+    def measure(data: np.ndarray) -> None:
+        nonlocal peak, raw_peak
+        if data.size:
+            raw_peak = max(raw_peak, float(np.abs(data).max()))
+            mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
+            peak = max(peak, float(np.abs(mono).max()))
+
     try:
         f = sf.SoundFile(p)
     except (sf.LibsndfileError, RuntimeError) as e:
@@ -250,7 +260,7 @@ def check_audio(path: str | os.PathLike, *, min_seconds: float = 0.0, slack_seco
                 if data.shape[0] == 0:
                     break
                 read += data.shape[0]
-                peak = max(peak, float(np.abs(data).max()))
+                measure(data)
             if read < info.frames * 0.99 - info.sample_rate * 0.05:
                 raise _fail(p, f"truncated: its header announces {info.frames} frames "
                                f"({info.duration:.2f} s), only {read} could be decoded")
@@ -274,8 +284,7 @@ def check_audio(path: str | os.PathLike, *, min_seconds: float = 0.0, slack_seco
                     raise _fail(p, f"truncated: its header announces {info.frames} frames "
                                    f"({info.duration:.2f} s), reading at frame {s} stopped after "
                                    f"{data.shape[0]} of {win}")
-                if data.size:
-                    peak = max(peak, float(np.abs(data).max()))
+                measure(data)
             if _below_silence(peak) and len(starts) > 1:
                 # Every probe is quiet: decode the rest before calling it silent, so that a song
                 # with sound only between the probes is kept (and training agrees with the
@@ -287,11 +296,15 @@ def check_audio(path: str | os.PathLike, *, min_seconds: float = 0.0, slack_seco
                     if data.shape[0] == 0:
                         break
                     read += data.shape[0]
-                    peak = max(peak, float(np.abs(data).max()))
+                    measure(data)
     if _below_silence(peak):
         where = ""
-        level = "every sample is zero" if peak <= 0 else \
-            f"peak {20 * math.log10(peak):.1f} dBFS, below {SILENCE_DB:g} dBFS"
+        level = "every sample is zero" if raw_peak <= 0 else \
+            f"peak {20 * math.log10(peak):.1f} dBFS, below {SILENCE_DB:g} dBFS" if peak > 0 else \
+            "every sample of the mono mix is zero"
+        if not _below_silence(raw_peak):  # loud channels that cancel when mixed down
+            where = (f" once its channels are mixed to mono (they cancel out: a channel peaks at "
+                     f"{20 * math.log10(raw_peak):.1f} dBFS; one channel in opposite polarity?)")
         raise _fail(p, f"silent: {level}{where}")
     return info
 
@@ -516,6 +529,27 @@ def load_audio(path: str | os.PathLike, sample_rate: int, *, mono: bool = True, 
     return audio.contiguous()
 
 
+def loud_blocks(path: str | os.PathLike, block_seconds: float, threshold_db: float) -> list[float]:
+    """Start times (seconds) of the ``block_seconds`` blocks of a file whose mono mix peaks at or
+    above ``threshold_db`` dBFS: where a song has sound. Reads the file once, block by block, at
+    its own rate (no resampling)."""
+    info = audio_info(path)
+    block = max(1, int(round(block_seconds * info.sample_rate)))
+    level = 10.0 ** (threshold_db / 20.0)
+    starts: list[float] = []
+    with sf.SoundFile(info.path) as f:
+        pos = 0
+        while True:
+            data = _read_frames(f, info.path, pos, block, seek=False)
+            if data.shape[0] == 0:
+                break
+            mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
+            if float(np.abs(mono).max()) >= level:
+                starts.append(pos / info.sample_rate)
+            pos += data.shape[0]
+    return starts
+
+
 def load_segment(path: str | os.PathLike, sample_rate: int, segment_seconds: float,
                  offset_seconds: float = 0.0, *, normalize: bool = True) -> Tensor:
     """Exactly ``round(segment_seconds * sample_rate)`` mono samples ``[1, N]`` from ``offset``.
@@ -557,14 +591,30 @@ def _to_frames(audio: Any) -> np.ndarray:
     return np.ascontiguousarray(a.T)
 
 
-def tensor_mono(audio: Tensor, label: str) -> Tensor:
-    """A ``[N]`` or ``[C, N]`` (channels first) tensor as ``[N]`` float32 mono on the CPU (the
-    channels averaged); any other shape is an :class:`AudioError` naming ``label``."""
+def tensor_mono(audio: Tensor | np.ndarray, label: str) -> Tensor:
+    """A ``[N]`` or ``[C, N]`` (channels first) tensor or NumPy array as ``[N]`` float32 mono on
+    the CPU (the channels averaged). Any other shape, integer samples, NaN or infinite samples
+    or a tensor without data ("meta") is an :class:`AudioError` naming ``label``."""
+    if isinstance(audio, np.ndarray):
+        audio = torch.from_numpy(np.ascontiguousarray(audio))
+    if not isinstance(audio, Tensor):
+        raise AudioError(f"{label}: expected an audio file, a tensor or a NumPy array, got "
+                         f"{type(audio).__name__}")
+    if audio.dim() not in (1, 2):
+        raise AudioError(f"{label}: expected audio of shape [N] or [C, N], got {tuple(audio.shape)}")
+    if not audio.is_floating_point():
+        raise AudioError(f"{label}: expected float samples in [-1, 1], got {audio.dtype} (integer PCM: "
+                         f"divide by its full scale, e.g. 32768 for 16-bit)")
+    if audio.is_meta:
+        raise AudioError(f"{label}: a 'meta' tensor holds no samples")
     x = audio.detach().to("cpu", torch.float32)
     if x.dim() == 2:
         x = x.mean(dim=0)
-    if x.dim() != 1:
-        raise AudioError(f"{label}: expected audio of shape [N] or [C, N], got {tuple(audio.shape)}")
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0, 0])
+        raise AudioError(f"{label}: {int(bad.sum())} NaN or infinite sample(s), the first at sample "
+                         f"{first}")
     return x.contiguous()
 
 
@@ -593,8 +643,8 @@ def save_audio(path: str | os.PathLike, audio: Tensor | np.ndarray, sample_rate:
     pk = float(np.abs(frames).max()) if frames.size else 0.0
     if pk > 1.0:
         frames = frames * np.float32(peak / pk)
-        warnings.warn(f"save_audio: {out}: peak {pk:.3f} would clip; scaled by {peak / pk:.3f} "
-                      f"({20 * math.log10(peak / pk):.1f} dB)", ClippingWarning, stacklevel=2)
+        warn(f"save_audio: {out}: peak {pk:.3f} would clip; scaled by {peak / pk:.3f} "
+             f"({20 * math.log10(peak / pk):.1f} dB)", ClippingWarning)
 
     def write(f: Any) -> None:
         with sf.SoundFile(f, "w", samplerate=int(sample_rate), channels=frames.shape[1], format=fmt,

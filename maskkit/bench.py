@@ -61,7 +61,7 @@ from torch import Tensor
 
 from ._version import __version__
 from .codec import DEFAULT_CODEC
-from .errors import ConfigError, MaskkitError
+from .errors import ConfigError, MaskkitError, warn
 from .metrics import METRICS, mask_metrics
 
 #: Column order of the mask-quality metrics (the keys of :func:`maskkit.metrics.mask_metrics`).
@@ -809,7 +809,7 @@ def _command_line() -> str:
     import shlex
 
     prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
-    if prog in ("main.py", "__main__.py"):  # python -m maskkit_cli.main
+    if prog in ("main.py", "__main__.py"):  # python -m maskkit (or maskkit_cli.main)
         prog = "maskkit"
     return shlex.join([prog, *sys.argv[1:]])
 
@@ -877,11 +877,10 @@ def load_bench_data(cfg: BenchConfig, device: torch.device) -> BenchData:
     source = f"folder {cfg.data}" if cfg.data else "synthetic music"
     skipped = list(getattr(val, "skipped", None) or [])
     if skipped:
-        import warnings
 
         source += f" ({len(skipped)} bad file(s) skipped)"
-        warnings.warn(f"bench: skipped {len(skipped)} bad file(s) of {cfg.data}: "
-                      + "; ".join(f"{p}: {r}" for p, r in skipped[:10]), stacklevel=2)
+        warn(f"bench: skipped {len(skipped)} bad file(s) of {cfg.data}: "
+             + "; ".join(f"{p}: {r}" for p, r in skipped[:10]))
     D, T = x_in.shape[1], x_in.shape[2]
     return BenchData(x_in.contiguous().to(device), x_tg.contiguous().to(device), codec.spec,
                      f"{source}, {cfg.codec} codec [B={B}, D={D}, T={T}], seed {cfg.seed}")

@@ -142,8 +142,28 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return ckpt
 
 
+#: The first bytes of files people give for a checkpoint by mistake.
+_KNOWN_HEADS = ((b"RIFF", "a WAV file"), (b"fLaC", "a FLAC file"), (b"OggS", "an OGG file"),
+                (b"ID3", "an MP3 file"), (b"\x89PNG", "a PNG picture"), (b"{", "JSON text"))
+
+
 def _damaged(path: Path, e: BaseException) -> str:
-    """The message for a file that torch cannot read: truncated, damaged or not a checkpoint."""
+    """The message for a file that torch cannot read: truncated, damaged or not a checkpoint.
+    Checkpoints are zip archives: a file that does not start like one is named for what it is
+    (torch's own message for it, "pop from empty list" or a byte value, says nothing)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        head = b"PK"
+    if not head:
+        return f"cannot load checkpoint {path}: the file is empty (0 bytes; a write that never finished?)"
+    if not head.startswith(b"PK"):
+        what = next((name for magic, name in _KNOWN_HEADS if head.startswith(magic)), None)
+        text = all(32 <= c < 127 or c in (9, 10, 13) for c in head)
+        what = what or ("text" if text else "not a zip archive")
+        return (f"cannot load checkpoint {path}: not a checkpoint ({what}); give a .pt file written by "
+                f"`maskkit train`")
     first = str(e).split(". ")[0].splitlines()[0] if str(e) else type(e).__name__
     return f"cannot load checkpoint {path}: the file is damaged, truncated or not a checkpoint ({first})"
 

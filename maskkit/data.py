@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import re
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,11 +44,12 @@ from .audio import (
     check_audio,
     find_audio_files,
     load_segment,
+    loud_blocks,
     normalize_loudness,
     peak_db,
     save_audio,
 )
-from .errors import AudioError, ConfigError
+from .errors import AudioError, ConfigError, warn
 from .paths import check_output_dir
 
 __all__ = [
@@ -72,6 +72,7 @@ __all__ = [
 _TRAIN, _VAL = 1, 2  # RNG stream ids
 _SILENT_CROP_DB = -50.0  # a crop quieter than this is re-drawn (a few tries) in training data
 _CROP_TRIES = 4
+_LISTED_BAD = 10  # bad files named in one error
 _SKIP_HINT = " (pass --skip-bad / skip_bad=True to skip bad files)"
 _PAIR_RE = re.compile(r"^pair_(.+)_input\.wav$", re.IGNORECASE)
 
@@ -242,20 +243,24 @@ def scan_songs(root: str | os.PathLike, *, segment_seconds: float = 4.0, skip_ba
     audio, unsupported, ignored = find_audio_files(root)
     songs: list[AudioInfo] = []
     bad: list[tuple[str, str]] = []
+    messages: list[str] = []  # every bad file's, so that one run names them all
     for path in unsupported:
-        msg = f"{path}: unsupported format '{path.suffix.lower()}'"
-        if not skip_bad:
-            raise AudioError(msg + "; convert it to FLAC/WAV/OGG/MP3" + _SKIP_HINT)
         bad.append((str(path), "unsupported format"))
+        messages.append(f"{path}: unsupported format '{path.suffix.lower()}'; convert it to FLAC/WAV/OGG/MP3")
     for path in audio:
         if progress is not None:
             progress(str(path))
         try:
             songs.append(check_audio(path, min_seconds=segment_seconds, full=full))
         except AudioError as e:
-            if not skip_bad:
-                raise AudioError(f"{e}{_SKIP_HINT}") from None
             bad.append((str(path), str(e).split(": ", 1)[-1]))
+            messages.append(str(e))
+    if messages and not skip_bad:
+        if len(messages) == 1:
+            raise AudioError(messages[0] + _SKIP_HINT)
+        shown = messages[:_LISTED_BAD]
+        more = f"\n  ... and {len(messages) - len(shown)} more" if len(messages) > len(shown) else ""
+        raise AudioError(f"{len(messages)} bad files in {root}{_SKIP_HINT}:\n  " + "\n  ".join(shown) + more)
     return SongCatalog(root=str(root), songs=songs, bad=bad, ignored=[str(p) for p in ignored])
 
 
@@ -310,7 +315,10 @@ class FolderPairs(PairDataset):
     Item ``i`` takes song ``(i + epoch * num_pairs) % len(songs)`` as input (so every song is
     used in turn) and another song, drawn from ``(seed, epoch, i)``, as target; each gets a
     crop at an offset drawn the same way (training) or fixed by ``(seed, i)`` (validation).
-    A crop quieter than -50 dBFS is re-drawn a few times (silent intros). Build it from a
+    A crop quieter than -50 dBFS is re-drawn a few times (silent intros), then taken around a
+    part of the song with sound (one read of the file finds them), so that a song with
+    a long silence gives no silent pair: the loss of a silent reference is meaningless and
+    very large. Build it from a
     folder with :meth:`from_folder` or through :func:`make_datasets`.
     """
 
@@ -327,6 +335,7 @@ class FolderPairs(PairDataset):
             raise AudioError(f"{short[0]}: too short: shorter than one segment ({segment_seconds:g} s)")
         self.songs = list(songs)
         self.num_pairs = int(num_pairs)
+        self._loud: dict[str, list[float]] = {}  # per song: starts of its blocks with sound
         # Style labels (optional): one per song; ``style_names`` fixes their order (the same
         # list for the training and the validation set).
         self.song_styles = list(song_styles) if song_styles is not None else None
@@ -359,15 +368,33 @@ class FolderPairs(PairDataset):
 
     def _crop(self, info: AudioInfo, rng: np.random.Generator) -> tuple[Tensor, float]:
         span = max(0.0, info.duration - self.segment_seconds)
-        x: Tensor | None = None
-        offset = 0.0
-        for _ in range(_CROP_TRIES):
-            offset = float(rng.uniform(0.0, span)) if span > 0 else 0.0
+        best: tuple[float, Tensor, float] | None = None  # (peak dB, crop, offset)
+        for attempt in range(_CROP_TRIES + 1):
+            if attempt < _CROP_TRIES:
+                offset = float(rng.uniform(0.0, span)) if span > 0 else 0.0
+            else:  # every random crop was quiet (a long silent intro): a crop around sound
+                offset = self._loud_offset(info, span, rng)
             x = load_segment(info.path, self.sample_rate, self.segment_seconds, offset, normalize=False)
-            if peak_db(x) >= _SILENT_CROP_DB or span <= 0:
+            level = peak_db(x)
+            if best is None or level > best[0]:
+                best = (level, x, offset)
+            if level >= _SILENT_CROP_DB or span <= 0:
                 break
-        assert x is not None
-        return normalize_loudness(x), offset
+        assert best is not None
+        return normalize_loudness(best[1]), best[2]
+
+    def _loud_offset(self, info: AudioInfo, span: float, rng: np.random.Generator) -> float:
+        """An offset whose segment holds a block of the song with sound (its start drawn from
+        ``rng``); 0 when the song has none above the crop threshold. The song's loud blocks
+        are found once (one read of the file) and kept."""
+        block = self.segment_seconds / 2
+        if info.path not in self._loud:
+            self._loud[info.path] = loud_blocks(info.path, block, _SILENT_CROP_DB)
+        starts = self._loud[info.path]
+        if not starts:
+            return 0.0
+        t = starts[int(rng.integers(0, len(starts)))]
+        return float(min(max(t - rng.uniform(0.0, self.segment_seconds - block), 0.0), span))
 
     def _pair(self, index: int) -> tuple[int, int, np.random.Generator]:
         """Song indices ``(input, target)`` of item ``index`` and the RNG of its crops."""
@@ -567,8 +594,8 @@ def make_datasets(source: str | None = None, *, sample_rate: int = 24000, segmen
             raise AudioError(f"{root / 'val'}: no validation pairs, and the {len(train)} training pair(s) "
                              f"cannot be split (val_fraction={val_fraction})")
         n_val = min(len(train) - 1, max(1, int(round(val_fraction * len(train)))))
-        warnings.warn(f"{root / 'val'}: no validation pairs; holding out the last {n_val} of "
-                      f"{len(train)} training pairs", stacklevel=2)
+        warn(f"{root / 'val'}: no validation pairs; holding out the last {n_val} of "
+             f"{len(train)} training pairs")
         held = train.pairs[-n_val:]
         train.pairs = train.pairs[:-n_val]
         val = WavPairs(root / "train", train=False, **common,  # type: ignore[arg-type]
@@ -704,7 +731,8 @@ def build_pairs_folder(src: str | os.PathLike, out: str | os.PathLike, *, segmen
         pass
     existing = [p for sub in ("train", "val") for p in (out_p / sub).glob("pair_*.wav")]
     if existing and not overwrite:
-        raise AudioError(f"{out_p}: already holds {len(existing)} pair files; pass --overwrite "
+        pairs = len({p.name.rsplit("_", 1)[0] + p.parent.name for p in existing})
+        raise AudioError(f"{out_p}: already holds {pairs} pair(s) ({len(existing)} files); pass --overwrite "
                          f"(overwrite=True) to replace them")
     cat = scan_songs(src_p, segment_seconds=segment_seconds, skip_bad=skip_bad, full=True, progress=progress)
     train_songs, val_songs = split_songs(cat.songs, src_p, val_fraction)

@@ -822,7 +822,7 @@ class Trainer:
         if self.steps_per_epoch < 1:
             accum = f" x {self.accum} accumulated" if self.accum > 1 else ""
             raise ConfigError(
-                f"the training set has {len(self.train_ds)} pairs: too few for a global batch of "
+                f"the training set has {_plural(len(self.train_ds), 'pair')}: too few for a global batch of "
                 f"{cfg.batch_size} x {self.world} processes{accum} (lower --batch-size"
                 f"{' or --grad-accum' if self.accum > 1 else ''}, or add data)")
         if len(self.val_ds) < 1:
@@ -1385,6 +1385,15 @@ class Trainer:
             self.print(f"The learning-rate schedule (warm-up, cosine) spans the {self.total_steps} steps of "
                        f"--max-steps: a resume with more steps stretches it, so a run trained in chunks "
                        f"differs from one trained at once (--schedule constant does not)")
+        from .data import WavPairs
+
+        preset_data = preset_dict(cfg.preset)["data"]
+        ignored = [f"--{k.replace('_', '-')} {getattr(cfg.data, k)}" for k in ("train_pairs", "val_pairs")
+                   if getattr(cfg.data, k) != preset_data[k]]
+        if ignored and isinstance(getattr(self.train_ds, "dataset", self.train_ds), WavPairs):
+            self.print(f"Note: {' and '.join(ignored)} {'do' if len(ignored) > 1 else 'does'} not apply to a "
+                       f"WAV-pairs folder, which trains on "
+                       f"all its pairs (a folder of songs or synthetic music takes them)")
         skipped = list(getattr(self.train_ds, "skipped", None) or [])
         if skipped:
             shown = "; ".join(f"{path}: {reason}" for path, reason in skipped[:10])

@@ -21,12 +21,12 @@ frame: the one definition of each. matplotlib is imported only here, with the Ag
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,7 +34,7 @@ from . import metrics
 from .arrange import DEFAULT_WINDOW_SECONDS, AudioSource, align, frame_hop
 from .audio import warn_if_silent
 from .distributed import resolve_device
-from .errors import AudioError, ConfigError
+from .errors import AudioError, ConfigError, warn
 from .paths import check_output_file
 from .strategy import MaskStrategy, call_strategy, check_style, resolve_style, warn_untrained
 
@@ -103,7 +103,7 @@ def _segment(source: AudioSource, sr: int, offset: float, seconds: float, label:
     """``[N]`` float32 mono: ``seconds`` of a song from ``offset`` (tensors: at ``sr``)."""
     from .audio import tensor_mono
 
-    if isinstance(source, Tensor):
+    if isinstance(source, Tensor | np.ndarray):
         a = int(round(offset * sr))
         return tensor_mono(source, label)[a:a + int(round(seconds * sr))].contiguous()
     from .audio import load_audio
@@ -214,8 +214,8 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
                          f"is the offset past the end of a song?")
     drawn = xi.shape[-1] / sr
     if drawn < seconds - 0.01:
-        warnings.warn(f"masks: drawing {drawn:.2f} s, not the {seconds:g} s asked: a song ends "
-                      f"{drawn:.2f} s after the offset ({offset_seconds:g} s)", stacklevel=2)
+        warn(f"masks: drawing {drawn:.2f} s, not the {seconds:g} s asked: a song ends "
+             f"{drawn:.2f} s after the offset ({offset_seconds:g} s)")
     for label, x in (("input", xi), ("target", xt)):
         warn_if_silent(x, f"{label} from {offset_seconds:g} s for {drawn:.2f} s", "masks")
     ei = codec.encode(xi.view(1, 1, -1).to(dev))

@@ -17,11 +17,16 @@ def _kv(pairs: tuple[str, ...]) -> dict[str, str] | None:
 def _length(value: str) -> str | float:
     if value in ("shortest", "longest"):
         return value
+    import math
+
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        raise click.BadParameter(f"expected 'shortest', 'longest' or a number of seconds, got {value!r}",
-                                 param_hint="--length") from None
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise click.BadParameter(f"expected 'shortest', 'longest' or a number of seconds > 0, got {value!r}",
+                                 param_hint="--length")
+    return seconds
 
 
 @click.command("arrange")
@@ -35,7 +40,8 @@ def _length(value: str) -> str | float:
               "(a model trained with another one may sound different).")
 @click.option("--strategy-opt", multiple=True, metavar="KEY=VALUE", help="An option of --strategy.")
 @click.option("--mix-only", is_flag=True,
-              help="No transformer: apply the masks and decode the masked mix (no checkpoint needed).")
+              help="No transformer: apply the masks, decode each masked song and mix the two (no "
+                   "checkpoint needed).")
 @click.option("--codec", default=None, help="Codec for --mix-only without a checkpoint (default: stft).")
 @click.option("--hard/--soft", default=None,
               help="Hard (0/1) or soft masks [default: those the checkpoint trained on; soft without one].")

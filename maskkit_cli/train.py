@@ -119,7 +119,7 @@ def train(ctx: click.Context, **opts: Any) -> None:
     \b
     One process:            maskkit train --strategy creative-agent
     N local processes:      maskkit train --world-size 2
-    torchrun:               torchrun --nproc-per-node 4 -m maskkit_cli.main train --data DIR --preset base
+    torchrun:               torchrun --nproc-per-node 4 -m maskkit train --data DIR --preset base
     SLURM:                  srun maskkit train --data DIR --preset base   (examples/slurm/)
     After a preemption:     maskkit train ... --resume auto
 

@@ -322,6 +322,26 @@ def test_bad_output_name_fails_before_any_work(songs, tmp_path):
         arrange(a, b, tmp_path / "out.xyz", model=FailOnSecondCall(), codec="stft")
 
 
+def test_mix_only_adds_the_masked_songs_as_audio():
+    """'none' keeps both songs whole: the mix is their sum (a song plus itself came out 4x as loud,
+    mixed in the stft codec's power-compressed domain)."""
+    x, y = torch.from_numpy(song(4, 1.0)), torch.from_numpy(song(5, 1.0))
+    res = arrange(x, y, strategy="none", mix_only=True)
+    torch.testing.assert_close(res.audio[0], x + y, atol=1e-4, rtol=0)
+    res = arrange(x, x, strategy="none", mix_only=True)
+    torch.testing.assert_close(res.audio[0], 2 * x, atol=1e-4, rtol=0)
+
+
+def test_the_output_may_not_be_one_of_the_songs(songs, tmp_path):
+    """``-o`` naming the input (a slip of the shell history) replaced the song with the arrangement."""
+    a, b = songs
+    before = a.read_bytes()
+    for out, label in ((a, "input"), (tmp_path / "." / b.name, "target")):
+        with pytest.raises(ConfigError, match=f"the output is the {label} song"):
+            arrange(a, b, out, strategy="temporal", mix_only=True, window_seconds=0.5)
+    assert a.read_bytes() == before
+
+
 def test_needs_a_model_or_mix_only():
     x = torch.zeros(SR)
     with pytest.raises(ConfigError, match="checkpoint"):
@@ -343,6 +363,8 @@ def test_checkpoint_gives_model_codec_and_window(songs, tmp_path):
     data, sr = sf.read(tmp_path / "arr.wav", dtype="float32")
     assert sr == SR and data.shape[0] == round(1.7 * SR) and np.isfinite(data).all()
     assert np.abs(data).max() > 0.01
+    with pytest.warns(UserWarning, match="windows of 1 s, longer than the 0.5 s segments the model trained"):
+        arrange(a, b, checkpoint=ck, window_seconds=1.0)
 
 
 def test_a_codec_that_does_not_fit_the_checkpoint_is_named(songs, tmp_path):
@@ -434,3 +456,37 @@ def test_public_api_names():
     from maskkit.viz import plot_masks
 
     assert maskkit.plot_masks is plot_masks
+    import inspect  # IDEs and notebooks show the function's parameters, not (*args, **kwargs)
+
+    assert list(inspect.signature(maskkit.arrange).parameters)[:3] == ["input", "target", "output"]
+
+
+def test_arrays_are_songs_and_bad_samples_are_refused_before_any_work(tmp_path):
+    """A NaN in a tensor was once called 'silent' and came out as NaN audio; NumPy arrays (what
+    maskkit.synth gives) were taken for paths."""
+    a, b = song(1, 0.5), song(2, 0.5)
+    res = arrange(a, np.stack([b, b]), strategy="temporal", mix_only=True)  # [N] and [C, N] arrays
+    assert res.audio.shape == (1, a.shape[0]) and torch.isfinite(res.audio).all()
+    nan = torch.from_numpy(a.copy())
+    nan[100] = float("nan")
+    out = tmp_path / "o.wav"
+    for bad, match in [(nan, "input: 1 NaN or infinite sample.*at sample 100"),
+                       (torch.full((SR,), float("inf")), f"input: {SR} NaN or infinite"),
+                       ((a * 32767).astype(np.int16), "input: expected float samples.*int16.*32768"),
+                       (torch.empty(SR, device="meta"), "input: a 'meta' tensor holds no samples"),
+                       ([0.0] * 10, "input: expected an audio file, a tensor or a NumPy array, got list")]:
+        with pytest.raises(AudioError, match=match):
+            arrange(bad, b, out, strategy="temporal", mix_only=True)
+        assert not out.exists()
+
+
+def test_warnings_point_at_the_callers_line(tmp_path):
+    """Not at torch's inference_mode decorator: ``filterwarnings(module=...)`` and the printed
+    file:line must name the user's code."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        arrange(torch.zeros(SR // 2), torch.from_numpy(song(3, 0.5)), strategy="temporal", mix_only=True)
+    (w,) = [w for w in caught if "silent" in str(w.message)]
+    assert w.filename == __file__

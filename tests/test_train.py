@@ -625,7 +625,7 @@ def _tone(seconds: float, sr: int, f0: float, seed: int) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * f0 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-def test_training_on_a_wav_pairs_folder(tmp_path):
+def test_training_on_a_wav_pairs_folder(tmp_path, capsys):
     import soundfile as sf
 
     root = tmp_path / "pairs"
@@ -634,9 +634,14 @@ def test_training_on_a_wav_pairs_folder(tmp_path):
         for i in range(n):
             sf.write(root / split / f"pair_{i:04d}_input.wav", _tone(0.5, 8000, 220 + 30 * i, i), 8000)
             sf.write(root / split / f"pair_{i:04d}_output.wav", _tone(0.5, 8000, 330 + 20 * i, 100 + i), 8000)
-    r = train(tiny(tmp_path / "run", "--dataset_folder", str(root), "--batch-size", "2", "--epochs", "2"))
+    r = train(tiny(tmp_path / "run", "--dataset_folder", str(root), "--batch-size", "2", "--epochs", "2",
+                   "--train-pairs", "100", quiet=False))
     assert r.steps == 4 and r.best_checkpoint and (tmp_path / "run" / "metrics.jsonl").is_file()
     assert load_checkpoint(r.last_checkpoint)["config"]["data"]["source"] == str(root)
+    out = " ".join(capsys.readouterr().out.split())  # typed counts that a pairs folder ignores: said
+    assert "4 training / 2 validation pairs" in out
+    assert ("Note: --train-pairs 100 and --val-pairs 4 do not apply to a WAV-pairs folder, which trains on "
+            "all its pairs") in out
 
 
 def test_training_on_a_folder_of_songs(tmp_path):
@@ -795,6 +800,20 @@ def test_the_python_api_checks_strategy_and_codec_before_anything_runs(tmp_path)
     with pytest.raises(UnknownNameError, match=r"unknown codec 'mp3'"):
         train(tiny(run, "--max-steps", "1"), codec="mp3")
     assert not run.exists()
+
+
+def test_a_config_built_directly_is_checked_and_takes_sections_as_dicts():
+    """TrainConfig(...) as a Python user writes it: checked as from_dict is (epochs=-3 was
+    accepted; model={...} failed with 'dict' object has no attribute 'validate')."""
+    cfg = TrainConfig(model={"d_model": 32}, optim={"lr": 0.01})
+    assert cfg.model.d_model == 32 and cfg.model.nhead == TrainConfig().model.nhead  # the rest: defaults
+    assert cfg.optim.lr == 0.01
+    with pytest.raises(ConfigError, match="epochs must be >= 1, got -3"):
+        TrainConfig(epochs=-3)
+    with pytest.raises(ConfigError, match="model: unknown option 'nope'"):
+        TrainConfig(model={"nope": 1})
+    with pytest.raises(ConfigError, match="model must be a ModelConfig or a dict, got int"):
+        TrainConfig(model=5)  # type: ignore[arg-type]
 
 
 def test_a_run_that_fails_before_writing_leaves_no_empty_run_folder(tmp_path):
