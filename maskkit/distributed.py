@@ -30,6 +30,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -187,6 +188,13 @@ def resolve_launch(env: Mapping[str, str] | None = None, world_size: int | None 
             if missing:
                 raise ConfigError(f"RANK/WORLD_SIZE are set (torchrun?) but {', '.join(missing)} is not")
             info = LaunchInfo("torchrun", rank, local, ws, env["MASTER_ADDR"], _int(env, "MASTER_PORT"))
+        elif world_size is not None and world_size != 1 and "TORCHELASTIC_RUN_ID" in env:
+            # torchrun --nproc-per-node 1: spawning more processes under it would make a world that
+            # torchrun does not know of. (RANK/WORLD_SIZE=1 set by something else, or a SLURM
+            # task of 1, may spawn: the seed's single-task way.)
+            raise ConfigError(f"--world-size {world_size} disagrees with the launcher (torchrun started 1 "
+                              f"process: RANK/WORLD_SIZE=1 are set): leave --world-size out under torchrun, "
+                              f"or start {world_size} processes with --nproc-per-node {world_size}")
     elif "SLURM_PROCID" in env:
         # The step's size says how many processes srun started with this command (also inside an
         # interactive allocation, whose job name is "bash": `srun -n 4 maskkit train` there is a
@@ -314,19 +322,41 @@ def init_process_group(info: LaunchInfo, device: Any, timeout_s: float = 600.0) 
         rdzv: dict[str, Any] = {"init_method": f"tcp://{info.master_addr}:{info.master_port}"}
     else:
         rdzv = {"store": rendezvous(info, timeout_s)}
-    try:
-        # The backend's helper threads are created here and inherit this thread's signal mask:
-        # with SIGINT/SIGTERM blocked while they start, those signals always reach the main
-        # thread (whose handler only sets a flag) and never interrupt a system call inside
-        # gloo/nccl, which can abort the process ("terminate called without an active exception").
-        with _stop_signals_blocked():
+    # The backend starts in a helper thread created with SIGINT/SIGTERM blocked: the threads
+    # gloo/nccl create inherit that mask, so those signals always reach the main thread (whose
+    # handler only sets a flag) and never interrupt a system call inside the backend, which can
+    # abort the process ("terminate called without an active exception"). The main thread
+    # waits with signals open: a start that hangs (a peer gone between the rendezvous and
+    # here, a torchrun restart whose old peer's port is dead) still ends on SIGTERM / Ctrl-C
+    # after the grace period, not after --dist-timeout.
+    outcome: list[BaseException | None] = []
+
+    def start() -> None:
+        try:
+            if device.type == "cuda":
+                torch.cuda.set_device(device)  # the current device is per thread
             dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size,
                                     timeout=_dt.timedelta(seconds=timeout_s), **rdzv, **kwargs)
-    except Exception as e:
+            outcome.append(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            outcome.append(e)
+
+    starter = threading.Thread(target=start, name="maskkit-backend-start", daemon=True)
+    with _stop_signals_blocked():
+        starter.start()
+    grace = _StopGrace(info.launcher)
+    while starter.is_alive():
+        starter.join(0.1)
+        signum = grace.expired()
+        if signum is not None and starter.is_alive():
+            _STORE = None
+            _exit_stopped(signum, f"starting {backend} with the other processes")
+    error = outcome[0] if outcome else RuntimeError("the backend start ended without a result")
+    if error is not None:
         _STORE = None
         raise RendezvousError(
             f"rank {info.rank} of {info.world_size} ({info.launcher}) could not start {backend} with the "
-            f"other processes at {info.master_addr}:{info.master_port}: {first_line(e)}") from e
+            f"other processes at {info.master_addr}:{info.master_port}: {first_line(error)}") from error
 
 
 _STORE: Any = None  # rank 0's store server lives as long as the process group
@@ -345,6 +375,8 @@ def _run_key(info: LaunchInfo) -> str:
 
 #: Seconds a stop request waits for the missing processes before it ends the rendezvous.
 RENDEZVOUS_STOP_GRACE_S = 5.0
+#: Seconds of waiting at start-up before a process says what it waits for (once).
+WAIT_NOTICE_S = 10.0
 #: The same for ``--world-size`` (spawn): the parent starts every process at once and stops them
 #: all if one dies, so a missing one is only a slow start (importing torch on a busy machine).
 SPAWN_STOP_GRACE_S = 30.0
@@ -405,6 +437,16 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
     deadline = time.monotonic() + timeout_s
     timeout = _dt.timedelta(seconds=timeout_s)
     hosting = info.rank == 0
+    try:  # a name that does not resolve would otherwise cost a timeout and a page of C++ frames
+        socket.getaddrinfo(info.master_addr, info.master_port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        source = "MASTER_ADDR" if os.environ.get("MASTER_ADDR") else (
+            "the first host of the SLURM node list" if info.launcher == "slurm" else "the master address")
+        raise RendezvousError(f"{who}: rank 0's host {info.master_addr!r} ({source}) does not resolve "
+                              f"({e.strerror or e}): set MASTER_ADDR to an address every process can "
+                              f"reach, the same for all") from None
+    # (not for --world-size: its parent starts every process at once, a late one is only slow)
+    waiting = _WaitNotice(who, where, timeout_s, enabled=info.launcher != "spawn")
     store = None
     if hosting:
         try:
@@ -439,6 +481,7 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
             signum = grace.expired()  # nobody counts on this process yet
             if signum is not None:
                 _exit_stopped(signum, f"waiting for rank 0 at {where}")
+            waiting.tick("for rank 0")
             time.sleep(0.1)
     store.set_timeout(timeout)
     # Every process of a run calls train() as often: a second run in the same processes (the
@@ -449,7 +492,7 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
     if hosting:
         _STORE = store
     try:
-        _join(store, info, who, where, deadline, timeout_s)
+        _join(store, info, who, where, deadline, timeout_s, waiting)
     except (RendezvousError, SystemExit):
         _STORE = None  # close the server: a retry in this process can take the port again
         raise
@@ -500,7 +543,8 @@ def _store_client(info: LaunchInfo, who: str, where: str, deadline: float) -> An
     return result[0]
 
 
-def _join(store: Any, info: LaunchInfo, who: str, where: str, deadline: float, timeout_s: float) -> None:
+def _join(store: Any, info: LaunchInfo, who: str, where: str, deadline: float, timeout_s: float,
+          waiting: _WaitNotice | None = None) -> None:
     """Count this process in and wait for all of them. The outcome is agreed through one key
     set once (``compare_set``): ``complete`` when every process is in (a stop request then
     stops the run at its first step, as any start-up signal does), or ``stopped:N`` when a
@@ -531,8 +575,27 @@ def _join(store: Any, info: LaunchInfo, who: str, where: str, deadline: float, t
             raise RendezvousError(f"{who}: only {joined} of {ws} processes joined at {where} within "
                                   f"{timeout_s:g} s (a process that never started, or that stopped or "
                                   f"failed before it joined: see its log)." + _launch_hint(info))
+        if waiting is not None:
+            waiting.tick(f"for {ws - joined} more of {ws} processes")
         time.sleep(0.1)
         joined = int(store.add("joined", 0))
+
+
+class _WaitNotice:
+    """One line on stderr once a start-up wait has lasted :data:`WAIT_NOTICE_S`: a process
+    left waiting for one that never comes (an sbatch script without ``srun``) says what it
+    waits for instead of staying silent until the timeout."""
+
+    def __init__(self, who: str, where: str, timeout_s: float, enabled: bool = True) -> None:
+        self.who, self.where, self.timeout_s, self.enabled = who, where, timeout_s, enabled
+        self.start = time.monotonic()
+        self.said = False
+
+    def tick(self, what: str) -> None:
+        if not self.said and time.monotonic() - self.start >= WAIT_NOTICE_S and self.enabled:
+            self.said = True
+            print(f"maskkit: {self.who} waiting {what} at {self.where} (gives up after {self.timeout_s:g} s, "
+                  f"--dist-timeout)", file=sys.stderr, flush=True)
 
 
 def _launch_hint(info: LaunchInfo) -> str:

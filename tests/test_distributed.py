@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
@@ -71,9 +72,14 @@ def test_torchrun_environment():
     assert resolve_launch(env, world_size=4) == info
     with pytest.raises(ConfigError, match="disagrees"):
         resolve_launch(env, world_size=2)
-    # torchrun with one process is a single process (and --world-size may then spawn).
+    # RANK/WORLD_SIZE=1 is a single process (and --world-size may then spawn) ...
     one = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "x", "MASTER_PORT": "1"}
     assert resolve_launch(one).launcher == "single"
+    assert resolve_launch(one, world_size=2).launcher == "spawn"
+    # ... but not under torchrun itself (--nproc-per-node 1 --world-size 2 spawned 2 unseen processes).
+    with pytest.raises(ConfigError, match="--world-size 2 disagrees with the launcher \\(torchrun started 1"):
+        resolve_launch({**one, "TORCHELASTIC_RUN_ID": "none"}, world_size=2)
+    assert resolve_launch({**one, "TORCHELASTIC_RUN_ID": "none"}, world_size=1).launcher == "single"
     with pytest.raises(ConfigError, match="MASTER_PORT"):
         resolve_launch({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h"})
 
@@ -236,6 +242,48 @@ def test_rendezvous_meets_every_rank_and_names_what_is_missing(monkeypatch):
     with pytest.raises(RendezvousError, match=r"rank 1 of 2 \(spawn\): rank 0 was not reachable at "
                                               r"127\.0\.0\.1:\d+ within 1 s"):
         rendezvous(lone, 1)
+
+
+def test_a_waiting_process_says_so_and_a_host_that_does_not_resolve_is_named(monkeypatch, capsys):
+    """A SLURM task whose partners never come (an sbatch script without srun) said nothing for the
+    ten minutes of --dist-timeout; a master host that does not resolve cost the timeout and a page
+    of C++ frames, then pointed at srun."""
+    import maskkit.distributed as d
+
+    monkeypatch.setattr(d, "WAIT_NOTICE_S", 0.2)
+    monkeypatch.setenv("SLURM_JOB_ID", "31337")
+    with pytest.raises(RendezvousError, match="only 1 of 2 processes joined"):
+        rendezvous(LaunchInfo("slurm", 0, 0, 2, "127.0.0.1", free_port()), 1)
+    err = capsys.readouterr().err
+    assert re.search(r"rank 0 of 2 \(slurm\) waiting for 1 more of 2 processes at 127\.0\.0\.1:\d+ \(gives "
+                     r"up after 1 s, --dist-timeout\)", err), err
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(RendezvousError, match=r"rank 1 of 2 \(slurm\): rank 0's host 'nohost01.invalid' "
+                                              r"\(the first host of the SLURM node list\) does not resolve"):
+        rendezvous(LaunchInfo("slurm", 1, 1, 2, "nohost01.invalid", free_port()), 60)
+
+
+def test_a_backend_start_that_hangs_still_ends_on_a_stop_request(monkeypatch, capsys):
+    """Under torchrun the backend starts straight away (its agents met already); when a peer is gone
+    (a restart whose old peer's port is dead) that start waits for --dist-timeout, and it used to
+    wait with SIGTERM blocked: torchrun's stop went unheard until it sent SIGKILL."""
+    import torch
+    import torch.distributed as dist
+
+    import maskkit.distributed as d
+
+    class Flag:
+        requested, signum = True, int(signal.SIGTERM)
+
+    monkeypatch.setattr(d, "RENDEZVOUS_STOP_GRACE_S", 0.3)
+    monkeypatch.setattr(d, "held_stop_flag", lambda: Flag())
+    info = LaunchInfo("torchrun", 0, 0, 2, "127.0.0.1", free_port())  # rank 1 never comes
+    t0 = time.monotonic()
+    with pytest.raises(SystemExit) as stop:
+        d.init_process_group(info, torch.device("cpu"), timeout_s=4)
+    assert stop.value.code == 143 and time.monotonic() - t0 < 3.5
+    assert "stopped by SIGTERM while starting gloo with the other processes" in capsys.readouterr().err
+    assert not dist.is_initialized()
 
 
 def test_rendezvous_agrees_on_a_stop_request(monkeypatch):

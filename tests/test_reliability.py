@@ -300,12 +300,22 @@ def test_damaged_files_and_folders_given_as_checkpoints_say_what_is_wrong(tiny_r
     run = _copy_run(tiny_run, tmp_path / "run")
     data = (run / "last.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
-    (tmp_path / "noise.pt").write_bytes(b"not a checkpoint at all" * 20)
-    for name in ("cut.pt", "noise.pt"):
+    (tmp_path / "noise.pt").write_bytes(b"PK\x03\x04 not a checkpoint at all" * 20)
+    (tmp_path / "notes.pt").write_bytes(b"not a checkpoint at all\n" * 20)
+    import soundfile as sf
+
+    sf.write(tmp_path / "song.wav", [0.0] * 100, 8000)
+    (tmp_path / "zero.pt").write_bytes(b"")
+    # what torch said of the last three: "pop from empty list", "(110)", "EOFError"
+    for name, says in (("cut.pt", "the file is damaged, truncated or not a checkpoint"),
+                       ("noise.pt", "the file is damaged, truncated or not a checkpoint"),
+                       ("notes.pt", "not a checkpoint (text); give a .pt file written by `maskkit train`"),
+                       ("song.wav", "not a checkpoint (a WAV file)"),
+                       ("zero.pt", "the file is empty (0 bytes")):
         with pytest.raises(CheckpointError) as err:
             load_checkpoint(tmp_path / name)
         msg = str(err.value)
-        assert f"{name}: the file is damaged, truncated or not a checkpoint" in msg
+        assert f"{name}: {says}" in msg, msg
         assert "weights_only" not in msg and "Re-running" not in msg  # torch's advice is not for this
     with pytest.raises(CheckpointError, match=r"run is a folder: pass one of its checkpoints "
                                               r"\(.*last\.pt\), e\.g\. .*run/best\.pt"):
@@ -624,3 +634,48 @@ def test_sigterm_during_start_up_is_a_stop_request(tmp_path, delay):
                                        when="start")
     assert proc.returncode == 143, out[-3000:]
     assert load_checkpoint(run / "last.pt")["interrupted"]
+
+
+# -- the example SLURM script, with stand-ins for srun and scontrol -----------------------------------
+SBATCH = Path(__file__).resolve().parents[1] / "examples" / "slurm" / "train_4gpu.sbatch"
+
+
+def _fake_slurm(tmp_path: Path, srun_body: str) -> dict[str, str]:
+    """PATH with an ``srun`` running ``srun_body`` and an ``scontrol`` that logs its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("srun", f'echo "$@" > "{tmp_path}/srun.args"\n{srun_body}'),
+                       ("scontrol", f'echo "$@" >> "{tmp_path}/scontrol.log"')):
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
+            "SLURM_CPUS_PER_TASK": "8"}
+
+
+@pytest.mark.parametrize("rc, requeued", [(143, True), (130, True), (0, False), (2, False)])
+def test_the_sbatch_script_passes_cpus_to_srun_and_requeues_only_after_a_stop(tmp_path, rc, requeued):
+    """srun does not inherit --cpus-per-task since SLURM 22.05: the script must pass it on."""
+    env = _fake_slurm(tmp_path, f"exit {rc}")
+    proc = subprocess.run(["bash", str(SBATCH)], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == rc, proc.stderr
+    args = (tmp_path / "srun.args").read_text().split()
+    assert "--cpus-per-task=8" in args and args[args.index("maskkit"):][:2] == ["maskkit", "train"]
+    assert " ".join(args).endswith("--resume auto")
+    log = tmp_path / "scontrol.log"
+    assert (log.read_text().split() == ["requeue", "4242"]) if requeued else not log.exists()
+
+
+def test_a_sigterm_to_the_batch_shell_waits_for_the_tasks_then_requeues(tmp_path):
+    """A preemption signals the batch shell too: untrapped, bash died at once and never requeued."""
+    env = _fake_slurm(tmp_path, f'touch "{tmp_path}/started"; sleep 1.5; exit 143')
+    proc = subprocess.Popen(["bash", str(SBATCH)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 143, out
+    assert "requeueing job 4242" in out
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
