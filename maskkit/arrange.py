@@ -425,7 +425,8 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
     out_path = _check_output_path(output) if output is not None else None
     if out_path is not None and out_path.exists():
         for label, src in (("input", input), ("target", target)):
-            if isinstance(src, str | os.PathLike) and os.path.exists(src) and os.path.samefile(src, out_path):
+            src_path = os.path.expanduser(src) if isinstance(src, str | os.PathLike) else None
+            if src_path is not None and os.path.exists(src_path) and os.path.samefile(src_path, out_path):
                 raise ConfigError(f"{out_path}: the output is the {label} song; writing it would destroy "
                                   f"the song: choose another output name")
     if not 0.0 < overlap < 1.0:
@@ -446,8 +447,16 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
             raise ConfigError("give either checkpoint or model, not both")
         from .train import load_model
 
-        loaded = load_model(checkpoint, map_location=dev)
+        # --strategy with a checkpoint: built in place of the trained one, which is then neither
+        # built nor loaded (its plugin need not be installed)
+        by_name = isinstance(strategy, str)
+        loaded = load_model(checkpoint, map_location=dev, strategy=strategy,
+                            strategy_options=strategy_options)
         model, ckpt_codec = loaded.model, loaded.codec
+        if strategy is not None:
+            strategy, strategy_options = model.strategy, None
+            if by_name:
+                warn_untrained(strategy, "arrange")
         ckpt_seconds = loaded.segment_seconds
         style_names = loaded.styles
         if codec is None:

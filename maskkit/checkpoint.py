@@ -202,8 +202,19 @@ def build_checkpoint_strategy(ckpt: dict[str, Any], where: str, spec: EncodingSp
         return build_strategy(info["name"], info.get("options") or {},
                               spec=spec if spec is not None else spec_from_dict(ckpt["spec"]))
     except MaskkitError as e:
-        origin = f"{info.get('plugin', '?')} from {info.get('dist', '?')} {info.get('version', '?')}"
-        raise CheckpointError(f"{where} needs strategy '{info['name']}' ({origin}): {e}") from None
+        raise CheckpointError(f"{where} needs strategy '{info['name']}'{install_hint(info)}: {e}") from None
+
+
+def install_hint(info: dict[str, Any]) -> str:
+    """`` (plugin 'x' of the distribution d 1.0: pip install d)`` for a checkpoint's record of where its
+    strategy or codec came from; empty when it does not say."""
+    plugin, dist, version = info.get("plugin"), info.get("dist"), info.get("version")
+    if not plugin or not dist or dist == "maskkit":  # (a built-in one is missing when left out: the
+        return ""                                    # lookup's own message says so)
+    where = f" (plugin '{plugin}' of the distribution {dist} {version or ''}".rstrip()
+    if dist.startswith("("):  # registered at run time, e.g. "(runtime)": no package to install
+        return f"{where}, registered at run time with maskkit.register_plugin)"
+    return f"{where}: pip install {dist})"
 
 
 def strategy_from_checkpoint(ckpt_or_path: dict[str, Any] | str | os.PathLike[str],

@@ -112,6 +112,11 @@ def _truthy(var: str) -> bool:
     return os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def strict_mode() -> bool:
+    """Whether ``MASKKIT_STRICT_PLUGINS`` asks for errors instead of skipped plugins."""
+    return _truthy("MASKKIT_STRICT_PLUGINS")
+
+
 def _check_registered(cls: Any, base: type, kind: str) -> None:
     """A registered strategy / codec must be a named ``base`` subclass whose ``Config`` is a
     dataclass with a valid default for every option (what ``--strategy NAME`` alone builds)."""
@@ -180,6 +185,13 @@ class PluginManager:
                 names = ", ".join(repr(n) for n in unknown)
                 msg = (f"no installed plugin is named {names} (from --plugins / MASKKIT_LOAD_PLUGINS / "
                        f"MASKKIT_DISABLE_PLUGINS); installed: {', '.join(sorted({ep.name for ep in eps}))}")
+                by_dist = {}  # a distribution's name given for its plugins' (pip names the former)
+                for ep in eps:
+                    if ep.dist is not None:
+                        by_dist.setdefault(ep.dist.name.lower().replace("_", "-"), []).append(ep.name)
+                hints = [f"{n!r} is a distribution: its plugin(s) are named {', '.join(sorted(by_dist[k]))}"
+                         for n in unknown if (k := n.lower().replace("_", "-")) in by_dist]
+                msg += "".join(f"; {h}" for h in hints)
                 if strict:
                     raise PluginError(msg)
                 warnings.warn(f"maskkit: {msg}", stacklevel=2)
@@ -226,18 +238,20 @@ class PluginManager:
         if api is None:
             info.api_version = None
             return
-        if not isinstance(api, int) or isinstance(api, bool):
-            raise PluginError(f"MASKKIT_PLUGIN_API must be an integer (this maskkit implements API "
+        if not isinstance(api, int) or isinstance(api, bool) or api < 1:
+            raise PluginError(f"MASKKIT_PLUGIN_API must be an integer >= 1 (this maskkit implements API "
                               f"{hookspecs.PLUGIN_API_VERSION}), got {api!r}")
-        if api < 1 or api > hookspecs.PLUGIN_API_VERSION:
+        info.api_version = api  # (shown by `maskkit plugins` also when refused)
+        if api > hookspecs.PLUGIN_API_VERSION:
+            where = "this plugin" if info.dist == RUNTIME_DIST else f"a version of {info.dist}"
             raise PluginError(
                 f"targets maskkit plugin API {api!r}, but this maskkit implements API "
-                f"{hookspecs.PLUGIN_API_VERSION}: install a version of {info.dist} made for this "
-                f"maskkit, or upgrade maskkit")
-        info.api_version = api
+                f"{hookspecs.PLUGIN_API_VERSION}: upgrade maskkit, or install {where} made for this maskkit")
 
     def register(self, obj: Any, name: str | None = None) -> str:
-        """Register a plugin object at run time (tests, notebooks). Returns its name."""
+        """Register a plugin object at run time (tests, notebooks). Returns its name. The same
+        name again replaces the earlier runtime plugin (a notebook cell run twice); the name of
+        an installed plugin is refused."""
         with self._lock:
             self.load()
             name = name or getattr(obj, "__name__", None) or f"runtime-{id(obj)}"
@@ -247,6 +261,12 @@ class PluginManager:
                 self._check_api(obj, info)
             except PluginError as e:
                 raise PluginError(f"runtime plugin '{name}': {e}") from None
+            old = self.plugins.get(name)
+            if old is not None and old.dist != RUNTIME_DIST:
+                raise PluginError(f"runtime plugin '{name}': the name of the installed {old.origin}; choose "
+                                  f"another name")
+            if self.pm.get_plugin(name) is not None:
+                self.pm.unregister(name=name)
             self.pm.register(obj, name=name)
             self.plugins[name] = info
             self._registries.clear()
@@ -323,19 +343,30 @@ class PluginManager:
         return self._registry("codec", "register_codecs", Codec)
 
     def add_commands(self, cli: Any) -> None:
+        """Every plugin's ``register_commands(cli)``. While one runs, ``cli.adding_plugin`` is its
+        :class:`PluginInfo` (the group names it when it refuses a command). A hook that raises is
+        one line naming the plugin and its distribution (an error with MASKKIT_STRICT_PLUGINS)."""
         self.load()
         for impl in self.pm.hook.register_commands.get_hookimpls():
             info = self.plugins.get(impl.plugin_name)
+            who = info.origin if info is not None else f"plugin '{impl.plugin_name}'"
             before = set(getattr(cli, "commands", {}))
             try:
+                cli.adding_plugin = info
                 impl.function(cli=cli)
                 added = sorted(set(getattr(cli, "commands", {})) - before)
                 if info is not None and added:
                     info.registers["command"] = added
+            except PluginError:
+                raise  # (the group's refusal of a command, in strict mode)
             except Exception as e:
                 if info is not None:
                     info.failed_in("register_commands", e)
-                print(f"maskkit: plugin '{impl.plugin_name}' failed to add commands: {e}", file=sys.stderr)
+                if _truthy("MASKKIT_STRICT_PLUGINS"):
+                    raise PluginError(f"{who} failed in register_commands: {e}") from e
+                print(f"maskkit: {who} failed to add commands: {e}", file=sys.stderr)
+            finally:
+                cli.adding_plugin = None
 
 
 _manager: PluginManager | None = None

@@ -60,6 +60,7 @@ from .checkpoint import (
     capture_rng_state,
     epoch_checkpoint_name,
     find_resume_checkpoint,
+    install_hint,
     list_checkpoints,
     load_checkpoint,
     prune_epoch_checkpoints,
@@ -73,7 +74,7 @@ from .distributed import LaunchInfo, StopFlag
 from .errors import AudioError, CheckpointError, ConfigError, MaskkitError, first_line, is_out_of_memory
 from .loss import COMPONENTS, CombinedLoss, LossConfig
 from .model import SimpleTransformer
-from .strategy import EncodingSpec, resolve_style
+from .strategy import EncodingSpec, MaskStrategy, resolve_style
 from .train_config import (  # noqa: F401  (the configuration's public names stay reachable here)
     ARCHITECTURE_KEYS,
     PRESETS,
@@ -542,14 +543,30 @@ def default_codec_spec() -> tuple[str, EncodingSpec] | None:
         return None
 
 
-def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> LoadedModel:
+def _origin_of_codec(name: str) -> dict[str, str]:
+    """``{"plugin", "dist", "version"}`` of a registered codec, for the checkpoint (so that a
+    checkpoint whose codec plugin is gone can say which distribution to install)."""
+    from .plugins import get_codec_entry
+
+    try:
+        entry = get_codec_entry(name)
+    except MaskkitError:  # a codec instance given directly: nothing to record
+        return {}
+    return {"plugin": entry.plugin, "dist": entry.dist, "version": entry.version}
+
+
+def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", *,
+               strategy: str | MaskStrategy | None = None, strategy_options: Any = None) -> LoadedModel:
     """Rebuild codec and model (strategy included, weights loaded, eval mode) from a
     checkpoint alone: ``model, codec = maskkit.train.load_model("runs/x/best.pt")``.
 
-    Raises :class:`CheckpointError` naming the file when the strategy or codec plugin is not
-    installed or the weights do not fit.
+    ``strategy`` (a name, with ``strategy_options``, or an instance) replaces the checkpoint's
+    strategy: the arrangement model's weights are loaded, the stored strategy is neither built
+    nor loaded (so its plugin need not be installed). Raises :class:`CheckpointError` naming
+    the file when the strategy or codec plugin is not installed (and which distribution to
+    install) or the weights do not fit.
     """
-    from .plugins import build_codec
+    from .plugins import build_codec, build_strategy
 
     ck = load_checkpoint(path, map_location="cpu", require=("config", "strategy"))
     try:
@@ -560,12 +577,20 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
     try:
         codec = build_codec(codec_info["name"], codec_info.get("options") or {})
     except MaskkitError as e:
-        raise CheckpointError(f"{path} needs codec '{codec_info['name']}': {e}") from None
+        raise CheckpointError(f"{path} needs codec '{codec_info['name']}'{install_hint(codec_info)}: "
+                              f"{e}") from None
     spec = spec_from_dict(ck["spec"]) if ck.get("spec") else codec.spec
-    strategy = build_checkpoint_strategy(ck, str(path), spec)
+    state = ck["model"]
+    if strategy is None:
+        strategy = build_checkpoint_strategy(ck, str(path), spec)
+    else:
+        if isinstance(strategy, str):
+            strategy = build_strategy(strategy, strategy_options, spec=spec)
+        state = {k: v for k, v in state.items() if not k.startswith("strategy.")}
+        state.update({f"strategy.{k}": v for k, v in strategy.state_dict().items()})
     model = SimpleTransformer(cfg.model, strategy, spec.dim)
     try:
-        model.load_state_dict(ck["model"])
+        model.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: the weights do not fit the model they describe: {e}") from None
     device = torch.device(map_location) if isinstance(map_location, str) else map_location
@@ -853,6 +878,8 @@ class Trainer:
             self.total_steps = min(self.total_steps, cfg.max_steps)
             warmup_of = warmup_of if o.schedule == "constant" else self.total_steps
         warmup = o.warmup_steps if o.warmup_steps is not None else round(o.warmup_fraction * warmup_of)
+        # the epochs the run's steps span (fewer than --epochs under --max-steps): "epoch 2/2"
+        self.planned_epochs = -(-self.total_steps // max(self.steps_per_epoch, 1))
         self.schedule = WarmupCosine(self.total_steps, warmup, o.min_lr_ratio, o.schedule)
         params = [p for p in self.model.parameters() if p.requires_grad]
         fused = {"fused": True} if self.device.type == "cuda" else {}
@@ -1093,7 +1120,7 @@ class Trainer:
             "strategy": {"name": cfg.strategy, "options": self.model.strategy.config_dict(),
                          "plugin": self.entry.plugin, "dist": self.entry.dist, "version": self.entry.version,
                          "learnable": bool(self.model.strategy.learnable)},
-            "codec": {"name": cfg.codec, "options": self.codec.config_dict()},
+            "codec": {"name": cfg.codec, "options": self.codec.config_dict(), **_origin_of_codec(cfg.codec)},
             "spec": dataclasses.asdict(self.spec),
             "styles": self.styles,
             "model": _cpu_state(self.model),
@@ -1458,7 +1485,7 @@ class Trainer:
         if hasattr(self.train_ds, "set_epoch"):
             self.train_ds.set_epoch(epoch)
         self.sampler.set_epoch(epoch, self.batch_in_epoch)
-        task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=self.steps_per_epoch,
+        task = progress.add_task(f"epoch {epoch + 1}/{self.planned_epochs}", total=self.steps_per_epoch,
                                  completed=self.batch_in_epoch // self.accum, stats="")
         t_epoch = t_last = time.perf_counter()
         self._batches_this_run = 0  # this epoch's batches trained by this process (not a resumed run's)
@@ -1611,7 +1638,8 @@ class Trainer:
         else:
             best = f"{self.best_val:.4f}" if self.best_val is not None else "-"
             n = self.epochs_completed
-            self.print(f"Done ({stopped}): {_plural(n, 'epoch')}, {_plural(self.step, 'step')}; best "
+            part = " and part of the next" if self.batch_in_epoch else ""  # (--max-steps inside an epoch)
+            self.print(f"Done ({stopped}): {_plural(n, 'epoch')}{part}, {_plural(self.step, 'step')}; best "
                        f"validation loss {best}; checkpoints in {self.run_dir}/ (curves: maskkit curves "
                        f"{self.run_dir})")
 
@@ -1636,7 +1664,7 @@ class Trainer:
 
     def _epoch_lines(self, row: dict[str, Any], train_means: dict[str, float]) -> None:
         cfg = self.cfg
-        self.print(f"epoch {row['epoch']}/{cfg.epochs}  step {row['step']}  "
+        self.print(f"epoch {row['epoch']}/{self.planned_epochs}  step {row['step']}  "
                    f"train loss {train_means.get('loss', float('nan')):.4f}  val loss {row['val_loss']:.4f}  "
                    f"val compl {row.get('val_complementarity', float('nan')):.1f}%  "
                    f"lr {row['lr']:.2e}  "

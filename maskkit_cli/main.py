@@ -53,14 +53,25 @@ class MaskkitGroup(click.Group):
         except MaskkitError as e:  # MASKKIT_STRICT_PLUGINS and a broken plugin, while building --help
             raise _OneLineError(str(e)) from None
 
+    adding_plugin: Any = None  # the PluginInfo whose register_commands hook is running
+
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         """A plugin's command (built-ins are loaded lazily, never added): one with a built-in's
-        name would be shadowed by it, so it is refused with a warning instead of silently."""
+        name would be shadowed by it, so it is refused with a warning instead of silently (an
+        error with MASKKIT_STRICT_PLUGINS)."""
         name = name or cmd.name
         if name in BUILTIN_COMMANDS:
-            where = getattr(cmd.callback, "__module__", None) or "a plugin"
-            warnings.warn(f"maskkit: the command '{name}' from {where} has the name of a built-in command "
-                          f"and was not added; rename it", stacklevel=2)
+            from maskkit.errors import PluginError
+            from maskkit.plugins import strict_mode
+
+            info = self.adding_plugin
+            where = info.origin if info is not None else (getattr(cmd.callback, "__module__", None)
+                                                          or "a plugin")
+            message = (f"maskkit: the command '{name}' from {where} has the name of a built-in command and "
+                       f"was not added; rename it")
+            if strict_mode():
+                raise PluginError(message.removeprefix("maskkit: "))
+            warnings.warn(message, stacklevel=2)
             return
         super().add_command(cmd, name)
 

@@ -112,23 +112,37 @@ def codecs() -> None:
 def plugins(show_tb: bool, as_json: bool) -> None:
     """List plugin distributions: version, what each registers, and the ones that failed."""
     import json
+    import os
 
     from rich.table import Table
 
     from maskkit.errors import PluginError
-    from maskkit.plugins import get_manager
+    from maskkit.plugins import get_manager, strict_mode
 
-    mgr = get_manager()
-    clashes = []
-    for fill in (mgr.strategies, mgr.codecs):  # fill in what each plugin registers
-        try:
-            fill()
-        except PluginError as e:  # strict mode, two plugins claim one name: still list them, then say so
-            clashes.append(str(e))
-    from maskkit_cli.main import MaskkitGroup
+    # The diagnostic lists every plugin even in strict mode (which would stop at the first that
+    # fails), then fails as strict mode asks.
+    strict = strict_mode()
+    saved = os.environ.get("MASKKIT_STRICT_PLUGINS")
+    os.environ["MASKKIT_STRICT_PLUGINS"] = "0"
+    try:
+        mgr = get_manager()
+        clashes = []
+        for fill in (mgr.strategies, mgr.codecs):  # fill in what each plugin registers
+            try:
+                fill()
+            except PluginError as e:  # two plugins claim one name (an error in strict mode): say so after
+                clashes.append(str(e))
+        from maskkit_cli.main import MaskkitGroup
 
-    mgr.add_commands(MaskkitGroup("probe"))  # and each plugin's commands (on a throwaway group)
+        mgr.add_commands(MaskkitGroup("probe"))  # and each plugin's commands (on a throwaway group)
+    finally:
+        if saved is None:
+            os.environ.pop("MASKKIT_STRICT_PLUGINS", None)
+        else:
+            os.environ["MASKKIT_STRICT_PLUGINS"] = saved
     infos = sorted(mgr.plugins.values(), key=lambda p: (p.status != "loaded", p.name))
+    if strict:
+        clashes += [f"{p.origin} failed: {p.error}" for p in infos if p.status == "failed"]
     if as_json:
         click.echo(json.dumps([{k: v for k, v in vars(p).items()
                                 if not k.startswith("_") and (show_tb or k != "traceback")}

@@ -310,6 +310,19 @@ def test_a_strategy_config_of_any_form_is_checked_like_typed_options():
     with pytest.raises(ConfigError, match="spec must be an EncodingSpec.*got int"):
         build_strategy("temporal", spec=514)  # type: ignore[arg-type]
 
+    @dataclass
+    class Wider(temporal.Config):  # a subclass's extra option and a derived field stay as given
+        width: int = field(default=3, metadata={"min": 1})
+        derived: int = field(default=0, init=False)
+
+        def __post_init__(self) -> None:
+            self.derived = 2 * self.width
+
+    cfg = build_strategy("temporal", Wider(segment=40, width=5)).config
+    assert (type(cfg), cfg.segment, cfg.width, cfg.derived) == (Wider, 40, 5, 10)
+    with pytest.raises(ConfigError, match="option 'width' must be >= 1"):
+        build_strategy("temporal", Wider(width=0))
+
 
 @pytest.mark.parametrize("name", [*FIXED, "creative-agent"])
 def test_wrong_inputs_to_a_strategy_are_named_not_misread(name):
@@ -350,6 +363,14 @@ def test_runtime_plugin_appears_and_duplicates_name_both(fresh_plugins):
 
     fresh_plugins.register_plugin(Plugin(), "halves-plugin")
     assert "halves-test" in strategy_names()
+    # a notebook cell run twice: the same name replaces it (pluggy's raw ValueError before) ...
+    assert fresh_plugins.register_plugin(Plugin(), "halves-plugin") == "halves-plugin"
+    assert strategy_names().count("halves-test") == 1
+    # ... but an installed plugin's name is not for taking
+    with pytest.raises(PluginError, match="runtime plugin 'fixed': the name of the installed plugin 'fixed' "
+                                          "from maskkit"):
+        fresh_plugins.register_plugin(Plugin(), "fixed")
+    assert "temporal" in strategy_names()
 
     class Dup:
         @hookimpl
@@ -451,7 +472,7 @@ def test_a_strategy_that_raises_is_named_not_a_traceback(fresh_plugins, tmp_path
     assert "Traceback" not in result.output
 
 
-def test_a_plugin_failing_in_two_hooks_keeps_both_errors(fresh_plugins):
+def test_a_plugin_failing_in_two_hooks_keeps_both_errors(fresh_plugins, capsys):
     class Broken:
         @hookimpl
         def register_strategies(self, register):
@@ -470,6 +491,12 @@ def test_a_plugin_failing_in_two_hooks_keeps_both_errors(fresh_plugins):
         strategy_names()
         fresh_plugins.codec_names()
     fresh_plugins.get_manager().add_commands(click.Group("probe"))
+    err = capsys.readouterr().err
+    assert "maskkit: runtime plugin 'twice-broken' failed to add commands: no commands" in err
+    with pytest.MonkeyPatch.context() as mp:  # strict mode: an error, as for the other hooks
+        mp.setenv("MASKKIT_STRICT_PLUGINS", "1")
+        with pytest.raises(PluginError, match="runtime plugin 'twice-broken' failed in register_commands"):
+            fresh_plugins.get_manager().add_commands(click.Group("probe"))
     info = fresh_plugins.get_manager().plugins["twice-broken"]
     assert all(w in info.error for w in ("no strategies", "no codecs", "no commands")), info.error
     assert "no strategies" in info.traceback and "no commands" in info.traceback
@@ -539,6 +566,11 @@ def test_allow_or_deny_lists_naming_no_installed_plugin_warn(fresh_plugins, monk
     with pytest.warns(UserWarning, match=r"no installed plugin is named 'fixd'.*installed: .*fixed"):
         names = strategy_names()
     assert "temporal" in names  # the typo disabled nothing
+    fresh_plugins.reset_manager()  # a distribution's name (what pip shows) names its plugins
+    monkeypatch.setenv("MASKKIT_DISABLE_PLUGINS", "maskkit")
+    with pytest.warns(UserWarning, match=r"'maskkit' is a distribution: its plugin\(s\) are named codecs, "
+                                         r"creative-agent, fixed"):
+        strategy_names()
 
 
 # -- CLI ------------------------------------------------------------------------------------------

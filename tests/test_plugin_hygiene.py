@@ -140,12 +140,13 @@ def test_api_version_is_checked_before_registration():
     assert info.api_version == PLUGIN_API_VERSION
     PluginManager._check_api(types.SimpleNamespace(), info)  # undeclared: accepted, recorded as None
     assert info.api_version is None
-    for bad in (PLUGIN_API_VERSION + 1, 0):
-        with pytest.raises(PluginError, match=rf"API {re.escape(repr(bad))}.*implements API "
-                                              rf"{PLUGIN_API_VERSION}.*some-dist"):
-            PluginManager._check_api(types.SimpleNamespace(MASKKIT_PLUGIN_API=bad), info)
-    for bad in ("1", 1.5, True):  # not "API '1' ... implements API 1": it says what is wrong
-        with pytest.raises(PluginError, match=rf"must be an integer.*API {PLUGIN_API_VERSION}.*got "
+    bad = PLUGIN_API_VERSION + 1
+    with pytest.raises(PluginError, match=rf"API {bad}.*implements API {PLUGIN_API_VERSION}: upgrade "
+                                          rf"maskkit, or install a version of some-dist"):
+        PluginManager._check_api(types.SimpleNamespace(MASKKIT_PLUGIN_API=bad), info)
+    assert info.api_version == bad  # what it declared, for `maskkit plugins` (was None once refused)
+    for bad in ("1", 1.5, True, 0, -1):  # not "API '1' ... implements API 1": it says what is wrong
+        with pytest.raises(PluginError, match=rf"must be an integer >= 1.*API {PLUGIN_API_VERSION}.*got "
                                               rf"{re.escape(repr(bad))}"):
             PluginManager._check_api(types.SimpleNamespace(MASKKIT_PLUGIN_API=bad), info)
 
@@ -330,6 +331,13 @@ def test_strict_mode_raises_on_the_first_failure(use):
     use(MASKKIT_LOAD_PLUGINS="fixed,fixture-hookfail")
     with pytest.raises(PluginError, match="fixture-hookfail.*failed in register_strategies"):
         plugins.get_manager().strategies()
+    # `maskkit plugins`, the diagnostic, still lists them all, then fails as strict mode asks
+    plugins.reset_manager()
+    use(MASKKIT_LOAD_PLUGINS="fixed,fixture-broken,fixture-hookfail")
+    res = _invoke("plugins")
+    assert res.exit_code == 2 and "fixed" in res.stdout and "fixture-hookfail" in res.stdout, res.output
+    assert "plugin 'fixture-broken' from maskkit-fixture-broken 0.3.1 failed: RuntimeError" in res.output
+    assert os.environ["MASKKIT_STRICT_PLUGINS"] == "1"  # (set back after the listing)
 
 
 # -- each hook, through a real entry point (test_hook_<name>: see the last test) ----------------------
@@ -388,6 +396,20 @@ def test_plugin_commands_are_listed_and_a_builtin_name_is_refused(use):
     with pytest.warns(UserWarning, match=r"command 'train' from .*test_plugin_hygiene.* built-in"):
         group.add_command(click.Command("train", callback=_noop))
     assert "train" not in group.commands
+    # from a plugin's hook: named by plugin and distribution (was its module); strict: an error
+
+    class Clash:
+        @hookimpl
+        def register_commands(self, cli):
+            cli.add_command(click.Command("train", callback=_noop))
+
+    plugins.register_plugin(Clash(), "clash")
+    with pytest.warns(UserWarning, match=r"command 'train' from runtime plugin 'clash' has the name"):
+        plugins.get_manager().add_commands(MaskkitGroup("probe"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MASKKIT_STRICT_PLUGINS", "1")
+        with pytest.raises(PluginError, match=r"command 'train' from runtime plugin 'clash' has the name"):
+            plugins.get_manager().add_commands(MaskkitGroup("probe"))
     res = _invoke("plugins", "--json")
     by = {p["name"]: p for p in json.loads(res.stdout)}
     assert by["fixture-hello"]["registers"].get("command") == ["fixture-hello"]

@@ -21,7 +21,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from maskkit import Masks, MaskStrategy, hookimpl
+from maskkit import Masks, MaskStrategy, __version__, hookimpl
 from maskkit.checkpoint import find_resume_checkpoint, load_checkpoint, strategy_from_checkpoint
 from maskkit.errors import AudioError, CheckpointError, ConfigError
 from maskkit.train import TrainConfig, TrainingError, WarmupCosine, load_model, train
@@ -455,7 +455,8 @@ def test_checkpoint_rebuilds_its_model_with_no_other_argument(tiny_learned, tmp_
     ck = load_checkpoint(r.best_checkpoint)
     assert ck["strategy"]["name"] == "tiny-learned" and ck["strategy"]["dist"] == "(runtime)"
     assert ck["codec"] == {"name": "stft", "options": {"sample_rate": 8000, "n_fft": 64, "hop_length": 32,
-                                                       "power": 0.5, "eps": 1e-3}}
+                                                       "power": 0.5, "eps": 1e-3},
+                           "plugin": "codecs", "dist": "maskkit", "version": __version__}
     loaded = load_model(r.best_checkpoint)
     model, codec = loaded
     assert not model.training and codec.sample_rate == 8000 and loaded.step == ck["step"]
@@ -469,6 +470,33 @@ def test_checkpoint_rebuilds_its_model_with_no_other_argument(tiny_learned, tmp_
         out_enc, reg = model(enc, enc.flip(0))
         assert codec.decode(out_enc, length=2000).shape == (2, 1, 2000) and torch.isfinite(reg)
     torch.testing.assert_close(strategy_from_checkpoint(r.best_checkpoint).logit, model.strategy.logit)
+
+
+def test_a_checkpoint_whose_strategy_plugin_is_gone_says_what_to_install_and_loads_with_another(
+        tiny_learned, fresh_plugins, tmp_path):
+    """After the plugin is uninstalled, --strategy with the checkpoint still arranges (the stored
+    strategy was built first and failed); the error says where the strategy came from."""
+    from maskkit.arrange import arrange
+
+    r = train(tiny(tmp_path, "--train-pairs", "8", "--batch-size", "4", "--epochs", "1",
+                   strategy=("--strategy", "tiny-learned")))
+    fresh_plugins.unregister_plugin("tiny-learned-plugin")
+    with pytest.raises(CheckpointError, match=r"needs strategy 'tiny-learned' \(plugin 'tiny-learned-plugin' "
+                                              r"of the distribution \(runtime\).*register_plugin\)"):
+        load_model(r.best_checkpoint)
+    loaded = load_model(r.best_checkpoint, strategy="temporal", strategy_options={"segment": 4})
+    assert loaded.model.strategy.name == "temporal" and loaded.model.strategy.config.segment == 4
+    ck = load_checkpoint(r.best_checkpoint)
+    for k, v in loaded.model.stages.state_dict().items():
+        torch.testing.assert_close(v, ck["model"][f"stages.{k}"])
+    x = torch.randn(4000) * 0.1
+    assert arrange(x, x.flip(0), checkpoint=r.best_checkpoint, strategy="temporal").audio.shape == (1, 4000)
+    ck["strategy"].update(plugin="stripes", dist="maskkit-stripes", version="0.1.0")
+    ck["codec"].update(name="frames", plugin="frames", dist="maskkit-frames", version="2.0")
+    torch.save(ck, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"needs codec 'frames' \(plugin 'frames' of the distribution "
+                                              r"maskkit-frames 2\.0: pip install maskkit-frames\)"):
+        load_model(tmp_path / "other.pt")
 
 
 def test_creative_agent_run_and_checkpoint(tmp_path, capsys):
@@ -800,6 +828,16 @@ def test_the_python_api_checks_strategy_and_codec_before_anything_runs(tmp_path)
     with pytest.raises(UnknownNameError, match=r"unknown codec 'mp3'"):
         train(tiny(run, "--max-steps", "1"), codec="mp3")
     assert not run.exists()
+
+
+def test_the_epoch_count_printed_is_the_one_the_steps_span(tmp_path, capsys):
+    """--max-steps 5 with 4 steps an epoch: 'epoch 1/8 ... epoch 2/8' then 'Done: 1 epoch' read as
+    a run cut short three ways."""
+    train(tiny(tmp_path / "run", "--train-pairs", "8", "--batch-size", "2", "--epochs", "8",
+               "--max-steps", "5", quiet=False))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "epoch 1/2 step 4" in out and "epoch 2/2 step 5" in out and "/8" not in out
+    assert "Done (max_steps): 1 epoch and part of the next, 5 steps" in out
 
 
 def test_a_config_built_directly_is_checked_and_takes_sections_as_dicts():
