@@ -66,6 +66,8 @@ UNSUPPORTED_AUDIO_EXTENSIONS: tuple[str, ...] = (".m4a", ".aac", ".alac", ".wma"
 #: A folder holding a file of this name is skipped when songs are searched (e.g. the stems
 #: that ``maskkit data synth`` writes beside its songs).
 IGNORE_MARKER = ".maskkit-ignore"
+#: The most channels an audio array may have (more: the axes are the other way round).
+MAX_CHANNELS = 64
 #: A file (or crop) whose peak is below this level (dBFS) counts as silent.
 SILENCE_DB = -70.0
 
@@ -540,7 +542,10 @@ def loud_blocks(path: str | os.PathLike, block_seconds: float, threshold_db: flo
     with sf.SoundFile(info.path) as f:
         pos = 0
         while True:
-            data = _read_frames(f, info.path, pos, block, seek=False)
+            try:
+                data = _read_frames(f, info.path, pos, block, seek=False)
+            except AudioError:  # a damaged part: the blocks before it still serve (crops elsewhere load)
+                break
             if data.shape[0] == 0:
                 break
             mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
@@ -585,9 +590,9 @@ def _to_frames(audio: Any) -> np.ndarray:
         a = a[0]
     if a.ndim != 2:
         raise ValueError(f"save_audio expects [samples] or [channels, samples], got shape {a.shape}")
-    if a.shape[0] > 64:
+    if a.shape[0] > MAX_CHANNELS:
         raise ValueError(f"save_audio expects channels first ([channels, samples]); got shape {a.shape} "
-                         f"(more than 64 channels); transpose it")
+                         f"(more than {MAX_CHANNELS} channels); transpose it")
     return np.ascontiguousarray(a.T)
 
 
@@ -596,12 +601,21 @@ def tensor_mono(audio: Tensor | np.ndarray, label: str) -> Tensor:
     the CPU (the channels averaged). Any other shape, integer samples, NaN or infinite samples
     or a tensor without data ("meta") is an :class:`AudioError` naming ``label``."""
     if isinstance(audio, np.ndarray):
-        audio = torch.from_numpy(np.ascontiguousarray(audio))
+        if audio.dtype.kind != "f":
+            raise AudioError(f"{label}: expected float samples in [-1, 1], got a NumPy array of {audio.dtype}"
+                             + (" (integer PCM: divide by its full scale, e.g. 32768 for 16-bit)"
+                                if audio.dtype.kind in "iu" else ""))
+        audio = torch.from_numpy(audio.astype(np.float32))  # a native-order, writable copy
     if not isinstance(audio, Tensor):
         raise AudioError(f"{label}: expected an audio file, a tensor or a NumPy array, got "
                          f"{type(audio).__name__}")
     if audio.dim() not in (1, 2):
         raise AudioError(f"{label}: expected audio of shape [N] or [C, N], got {tuple(audio.shape)}")
+    if audio.dim() == 2 and audio.shape[0] > MAX_CHANNELS:
+        # never guess the channel axis: soundfile.read and scipy give [N, C], this takes [C, N]
+        raise AudioError(f"{label}: expected audio of shape [N] or [C, N] (channels first), got "
+                         f"{tuple(audio.shape)}: {audio.shape[0]} channels? For [N, C] samples (as "
+                         f"soundfile.read gives them) pass the transpose, x.T")
     if not audio.is_floating_point():
         raise AudioError(f"{label}: expected float samples in [-1, 1], got {audio.dtype} (integer PCM: "
                          f"divide by its full scale, e.g. 32768 for 16-bit)")

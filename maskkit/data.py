@@ -255,13 +255,21 @@ def scan_songs(root: str | os.PathLike, *, segment_seconds: float = 4.0, skip_ba
         except AudioError as e:
             bad.append((str(path), str(e).split(": ", 1)[-1]))
             messages.append(str(e))
-    if messages and not skip_bad:
-        if len(messages) == 1:
-            raise AudioError(messages[0] + _SKIP_HINT)
-        shown = messages[:_LISTED_BAD]
-        more = f"\n  ... and {len(messages) - len(shown)} more" if len(messages) > len(shown) else ""
-        raise AudioError(f"{len(messages)} bad files in {root}{_SKIP_HINT}:\n  " + "\n  ".join(shown) + more)
+    if not skip_bad:
+        _refuse_bad(messages, root)
     return SongCatalog(root=str(root), songs=songs, bad=bad, ignored=[str(p) for p in ignored])
+
+
+def _refuse_bad(messages: Sequence[str], root: str | os.PathLike) -> None:
+    """One :class:`AudioError` naming every bad file of a folder (their messages begin with
+    the file's path), so that one run shows them all; nothing when there is none."""
+    if not messages:
+        return
+    if len(messages) == 1:
+        raise AudioError(messages[0] + _SKIP_HINT)
+    shown = messages[:_LISTED_BAD]
+    more = f"\n  ... and {len(messages) - len(shown)} more" if len(messages) > len(shown) else ""
+    raise AudioError(f"{len(messages)} bad files in {root}{_SKIP_HINT}:\n  " + "\n  ".join(shown) + more)
 
 
 def _split_catalog(cat: SongCatalog, root: str | os.PathLike, val_fraction: float, segment_seconds: float
@@ -386,7 +394,8 @@ class FolderPairs(PairDataset):
     def _loud_offset(self, info: AudioInfo, span: float, rng: np.random.Generator) -> float:
         """An offset whose segment holds a block of the song with sound (its start drawn from
         ``rng``); 0 when the song has none above the crop threshold. The song's loud blocks
-        are found once (one read of the file) and kept."""
+        are found with one read of the file and kept by this dataset object (so once per
+        DataLoader worker and epoch at most: only for songs whose random crops were all quiet)."""
         block = self.segment_seconds / 2
         if info.path not in self._loud:
             self._loud[info.path] = loud_blocks(info.path, block, _SILENT_CROP_DB)
@@ -468,11 +477,13 @@ class WavPairs(PairDataset):
         if pairs is None:
             if not self.folder.is_dir():
                 raise AudioError(f"{self.folder}: not a directory")
+        messages: list[str] = []  # every bad file's, so that one error names them all
+        if pairs is None:
+            if not self.folder.is_dir():
+                raise AudioError(f"{self.folder}: not a directory")
             pairs, orphans = _pair_files(self.folder)
             for o in orphans:
-                msg = f"{o}: has no matching {o.name[: -len('_output.wav')]}_input.wav"
-                if not skip_bad:
-                    raise AudioError(msg + _SKIP_HINT)
+                messages.append(f"{o}: has no matching {o.name[: -len('_output.wav')]}_input.wav")
                 self.skipped.append((str(o), "no matching input file"))
         self.pairs: list[tuple[str, AudioInfo, AudioInfo]] = []
         for pid, inp, out in pairs:
@@ -483,12 +494,13 @@ class WavPairs(PairDataset):
                 ia = check_audio(inp, min_seconds=self.segment_seconds, slack_seconds=0.05, probe_seconds=2.0)
                 ib = check_audio(out, min_seconds=self.segment_seconds, slack_seconds=0.05, probe_seconds=2.0)
             except AudioError as e:
-                if not skip_bad:
-                    raise AudioError(f"{e}{_SKIP_HINT}") from None
+                messages.append(str(e))
                 path, _, reason = str(e).partition(": ")
                 self.skipped.append((path, reason))
                 continue
             self.pairs.append((pid, ia, ib))
+        if not skip_bad:
+            _refuse_bad(messages, self.folder)
         if not self.pairs:
             raise AudioError(f"{self.folder}: no usable pair_XXXX_input.wav / pair_XXXX_output.wav files"
                              + (f" ({len(self.skipped)} skipped as bad)" if self.skipped else ""))

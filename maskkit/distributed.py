@@ -345,12 +345,16 @@ def init_process_group(info: LaunchInfo, device: Any, timeout_s: float = 600.0) 
     with _stop_signals_blocked():
         starter.start()
     grace = _StopGrace(info.launcher)
-    while starter.is_alive():
-        starter.join(0.1)
-        signum = grace.expired()
-        if signum is not None and starter.is_alive():
-            _STORE = None
-            _exit_stopped(signum, f"starting {backend} with the other processes")
+    # Without a stop flag (the Python API outside `maskkit train`), a signal would raise
+    # KeyboardInterrupt here and leave the start running behind the caller's back: the wait
+    # keeps them blocked, as the start did before it moved to a thread.
+    with _stop_signals_blocked() if held_stop_flag() is None else contextlib.nullcontext():
+        while starter.is_alive():
+            starter.join(0.1)
+            signum = grace.expired()
+            if signum is not None and starter.is_alive():
+                _STORE = None
+                _exit_stopped(signum, f"starting {backend} with the other processes")
     error = outcome[0] if outcome else RuntimeError("the backend start ended without a result")
     if error is not None:
         _STORE = None
@@ -375,6 +379,8 @@ def _run_key(info: LaunchInfo) -> str:
 
 #: Seconds a stop request waits for the missing processes before it ends the rendezvous.
 RENDEZVOUS_STOP_GRACE_S = 5.0
+#: getaddrinfo's answers for a name that does not exist (others, like EAI_AGAIN, may pass).
+_UNKNOWN_HOST = tuple(getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, n))
 #: Seconds of waiting at start-up before a process says what it waits for (once).
 WAIT_NOTICE_S = 10.0
 #: The same for ``--world-size`` (spawn): the parent starts every process at once and stops them
@@ -439,12 +445,13 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
     hosting = info.rank == 0
     try:  # a name that does not resolve would otherwise cost a timeout and a page of C++ frames
         socket.getaddrinfo(info.master_addr, info.master_port, type=socket.SOCK_STREAM)
-    except OSError as e:
-        source = "MASTER_ADDR" if os.environ.get("MASTER_ADDR") else (
-            "the first host of the SLURM node list" if info.launcher == "slurm" else "the master address")
-        raise RendezvousError(f"{who}: rank 0's host {info.master_addr!r} ({source}) does not resolve "
-                              f"({e.strerror or e}): set MASTER_ADDR to an address every process can "
-                              f"reach, the same for all") from None
+    except socket.gaierror as e:  # (a temporary failure, EAI_AGAIN at a job's start: the waits retry)
+        if e.errno in _UNKNOWN_HOST:
+            source = "MASTER_ADDR" if os.environ.get("MASTER_ADDR") else (
+                "the first host of the SLURM node list" if info.launcher == "slurm" else "the master address")
+            raise RendezvousError(f"{who}: rank 0's host {info.master_addr!r} ({source}) does not resolve "
+                                  f"({e.strerror or e}): set MASTER_ADDR to an address every process can "
+                                  f"reach, the same for all") from None
     # (not for --world-size: its parent starts every process at once, a late one is only slow)
     waiting = _WaitNotice(who, where, timeout_s, enabled=info.launcher != "spawn")
     store = None

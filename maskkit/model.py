@@ -12,9 +12,10 @@ a new encoding of the same shape ``[B, D, T]``, which the codec decodes to audio
 Each stage is a linear projection to ``d_model``, LayerNorm and GELU, a sinusoidal
 positional encoding, a pre-norm ``nn.TransformerEncoder`` (GELU, ``nhead`` heads,
 ``num_layers`` layers, dropout) and a projection back to D. With ``residual`` (default) a
-stage predicts a correction: stage 0 adds to the masked mix ``mi + mt`` and stage k to
-``y_{k-1}``, so an untrained model already outputs the strategy's mashup and training
-starts from a sensible point. With ``normalize_input`` (default) every pair is divided by
+stage predicts a correction: stage 0 adds to the masked pair's sum ``mi + mt`` (in the
+codec's encoding, not the audio mix of ``arrange --mix-only``) and stage k to ``y_{k-1}``,
+so an untrained model already outputs a mashup of the masked songs and training starts from
+a sensible point. With ``normalize_input`` (default) every pair is divided by
 its RMS before the stages and the output multiplied back, so the model is scale-equivariant
 and works with any codec's value range.
 

@@ -115,11 +115,13 @@ class MaskStrategy(nn.Module):
         owner = f"strategy '{self.name}'"
         if isinstance(config, str):  # one "key=value"
             config = [config]
+        cls = self.Config
         if isinstance(config, self.Config) and dataclasses.is_dataclass(config):
-            # an instance: checked like the options a user types (ranges, validate())
-            config = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+            # an instance (of the Config or a subclass): checked like the options a user types
+            cls = type(config)
+            config = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
         if config is None or isinstance(config, (Mapping, list, tuple)):
-            config = build_config(self.Config, config, owner=owner)
+            config = build_config(cls, config, owner=owner)
         else:
             raise ConfigError(f"{owner}: config must be a {self.Config.__qualname__}, a mapping or "
                               f"'key=value' strings, got {type(config).__name__}")

@@ -342,6 +342,16 @@ def test_the_output_may_not_be_one_of_the_songs(songs, tmp_path):
     assert a.read_bytes() == before
 
 
+def test_the_output_may_not_be_a_song_named_with_a_tilde(songs, tmp_path, monkeypatch):
+    """Python does not expand ~ as a shell does: the check once compared the unexpanded name."""
+    a, b = songs
+    monkeypatch.setenv("HOME", str(a.parent))
+    before = a.read_bytes()
+    with pytest.raises(ConfigError, match="the output is the input song"):
+        arrange(f"~/{a.name}", f"~/{b.name}", f"~/{a.name}", strategy="temporal", mix_only=True)
+    assert a.read_bytes() == before
+
+
 def test_needs_a_model_or_mix_only():
     x = torch.zeros(SR)
     with pytest.raises(ConfigError, match="checkpoint"):
@@ -467,6 +477,8 @@ def test_arrays_are_songs_and_bad_samples_are_refused_before_any_work(tmp_path):
     a, b = song(1, 0.5), song(2, 0.5)
     res = arrange(a, np.stack([b, b]), strategy="temporal", mix_only=True)  # [N] and [C, N] arrays
     assert res.audio.shape == (1, a.shape[0]) and torch.isfinite(res.audio).all()
+    big_endian = arrange(a.astype(">f4"), b, strategy="temporal", mix_only=True)  # (a WAV's bytes, as is)
+    torch.testing.assert_close(big_endian.audio, arrange(a, b, strategy="temporal", mix_only=True).audio)
     nan = torch.from_numpy(a.copy())
     nan[100] = float("nan")
     out = tmp_path / "o.wav"
@@ -474,7 +486,11 @@ def test_arrays_are_songs_and_bad_samples_are_refused_before_any_work(tmp_path):
                        (torch.full((SR,), float("inf")), f"input: {SR} NaN or infinite"),
                        ((a * 32767).astype(np.int16), "input: expected float samples.*int16.*32768"),
                        (torch.empty(SR, device="meta"), "input: a 'meta' tensor holds no samples"),
-                       ([0.0] * 10, "input: expected an audio file, a tensor or a NumPy array, got list")]:
+                       ([0.0] * 10, "input: expected an audio file, a tensor or a NumPy array, got list"),
+                       # soundfile.read's [N, C]: never guess the channel axis (was read as N channels)
+                       (np.stack([a, a], axis=1), r"input: expected .*\[C, N\] \(channels first\), got "
+                                                  r"\(12000, 2\).*soundfile\.read.*x\.T"),
+                       (a.astype(np.complex64), "input: expected float samples.*complex64")]:
         with pytest.raises(AudioError, match=match):
             arrange(bad, b, out, strategy="temporal", mix_only=True)
         assert not out.exists()

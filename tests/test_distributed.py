@@ -261,6 +261,22 @@ def test_a_waiting_process_says_so_and_a_host_that_does_not_resolve_is_named(mon
     with pytest.raises(RendezvousError, match=r"rank 1 of 2 \(slurm\): rank 0's host 'nohost01.invalid' "
                                               r"\(the first host of the SLURM node list\) does not resolve"):
         rendezvous(LaunchInfo("slurm", 1, 1, 2, "nohost01.invalid", free_port()), 60)
+    # A temporary failure (EAI_AGAIN, a name server still starting with the job) is waited out.
+    import socket
+
+    real = socket.getaddrinfo
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", flaky)
+    with pytest.raises(RendezvousError, match="only 1 of 2 processes joined"):  # not "does not resolve"
+        rendezvous(LaunchInfo("slurm", 0, 0, 2, "127.0.0.1", free_port()), 1)
+    assert calls[0] == "127.0.0.1"
 
 
 def test_a_backend_start_that_hangs_still_ends_on_a_stop_request(monkeypatch, capsys):
