@@ -61,7 +61,7 @@ from torch import Tensor
 
 from ._version import __version__
 from .codec import DEFAULT_CODEC
-from .errors import ConfigError, MaskkitError, warn
+from .errors import CheckpointError, ConfigError, MaskkitError, UnknownNameError, warn
 from .metrics import METRICS, mask_metrics
 
 #: Column order of the mask-quality metrics (the keys of :func:`maskkit.metrics.mask_metrics`).
@@ -127,31 +127,38 @@ class BenchConfig:
     variants: Sequence[str] = ()
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the option at fault."""
+        """Raise :class:`ConfigError` naming the option at fault (its field and its flag)."""
+        def bad(key: str, rule: str) -> ConfigError:
+            return ConfigError(f"bench: option '{key}' ({_flag(key)}) {rule}, got {getattr(self, key)!r}")
+
         if self.dtype not in DTYPES:
-            raise ConfigError(f"bench: option 'dtype' must be one of {list(DTYPES)}, got {self.dtype!r}")
+            raise bad("dtype", f"must be one of {list(DTYPES)}")
         for key in ("batch_size", "repeats", "dim", "min_repeats"):
             if int(getattr(self, key)) < 1:
-                raise ConfigError(f"bench: option '{key}' must be >= 1, got {getattr(self, key)}")
+                raise bad(key, "must be >= 1")
         for key in ("warmup", "train_steps", "seed"):
             if int(getattr(self, key)) < 0:
-                raise ConfigError(f"bench: option '{key}' must be >= 0, got {getattr(self, key)}")
+                raise bad(key, "must be >= 0")
         if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"bench: option 'threads' must be >= 1, got {self.threads}")
+            raise bad("threads", "must be >= 1")
         if self.max_seconds <= 0:
-            raise ConfigError(f"bench: option 'max_seconds' must be > 0, got {self.max_seconds}")
+            raise bad("max_seconds", "must be > 0")
         if self.frames is not None and self.frames < 1:
-            raise ConfigError(f"bench: option 'frames' must be >= 1, got {self.frames}")
+            raise bad("frames", "must be >= 1")
         if self.segment_seconds <= 0:
-            raise ConfigError(f"bench: option 'segment_seconds' must be > 0, got {self.segment_seconds}")
+            raise bad("segment_seconds", "must be > 0")
         if self.random and self.data is not None:
             raise ConfigError("bench: options 'random' and 'data' exclude each other")
+        if self.train_options and not self.train_steps:
+            raise ConfigError("bench: option 'train_options' (--train-opt) is for the quick training run: "
+                              "give train_steps (--train-steps N) too")
         try:
             dev = torch.device(self.device)
         except RuntimeError as e:
-            raise ConfigError(f"bench: option 'device': {e}") from None
+            raise ConfigError(f"bench: option 'device' (--device): {e}") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"bench: option 'device' is {self.device!r} but CUDA is not available")
+            raise ConfigError(f"bench: option 'device' (--device) is {self.device!r} but CUDA is not "
+                              f"available")
         parse_variants(self.variants)
 
 
@@ -233,7 +240,9 @@ class BenchRow:
     def label(self) -> str:
         if self.variant == "trained" and self.checkpoint:
             hard = ", hard masks" if self.hard_masks else ""
-            return f"{self.display_name} (trained: {Path(self.checkpoint).name}{hard})"
+            path = Path(self.checkpoint)  # its folder too: runs' checkpoints share names (best.pt)
+            where = f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+            return f"{self.display_name} (trained: {where}{hard})"
         if self.variant == "untrained":
             return f"{self.display_name} (untrained)"
         return self.display_name
@@ -334,7 +343,7 @@ class BenchResult:
         path.parent.mkdir(parents=True, exist_ok=True)
         env = self.environment
         head = (f"`{env['command']}`\n\nmaskkit {env['maskkit_version']}, torch {env['torch_version']}, "
-                f"{env['device_name']}, {env['threads']} threads, {env['time']}; {self.seconds:.1f} s\n\n")
+                f"{env['device_name']}, {_threads(env['threads'])}, {env['time']}; {self.seconds:.1f} s\n\n")
         path.write_text(head + self.markdown())
         return path
 
@@ -350,6 +359,7 @@ class BenchResult:
         written = [plotting.mask_gallery(panels, directory / "masks.png",
                                          title=f"Masks of the first pair ({self.data})")]
         timed = [r for r in self.rows if r.forward is not None]
+        missing = [r.label for r in self.rows if r.forward is None]  # named, not silently left out
         if any(r.speed_ratio is not None for r in timed):
             bars = [(r.label, r.speed_ratio) for r in timed if r.speed_ratio is not None]
             ylabel, ref = "speed ratio to the naive seed code (x)", 1.0
@@ -361,7 +371,8 @@ class BenchResult:
             ylabel=ylabel, reference_line=ref,
             title=(f"Forward speed, batch {self.shapes.get('batch')} on {self.environment['device_name']}"
                    + ("\nlearned: vs RefMaskGenerator; fixed: vs ref_temporal_mask; above 1 = faster"
-                      if ref else ""))))
+                      if ref else "")
+                   + (f"\nnot timed (an error, see the tables): {', '.join(missing)}" if missing else ""))))
         return written
 
     def tables(self) -> list[Any]:
@@ -393,6 +404,22 @@ class BenchResult:
                 if r.train is not None and r.train.get("error")]
         return out
 
+    def notes(self) -> list[str]:
+        """Warnings about rows whose figures mean less than they seem: masks that keep (almost)
+        only one song on these frames (e.g. ``temporal`` with a segment longer than the pair)
+        make a pass-through, which can look good in the quick training."""
+        frames = self.shapes.get("frames")
+        out = []
+        for r in self.rows:
+            b = r.metrics.get("balance")
+            if b is None or not (b >= 1.0 - ONE_SONG or b <= ONE_SONG):
+                continue
+            song = "input" if b >= 0.5 else "target"
+            trained = " (quick training included)" if r.train is not None and not r.train.get("error") else ""
+            out.append(f"{r.label} keeps (almost) only the {song} song on these {frames} frames (balance "
+                       f"{b:.3f}), so its row{trained} measures one song passed through, not a mix")
+        return out
+
     def markdown(self) -> str:
         """The same tables as GitHub-flavoured Markdown (for docs and READMEs)."""
         parts = []
@@ -401,6 +428,16 @@ class BenchResult:
             parts.append("| " + " | ".join(cols) + " |")
             parts.append("|" + "|".join(":---" if i == 0 else "---:" for i in range(len(cols))) + "|")
             parts.extend("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows)
+            parts.append("")
+        notes = self.notes()
+        if notes:
+            parts.append("**Notes**\n")
+            parts.extend(f"- {n}" for n in notes)
+            parts.append("")
+        errors = self.errors()
+        if errors:  # the tables show each error's stage and type; here what it said
+            parts.append("**Errors**\n")
+            parts.extend(f"- {label}: {message}" for label, message in errors)
             parts.append("")
         return "\n".join(parts)
 
@@ -424,19 +461,21 @@ class BenchResult:
             s_rows.append([r.label, _int(r.params), _ms(r.forward), _spread(r.forward), _f(r.pairs_per_s, 0),
                            _ms(r.fwd_bwd), _f(r.peak_mem_mib, 1)]
                           + ([_f(r.speed_ratio, 2, "x"), _f(r.fwd_bwd_ratio, 2, "x")] if ref else []))
-        sections.append((f"Speed and cost ({env['device_name']}, {env['threads']} threads, "
+        sections.append((f"Speed and cost ({env['device_name']}, {_threads(env['threads'])}, "
                          f"{self.config.dtype}{', compiled' if self.config.compile else ''}; "
                          f"ms: median of up to {self.config.repeats} timed calls after {self.config.warmup} "
                          "warm-up)",
                          s_cols, s_rows))
         if self.train is not None:
-            t_cols = ["strategy", "val loss", "LSD in dB", "LSD tg dB", "SI-SDR in dB", "SI-SDR tg dB"]
+            t_cols = ["strategy", "val loss", "val recon", "LSD in dB", "LSD tg dB", "SI-SDR in dB",
+                      "SI-SDR tg dB"]
             t_rows = []
             for r in self.rows:
                 if r.train is None:
                     continue
                 tr = r.train
-                t_rows.append([r.display_name, _f(tr.get("val_loss"), 4), _f(tr.get("lsd_input"), 2),
+                t_rows.append([r.display_name, _f(tr.get("val_loss"), 4), _f(tr.get("val_reconstruction"), 4),
+                               _f(tr.get("lsd_input"), 2),
                                _f(tr.get("lsd_target"), 2), _f(tr.get("si_sdr_input"), 2),
                                _f(tr.get("si_sdr_target"), 2)])
             sections.append((f"Quick training ({self.train.get('steps')} steps each, same model, data and "
@@ -720,6 +759,21 @@ def _malloc_trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def steady_allocator() -> bool:
+    """Keep freed memory in glibc's heap for the rest of the process: blocks up to 32 MB come
+    from the heap, not from fresh ``mmap`` calls, and free memory at the heap's top is not
+    handed back after each call. Otherwise the allocator's state decides whether every call
+    of a small strategy pays for page faults on a few MB of new memory: the same strategy
+    timed 0.1 ms or 1.8 ms (tight range both times) depending on what ran before it. Returns
+    whether it applied (glibc only). :func:`peak_memory_mib` trims explicitly, so memory
+    figures are unchanged."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, 32 << 20)) and bool(libc.mallopt(-1, 1 << 30))  # MMAP_, TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        return False
 
 
 def peak_memory_mib(fn: Callable[[], Any], device: torch.device, min_seconds: float = 0.05) -> float | None:
@@ -1232,6 +1286,9 @@ def train_and_evaluate(name: str, cfg: BenchConfig, run_dir: Path,
     seconds = time.perf_counter() - t0
     metrics = result.final_metrics
     out: dict[str, Any] = {"steps": result.steps, "val_loss": metrics.get("val_loss"),
+                           # the combined loss less the strategy's own regularization terms: the
+                           # column that compares a learned strategy with the rules like for like
+                           "val_reconstruction": metrics.get("val_reconstruction"),
                            "val_complementarity": metrics.get("val_complementarity"),
                            "train_loss": metrics.get("train_loss"), "seconds": seconds}
     if result.last_checkpoint is None:
@@ -1278,7 +1335,10 @@ def run_bench(config: BenchConfig | None = None, *, progress: ProgressFn | None 
     cfg.validate()
     from .plugins import resolve_strategy_names
 
-    names = resolve_strategy_names(cfg.strategies or [])
+    try:
+        names = resolve_strategy_names(cfg.strategies or [])
+    except UnknownNameError as e:  # named by the option it came from
+        raise UnknownNameError(f"bench: option 'strategies' (--strategies): {e}") from None
     variants = resolve_variants(cfg, names)
     if not names and not variants and not cfg.checkpoints:
         raise ConfigError("bench: nothing to benchmark: the strategy selection is empty and no variants "
@@ -1289,6 +1349,14 @@ def run_bench(config: BenchConfig | None = None, *, progress: ProgressFn | None 
         raise ConfigError(f"bench: options given for {', '.join(repr(n) for n in stray)}, which "
                           f"{'is' if len(stray) == 1 else 'are'} not among the strategies benchmarked "
                           f"({', '.join(benchmarked) or 'none'})")
+    from .plugins import get_strategy_entry
+
+    for name in names:  # typed options checked before any work (the variants' are, above)
+        opts = _option_mapping(_options_for(cfg, name))
+        if opts:
+            shown = " ".join(f"{name}:{k}={v}" for k, v in opts.items())
+            _typed_strategy_options(get_strategy_entry(name), opts, f"bench: --strategy-opt {shown}")
+    steady_allocator()  # timings of the strategy, not of the allocator's state (see there)
     threads = torch.get_num_threads()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -1351,12 +1419,17 @@ def _run(cfg: BenchConfig, names: list[str], progress: ProgressFn | None,
 def _checkpoint_row(path: str, cfg: BenchConfig, data: BenchData, device: torch.device,
                     references: dict[str, _Reference] | None = None) -> BenchRow:
     """A "trained" row for the strategy stored in checkpoint ``path``."""
-    from .checkpoint import load_checkpoint
+    from .checkpoint import install_hint, load_checkpoint
     from .plugins import get_strategy_entry
 
     try:
         ckpt = load_checkpoint(path)
-        entry = get_strategy_entry(ckpt["strategy"]["name"])
+        info = ckpt["strategy"]
+        try:
+            entry = get_strategy_entry(info["name"])
+        except MaskkitError as e:  # named as arrange and agent inspect name it: which plugin to install
+            raise CheckpointError(f"{path} needs strategy '{info['name']}'{install_hint(info)}: "
+                                  f"{e}") from None
     except (MaskkitError, KeyError, TypeError) as e:
         row = BenchRow(name=Path(path).name, kind="learned", variant="trained", checkpoint=path)
         row.error = _error_text("checkpoint", e)
@@ -1367,6 +1440,19 @@ def _checkpoint_row(path: str, cfg: BenchConfig, data: BenchData, device: torch.
 # --------------------------------------------------------------------------------------------
 # formatting helpers
 # --------------------------------------------------------------------------------------------
+def _flag(key: str) -> str:
+    """The command-line flag of a BenchConfig field (``min_repeats``: no flag of its own)."""
+    return {"min_repeats": "a minimum of --repeats", "dim": "--dim"}.get(key, "--" + key.replace("_", "-"))
+
+
+#: A balance this close to 0 or 1 means the masks keep one song only (see BenchResult.notes).
+ONE_SONG = 0.01
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread{'' if n == 1 else 's'}"
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None

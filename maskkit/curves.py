@@ -157,9 +157,11 @@ def plot_curves(runs: Sequence[RunCurves], path: str | os.PathLike[str], *,
                 if curve.kind == "train" and metric in UNSMOOTHED:
                     lines.append(Line(curve.steps, curve.values, f"{run.label} train", i))
                 elif curve.kind == "train":
-                    lines.append(Line(curve.steps, curve.values, "", i, "faint"))
-                    lines.append(Line(curve.steps, smooth(curve.values, smoothing), f"{run.label} train", i))
+                    lines.append(Line(curve.steps, curve.values, f"{run.label} train, each step", i, "faint"))
+                    lines.append(Line(curve.steps, smooth(curve.values, smoothing),
+                                      f"{run.label} train, smoothed ({smoothing:g})", i))
                 else:
                     lines.append(Line(curve.steps, curve.values, f"{run.label} validation", i, "points"))
-        panels.append((metric, lines))
-    return line_panels(panels, path, xlabel="optimizer step", dpi=dpi)
+        panels.append((f"{metric} (%)" if "complementarity" in metric else metric, lines))
+    title = "Training curves: " + ", ".join(run.label for run in runs)
+    return line_panels(panels, path, xlabel="optimizer step", title=title, dpi=dpi)

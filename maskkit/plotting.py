@@ -91,7 +91,8 @@ def speed_bars(labels: Sequence[str], values: Sequence[float], path: str | os.Pa
     positive = [v for v in vals if v > 0]
     if log is None:
         log = bool(positive) and max(positive) / min(positive) > 100
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(labels) + 2), 4.2))
+    width = max(7.0, 0.8 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(width, 4.2))
     bars = ax.bar(range(len(vals)), vals, color="#4c72b0")
     for b, v in zip(bars, vals, strict=True):
         ax.annotate(f"{v:.3g}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
@@ -103,8 +104,11 @@ def speed_bars(labels: Sequence[str], values: Sequence[float], path: str | os.Pa
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title, fontsize=10)
+    if title:  # wrapped to the figure (a subtitle was once cut at both edges)
+        import textwrap
+
+        chars = int(width * 11)
+        ax.set_title("\n".join(textwrap.fill(line, chars) for line in title.splitlines()), fontsize=10)
     fig.tight_layout()
     return _save(fig, plt, path, dpi)
 
@@ -145,6 +149,9 @@ def line_panels(panels: Sequence[tuple[str, Sequence[Line]]], path: str | os.Pat
         if any(ln.label for ln in lines):
             ax.legend(fontsize=7, loc="best")
     axes[-1][0].set_xlabel(xlabel)
+    from matplotlib.ticker import MaxNLocator
+
+    axes[-1][0].xaxis.set_major_locator(MaxNLocator(integer=True))  # steps: no "1.5"
     if title:
         fig.suptitle(title, fontsize=11)
     return _save(fig, plt, path, dpi)

@@ -461,6 +461,6 @@ def resolve_strategy_names(spec: str | Iterable[str]) -> list[str]:
         return available
     for n in names:
         get_strategy_entry(n)
-    return names
+    return list(dict.fromkeys(names))  # a name given twice is one row
 
 

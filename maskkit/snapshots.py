@@ -148,7 +148,8 @@ def save_validation_snapshot(model: SimpleTransformer, codec: Any, x_in: Tensor,
             torch.cuda.set_rng_state_all(cuda_rng)
 
     strategy_name = str(getattr(model.strategy, "name", "") or type(model.strategy).__name__)
-    per_pair = [metrics.mask_metrics(im[i:i + 1], tm[i:i + 1]) for i in range(k)]
+    per_pair = [{n: v for n, v in metrics.mask_metrics(im[i:i + 1], tm[i:i + 1]).items()
+                 if n not in metrics.BATCH_METRICS} for i in range(k)]  # (one pair has no spread)
     batch = metrics.mask_metrics(im, tm)
     record = {
         "epoch": int(epoch),
@@ -201,24 +202,29 @@ def _draw(plt: Any, im: Tensor, tm: Tensor, attention: list[tuple[str, Tensor]],
     ncols = 2 + len(attention)
     fig = plt.figure(figsize=(WIDTH / DPI, (ROW_HEIGHT * k) / DPI), dpi=DPI)
     top = 1.0 - 70.0 / (ROW_HEIGHT * k)  # room for the title, in pixels
-    gs = fig.add_gridspec(k, ncols, left=0.06, right=0.97, bottom=40.0 / (ROW_HEIGHT * k), top=top,
-                          wspace=0.3, hspace=0.55)
+    gs = fig.add_gridspec(k, ncols, left=0.06, right=0.95, bottom=40.0 / (ROW_HEIGHT * k), top=top,
+                          wspace=0.45, hspace=0.55)
     mask_kw = {"aspect": "auto", "origin": "lower", "cmap": "viridis", "interpolation": "nearest",
                "vmin": 0.0, "vmax": 1.0, "extent": (0, T, 0, D)}
     for i in range(k):
         for col, (label, m) in enumerate((("input mask", im[i]), ("target mask", tm[i]))):
             ax = fig.add_subplot(gs[i, col])
-            ax.imshow(m[order].numpy(), **mask_kw)
-            ax.set_title(f"pair {i}{labels[i]}: {label}  (compl. {per_pair[i]['complementarity']:.1f}%)",
-                         fontsize=8)
+            image = ax.imshow(m[order].numpy(), **mask_kw)
+            # the pair's complementarity once, on its first panel
+            compl = f"  (compl. {per_pair[i]['complementarity']:.1f}%)" if col == 0 else ""
+            ax.set_title(f"pair {i}{labels[i]}: {label}{compl}", fontsize=8)
             _channel_axis(ax, freqs, order, D)
             ax.set_xlabel("frame", fontsize=7)
+        cax = ax.inset_axes((1.02, 0.0, 0.03, 1.0))  # one scale for both mask panels of the row
+        fig.colorbar(image, cax=cax).ax.tick_params(labelsize=6)
         for j, (label, t) in enumerate(attention):
             a = attention_panel(t, i)
             ax = fig.add_subplot(gs[i, 2 + j])
             if a is not None:
-                ax.imshow(a, aspect="auto", origin="lower", cmap="magma", interpolation="nearest")
-            ax.set_title(f"pair {i}: {label}", fontsize=8)
+                att = ax.imshow(a, aspect="auto", origin="lower", cmap="magma", interpolation="nearest")
+                cax = ax.inset_axes((1.02, 0.0, 0.03, 1.0))
+                fig.colorbar(att, cax=cax, format="%.4g").ax.tick_params(labelsize=5)
+            ax.set_title(f"pair {i}: {label.replace('_', ' ')}", fontsize=8)
             ax.set_xlabel("key frame", fontsize=7)
             ax.set_ylabel("query frame", fontsize=7)
     for a in fig.axes:

@@ -225,7 +225,9 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
     B, D, T = ei.shape
     im = masks.input_mask.expand(B, D, T)[0].float().cpu()
     tm = masks.target_mask.expand(B, D, T)[0].float().cpu()
-    values = metrics.mask_metrics(masks.input_mask, masks.target_mask)
+    # (one pair: no spread across a batch, so no adaptivity, which would always read 0)
+    values = {k: v for k, v in metrics.mask_metrics(masks.input_mask, masks.target_mask).items()
+              if k not in metrics.BATCH_METRICS}
     per_frame_cov = [float(metrics.coverage(im[:, t], tm[:, t])) for t in range(T)]
     per_frame_ovl = [float(metrics.overlap(im[:, t], tm[:, t])) for t in range(T)]
     share_in = im.mean(dim=0).numpy()
@@ -238,7 +240,8 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
 
     fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     ncols = 3 if attention else 2
-    gs = fig.add_gridspec(3, ncols, left=0.06, right=0.97, bottom=0.06, top=0.88, wspace=0.28, hspace=0.45,
+    gs = fig.add_gridspec(3, ncols, left=0.06, right=0.91 if attention else 0.97, bottom=0.06, top=0.88,
+                          wspace=0.36, hspace=0.45,
                           width_ratios=[1, 1, 0.8] if attention else [1, 1])
     spec_kw = {"aspect": "auto", "origin": "lower", "cmap": "magma", "interpolation": "nearest"}
     for col, (label, x) in enumerate((("input", xi), ("target", xt))):
@@ -260,13 +263,15 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
     ax.set_xlabel("seconds", fontsize=8)
     _channel_axis(ax, freqs, order, D)
     cax = ax.inset_axes((1.01, 0.0, 0.025, 1.0))  # inside the cell: the layout stays fixed
-    fig.colorbar(image, cax=cax)
+    fig.colorbar(image, cax=cax).set_label("mask value (the 3 mask panels)", fontsize=7)
     ax = fig.add_subplot(gs[2, 1])
     tt = (torch.arange(T, dtype=torch.float32) + 0.5) * (dur / T)
-    ax.plot(tt, share_in, label="input kept", linewidth=1)
-    ax.plot(tt, share_tg, label="target kept", linewidth=1)
-    ax.plot(tt, per_frame_cov, label="coverage", linewidth=1.2, color="black")
-    ax.plot(tt, per_frame_ovl, label="overlap", linewidth=1, linestyle="--", color="#c44e52")
+    # coverage and overlap below, the kept shares on top: equal shares (0.5 each) stay visible
+    ax.plot(tt, per_frame_cov, label="coverage", linewidth=1.2, color="black", zorder=1)
+    ax.plot(tt, per_frame_ovl, label="overlap", linewidth=1, linestyle="--", color="#c44e52", zorder=1)
+    ax.plot(tt, share_in, label="input kept", linewidth=2.2, color="#4c72b0", zorder=2)
+    ax.plot(tt, share_tg, label="target kept", linewidth=1.2, linestyle=(0, (4, 2)), color="#dd8452",
+            zorder=3)
     ax.set_xlim(0, dur)
     ax.set_ylim(-0.05, max(2.05, max(per_frame_cov) + 0.05))
     ax.set_title("over time (mean over channels)", fontsize=9)
@@ -274,10 +279,14 @@ def plot_masks(strategy: str | os.PathLike | MaskStrategy, input: AudioSource, t
     ax.legend(fontsize=7, loc="upper right", ncol=2)
     for i, (label, a) in enumerate(attention):
         ax = fig.add_subplot(gs[i, 2])
-        ax.imshow(a, aspect="auto", origin="lower", cmap="magma", interpolation="nearest")
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel("key frame", fontsize=8)
-        ax.set_ylabel("query frame", fontsize=8)
+        # in seconds, as the other panels: a query at time t attends to keys at times s
+        att = ax.imshow(a, aspect="auto", origin="lower", cmap="magma", interpolation="nearest",
+                        extent=(0, dur, 0, dur))
+        ax.set_title(label.replace("_", " "), fontsize=9)
+        ax.set_xlabel("key time (s)", fontsize=8)
+        ax.set_ylabel("query time (s)", fontsize=8)
+        cax = ax.inset_axes((1.01, 0.0, 0.025, 1.0))
+        fig.colorbar(att, cax=cax, format="%.4g").set_label("attention weight", fontsize=7)
     for a in fig.axes:
         a.tick_params(labelsize=7)
     head = title or (f"strategy '{strat.name}'" + (" (hard)" if hard else "")

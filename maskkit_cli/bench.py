@@ -108,6 +108,8 @@ def bench(strategy_opts: tuple[str, ...], codec_opts: tuple[str, ...], random_: 
     result = _run_with_progress(cfg, console, show=not no_progress)
     for table in result.tables():
         console.print(table)
+    for note in result.notes():
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", soft_wrap=True)
     errors = result.errors()
     if errors:
         where = "tracebacks are in the JSON" if json_path else "--json FILE keeps their tracebacks"
@@ -137,6 +139,16 @@ def _run_with_progress(cfg: Any, console: Any, show: bool) -> Any:
 
     if not show:
         return run_bench(cfg)
+    if not console.is_terminal:  # a log file or a pipe: one plain line a step, not a silent wait
+        import time
+
+        t0 = time.perf_counter()
+
+        def log(label: str, done: int, total: int) -> None:
+            step = min(done + 1, total)
+            click.echo(f"bench [{step}/{total}, {time.perf_counter() - t0:.0f} s] {label}", err=True)
+
+        return run_bench(cfg, progress=log)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("bench", total=None)

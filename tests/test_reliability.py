@@ -476,8 +476,9 @@ def test_a_checkpoint_needing_a_plugin_that_is_not_installed_names_the_file_and_
                       "version": "1.0"}
     path = atomic_save(ck, tmp_path / "gone.pt")
     for load in (strategy_from_checkpoint, load_model):
-        with pytest.raises(CheckpointError, match=r"gone\.pt needs strategy 'gone' \(gone-plugin from "
-                                                  r"maskkit-gone 1\.0\)"):
+        with pytest.raises(CheckpointError, match=r"gone\.pt needs strategy 'gone' \(plugin 'gone-plugin' "
+                                                  r"of the distribution maskkit-gone 1\.0: pip install "
+                                                  r"maskkit-gone\)"):
             load(path)
 
 

@@ -322,8 +322,8 @@ class AttentionMaskGenerator(nn.Module):
         check_encodings(x_input, x_target, "AttentionMaskGenerator")
         if x_input.shape[1] != self.encoding_dim:
             raise InputError(f"AttentionMaskGenerator was built for encoding_dim={self.encoding_dim}, but "
-                             f"the input has D={x_input.shape[1]} channels (build the strategy for its "
-                             f"codec: build_strategy(name, spec=codec.spec))")
+                             f"the input has D={x_input.shape[1]} channels: it was built for another codec "
+                             f"than the one in use (from Python: build_strategy(name, spec=codec.spec))")
         dev = self.input_analyzer[0].weight.device
         if x_input.device != dev:
             raise InputError(f"AttentionMaskGenerator: the encodings are on {x_input.device} but its weights "
