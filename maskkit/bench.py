@@ -617,6 +617,9 @@ def resolve_variants(cfg: BenchConfig, names: Sequence[str]) -> list[BenchVarian
             entry = get_strategy_entry(v.strategy)
         except MaskkitError as e:
             raise ConfigError(f"{where}: {e}") from None
+        if v.train and not cfg.train_steps:  # (they would be dropped without a word)
+            raise ConfigError(f"{where}: its train.* options are for the quick training run: give "
+                              f"train_steps (--train-steps N) too")
         options = {**_option_mapping(_options_for(cfg, v.strategy)), **v.strategy_options}
         out.append(dataclasses.replace(v, strategy_options=_typed_strategy_options(entry, options, where),
                                        train=_typed_train(cfg, v, where)))
@@ -1330,6 +1333,10 @@ def run_bench(config: BenchConfig | None = None, *, progress: ProgressFn | None 
     Raises :class:`ConfigError` / :class:`UnknownNameError` for bad options or names (a bad
     variant: :class:`ConfigError` naming it); errors of single strategies are reported in
     their rows instead. ``strategies`` may be empty (``""``) when ``variants`` are given.
+
+    It first calls :func:`steady_allocator`, which stays in effect for the rest of the process
+    (glibc keeps freed memory instead of handing it back: a notebook's resident size stays at
+    its high-water mark); run the bench in a process of its own if that matters.
     """
     cfg = dataclasses.replace(config, **overrides) if config is not None else BenchConfig(**overrides)
     cfg.validate()
@@ -1352,7 +1359,10 @@ def run_bench(config: BenchConfig | None = None, *, progress: ProgressFn | None 
     from .plugins import get_strategy_entry
 
     for name in names:  # typed options checked before any work (the variants' are, above)
-        opts = _option_mapping(_options_for(cfg, name))
+        given = _options_for(cfg, name)
+        if dataclasses.is_dataclass(given) and not isinstance(given, type):
+            continue  # a Config instance (maybe a subclass's): checked when the strategy is built
+        opts = _option_mapping(given)
         if opts:
             shown = " ".join(f"{name}:{k}={v}" for k, v in opts.items())
             _typed_strategy_options(get_strategy_entry(name), opts, f"bench: --strategy-opt {shown}")

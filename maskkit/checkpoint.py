@@ -211,9 +211,11 @@ def install_hint(info: dict[str, Any]) -> str:
     plugin, dist, version = info.get("plugin"), info.get("dist"), info.get("version")
     if not plugin or not dist or dist == "maskkit":  # (a built-in one is missing when left out: the
         return ""                                    # lookup's own message says so)
-    where = f" (plugin '{plugin}' of the distribution {dist} {version or ''}".rstrip()
     if dist.startswith("("):  # registered at run time, e.g. "(runtime)": no package to install
-        return f"{where}, registered at run time with maskkit.register_plugin)"
+        return f" (plugin '{plugin}', registered at run time with maskkit.register_plugin)"
+    if dist == "?":  # an entry point without a distribution
+        return f" (plugin '{plugin}')"
+    where = f" (plugin '{plugin}' of the distribution {dist} {version or ''}".rstrip()
     return f"{where}: pip install {dist})"
 
 

@@ -474,9 +474,6 @@ class WavPairs(PairDataset):
                  pairs: Sequence[tuple[str, Path, Path | None]] | None = None) -> None:
         super().__init__(sample_rate=sample_rate, segment_seconds=segment_seconds, seed=seed, train=train)
         self.folder = Path(folder)
-        if pairs is None:
-            if not self.folder.is_dir():
-                raise AudioError(f"{self.folder}: not a directory")
         messages: list[str] = []  # every bad file's, so that one error names them all
         if pairs is None:
             if not self.folder.is_dir():
@@ -487,18 +484,20 @@ class WavPairs(PairDataset):
                 self.skipped.append((str(o), "no matching input file"))
         self.pairs: list[tuple[str, AudioInfo, AudioInfo]] = []
         for pid, inp, out in pairs:
-            try:
-                if out is None:
-                    raise AudioError(f"{inp}: has no matching pair_{pid}_output.wav")
-                # load_segment pads up to 50 ms
-                ia = check_audio(inp, min_seconds=self.segment_seconds, slack_seconds=0.05, probe_seconds=2.0)
-                ib = check_audio(out, min_seconds=self.segment_seconds, slack_seconds=0.05, probe_seconds=2.0)
-            except AudioError as e:
-                messages.append(str(e))
-                path, _, reason = str(e).partition(": ")
-                self.skipped.append((path, reason))
-                continue
-            self.pairs.append((pid, ia, ib))
+            infos = []
+            for path in (inp, out):  # both files checked: one run names every bad one
+                try:
+                    if path is None:
+                        raise AudioError(f"{inp}: has no matching pair_{pid}_output.wav")
+                    # load_segment pads up to 50 ms
+                    infos.append(check_audio(path, min_seconds=self.segment_seconds, slack_seconds=0.05,
+                                             probe_seconds=2.0))
+                except AudioError as e:
+                    messages.append(str(e))
+                    where, _, reason = str(e).partition(": ")
+                    self.skipped.append((where, reason))
+            if len(infos) == 2:
+                self.pairs.append((pid, infos[0], infos[1]))
         if not skip_bad:
             _refuse_bad(messages, self.folder)
         if not self.pairs:

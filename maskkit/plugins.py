@@ -265,9 +265,15 @@ class PluginManager:
             if old is not None and old.dist != RUNTIME_DIST:
                 raise PluginError(f"runtime plugin '{name}': the name of the installed {old.origin}; choose "
                                   f"another name")
-            if self.pm.get_plugin(name) is not None:
+            previous = self.pm.get_plugin(name)
+            if previous is not None:
                 self.pm.unregister(name=name)
-            self.pm.register(obj, name=name)
+            try:
+                self.pm.register(obj, name=name)
+            except ValueError as e:  # pluggy: the object is registered under another name, or bad hooks
+                if previous is not None:
+                    self.pm.register(previous, name=name)  # as it was
+                raise PluginError(f"runtime plugin '{name}': {e}") from None
             self.plugins[name] = info
             self._registries.clear()
             return name
@@ -357,8 +363,12 @@ class PluginManager:
                 added = sorted(set(getattr(cli, "commands", {})) - before)
                 if info is not None and added:
                     info.registers["command"] = added
-            except PluginError:
-                raise  # (the group's refusal of a command, in strict mode)
+            except PluginError as e:
+                if strict_mode():  # (the group's refusal of a command, in strict mode, among others)
+                    raise
+                if info is not None:
+                    info.failed_in("register_commands", e)
+                print(f"maskkit: {who} failed to add commands: {e}", file=sys.stderr)
             except Exception as e:
                 if info is not None:
                     info.failed_in("register_commands", e)

@@ -202,7 +202,8 @@ def _draw(plt: Any, im: Tensor, tm: Tensor, attention: list[tuple[str, Tensor]],
     ncols = 2 + len(attention)
     fig = plt.figure(figsize=(WIDTH / DPI, (ROW_HEIGHT * k) / DPI), dpi=DPI)
     top = 1.0 - 70.0 / (ROW_HEIGHT * k)  # room for the title, in pixels
-    gs = fig.add_gridspec(k, ncols, left=0.06, right=0.95, bottom=40.0 / (ROW_HEIGHT * k), top=top,
+    right = 0.95 if attention else 0.92  # (room for the last colour bar's labels)
+    gs = fig.add_gridspec(k, ncols, left=0.06, right=right, bottom=40.0 / (ROW_HEIGHT * k), top=top,
                           wspace=0.45, hspace=0.55)
     mask_kw = {"aspect": "auto", "origin": "lower", "cmap": "viridis", "interpolation": "nearest",
                "vmin": 0.0, "vmax": 1.0, "extent": (0, T, 0, D)}
@@ -223,7 +224,7 @@ def _draw(plt: Any, im: Tensor, tm: Tensor, attention: list[tuple[str, Tensor]],
             if a is not None:
                 att = ax.imshow(a, aspect="auto", origin="lower", cmap="magma", interpolation="nearest")
                 cax = ax.inset_axes((1.02, 0.0, 0.03, 1.0))
-                fig.colorbar(att, cax=cax, format="%.4g").ax.tick_params(labelsize=5)
+                fig.colorbar(att, cax=cax).ax.tick_params(labelsize=5)  # (an offset for tiny ranges)
             ax.set_title(f"pair {i}: {label.replace('_', ' ')}", fontsize=8)
             ax.set_xlabel("key frame", fontsize=7)
             ax.set_ylabel("query frame", fontsize=7)

@@ -586,6 +586,8 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
     else:
         if isinstance(strategy, str):
             strategy = build_strategy(strategy, strategy_options, spec=spec)
+        elif strategy_options:
+            raise ConfigError("load_model: strategy_options is only used with a strategy given by name")
         state = {k: v for k, v in state.items() if not k.startswith("strategy.")}
         state.update({f"strategy.{k}": v for k, v in strategy.state_dict().items()})
     model = SimpleTransformer(cfg.model, strategy, spec.dim)
@@ -1638,8 +1640,10 @@ class Trainer:
         else:
             best = f"{self.best_val:.4f}" if self.best_val is not None else "-"
             n = self.epochs_completed
-            part = " and part of the next" if self.batch_in_epoch else ""  # (--max-steps inside an epoch)
-            self.print(f"Done ({stopped}): {_plural(n, 'epoch')}{part}, {_plural(self.step, 'step')}; best "
+            done = _plural(n, "epoch")
+            if self.batch_in_epoch:  # --max-steps inside an epoch
+                done = f"{done} and part of the next" if n else "part of the first epoch"
+            self.print(f"Done ({stopped}): {done}, {_plural(self.step, 'step')}; best "
                        f"validation loss {best}; checkpoints in {self.run_dir}/ (curves: maskkit curves "
                        f"{self.run_dir})")
 

@@ -111,38 +111,50 @@ def codecs() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def plugins(show_tb: bool, as_json: bool) -> None:
     """List plugin distributions: version, what each registers, and the ones that failed."""
+    import contextlib
     import json
     import os
+    import warnings
 
     from rich.table import Table
 
     from maskkit.errors import PluginError
-    from maskkit.plugins import get_manager, strict_mode
+    from maskkit.plugins import get_manager, reset_manager, strict_mode
 
     # The diagnostic lists every plugin even in strict mode (which would stop at the first that
-    # fails), then fails as strict mode asks.
+    # fails): it loads them as the default mode does, then fails with everything strict mode
+    # would have refused (its warnings: failed plugins, unknown names, refused commands).
     strict = strict_mode()
     saved = os.environ.get("MASKKIT_STRICT_PLUGINS")
-    os.environ["MASKKIT_STRICT_PLUGINS"] = "0"
+    clashes: list[str] = []
+    if strict:
+        os.environ["MASKKIT_STRICT_PLUGINS"] = "0"
+        reset_manager()
+    caught: list = []  # (warnings.WarningMessage)
     try:
-        mgr = get_manager()
-        clashes = []
-        for fill in (mgr.strategies, mgr.codecs):  # fill in what each plugin registers
-            try:
-                fill()
-            except PluginError as e:  # two plugins claim one name (an error in strict mode): say so after
-                clashes.append(str(e))
-        from maskkit_cli.main import MaskkitGroup
+        with warnings.catch_warnings(record=True) if strict else contextlib.nullcontext() as record:
+            if strict:
+                warnings.simplefilter("always")
+                caught = record
+            mgr = get_manager()
+            for fill in (mgr.strategies, mgr.codecs):  # fill in what each plugin registers
+                try:
+                    fill()
+                except PluginError as e:  # two plugins claim one name (strict mode): say so after
+                    clashes.append(str(e))
+            from maskkit_cli.main import MaskkitGroup
 
-        mgr.add_commands(MaskkitGroup("probe"))  # and each plugin's commands (on a throwaway group)
+            mgr.add_commands(MaskkitGroup("probe"))  # and each plugin's commands (on a throwaway group)
     finally:
-        if saved is None:
-            os.environ.pop("MASKKIT_STRICT_PLUGINS", None)
-        else:
-            os.environ["MASKKIT_STRICT_PLUGINS"] = saved
+        if strict:
+            os.environ["MASKKIT_STRICT_PLUGINS"] = saved if saved is not None else "1"
+            reset_manager()  # the next use in this process loads strictly again
     infos = sorted(mgr.plugins.values(), key=lambda p: (p.status != "loaded", p.name))
     if strict:
-        clashes += [f"{p.origin} failed: {p.error}" for p in infos if p.status == "failed"]
+        said = [str(w.message).removeprefix("maskkit: ") for w in caught
+                if str(w.message).startswith("maskkit:")]
+        clashes += said + [f"{p.origin} failed: {p.error}" for p in infos
+                           if p.status == "failed" and not any(p.origin in m for m in said)]
     if as_json:
         click.echo(json.dumps([{k: v for k, v in vars(p).items()
                                 if not k.startswith("_") and (show_tb or k != "traceback")}

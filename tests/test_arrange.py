@@ -23,7 +23,7 @@ from maskkit.arrange import (
 from maskkit.checkpoint import CHECKPOINT_FORMAT, atomic_save
 from maskkit.errors import AudioError, CheckpointError, ConfigError
 from maskkit.model import build_model
-from maskkit.plugins import build_codec
+from maskkit.plugins import build_codec, build_strategy
 from maskkit.synth import generate_song
 from maskkit_cli.main import cli
 
@@ -398,6 +398,17 @@ def test_strategy_override_and_mix_only_from_a_checkpoint(songs, tmp_path):
     assert res.strategy == "frequency" and res.metrics["coverage"] > 1.1
     res = arrange(a, b, checkpoint=ck, mix_only=True)
     assert res.strategy == "temporal" and res.mix_only
+    # with --codec too, a strategy given by name is built on the codec in use (its rate sets the
+    # channels' frequencies: split_hz once split the 48 kHz codec's channels as 24 kHz ones)
+    hz = {"split_hz": 2000.0}
+    c48 = build_codec("stft", {"sample_rate": 48000})
+    at48 = arrange(a, b, checkpoint=ck, codec=c48, strategy="frequency", strategy_options=hz)
+    alone = arrange(a, b, codec=c48, strategy="frequency", strategy_options=hz, mix_only=True)
+    at24 = arrange(a, b, checkpoint=ck, strategy="frequency", strategy_options=hz)
+    assert at48.metrics["balance"] == pytest.approx(alone.metrics["balance"], abs=1e-6)
+    assert at48.metrics["balance"] < at24.metrics["balance"] - 0.02  # fewer channels below 2 kHz
+    with pytest.raises(ConfigError, match="strategy_options is only used with a strategy given by name"):
+        arrange(a, b, checkpoint=ck, strategy=build_strategy("temporal"), strategy_options={"segment": 9})
 
 
 def test_strategy_override_leaves_the_callers_model_as_it_was():

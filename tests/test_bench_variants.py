@@ -53,7 +53,7 @@ def test_dotted_train_keys_nest_at_any_depth():
 
 @needs_train
 def test_resolved_values_have_their_types(fresh_plugins):
-    cfg = BenchConfig(strategies="temporal", **TINY, variants=[
+    cfg = BenchConfig(strategies="temporal", **TINY, train_steps=1, variants=[
         "seg6=temporal segment=6 fade=0 train.optim.lr=0.001 train.batch_size=2 train.data.skip_bad=true"])
     (v,) = resolve_variants(cfg, ["temporal"])
     assert v.strategy_options == {"segment": 6, "fade": 0}
@@ -95,6 +95,9 @@ def test_malformed_variants_raise_naming_them(fresh_plugins, variants, message):
      r"variant 'none=temporal segment=6'.*label 'none'.*another row"),
     ("temporal", "a=temporal segmnt=6", r"variant 'a=temporal segmnt=6'.*unknown option 'segmnt'"),
     ("temporal", "a=temporal segment=six", r"variant 'a=temporal segment=six'.*'segment' expects an integer"),
+    # train.* without --train-steps would be dropped without a word
+    ("temporal", "a=temporal train.optim.lr=0.5", r"variant 'a=temporal train.optim.lr=0.5': its train\.\* "
+                                                  r"options are for the quick training run.*--train-steps"),
 ])
 def test_variants_that_do_not_fit_the_registry_raise_naming_them(fresh_plugins, strategies, variant, message):
     with pytest.raises(ConfigError, match=message):

@@ -366,6 +366,13 @@ def test_runtime_plugin_appears_and_duplicates_name_both(fresh_plugins):
     # a notebook cell run twice: the same name replaces it (pluggy's raw ValueError before) ...
     assert fresh_plugins.register_plugin(Plugin(), "halves-plugin") == "halves-plugin"
     assert strategy_names().count("halves-test") == 1
+    # the same object under a second name: a PluginError (pluggy's raw ValueError before), and
+    # the first registration stays as it was
+    obj = Plugin()
+    fresh_plugins.register_plugin(obj, "halves-plugin")
+    with pytest.raises(PluginError, match="runtime plugin 'second-name': .*already registered"):
+        fresh_plugins.register_plugin(obj, "second-name")
+    assert strategy_names().count("halves-test") == 1
     # ... but an installed plugin's name is not for taking
     with pytest.raises(PluginError, match="runtime plugin 'fixed': the name of the installed plugin 'fixed' "
                                           "from maskkit"):
@@ -493,6 +500,17 @@ def test_a_plugin_failing_in_two_hooks_keeps_both_errors(fresh_plugins, capsys):
     fresh_plugins.get_manager().add_commands(click.Group("probe"))
     err = capsys.readouterr().err
     assert "maskkit: runtime plugin 'twice-broken' failed to add commands: no commands" in err
+
+    class OwnError:  # a PluginError of the plugin's own is a failure like any other (not re-raised)
+        @hookimpl
+        def register_commands(self, cli):
+            raise PluginError("plugin's own problem")
+
+    fresh_plugins.register_plugin(OwnError(), "own-error")
+    fresh_plugins.get_manager().add_commands(click.Group("probe"))
+    err = capsys.readouterr().err
+    assert "runtime plugin 'own-error' failed to add commands: plugin's own problem" in err
+    fresh_plugins.unregister_plugin("own-error")
     with pytest.MonkeyPatch.context() as mp:  # strict mode: an error, as for the other hooks
         mp.setenv("MASKKIT_STRICT_PLUGINS", "1")
         with pytest.raises(PluginError, match="runtime plugin 'twice-broken' failed in register_commands"):
