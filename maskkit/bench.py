@@ -1200,7 +1200,8 @@ def _train_rows(rows: list[BenchRow], cfg: BenchConfig, step: Callable[[str], No
 
     Every strategy gets the same ``TrainConfig`` but its name: the ``small`` preset (or
     ``train_options["preset"]``), ``max_steps = train_steps``, the bench's seed, device,
-    codec and data folder (synthetic music otherwise, ``random`` included), one process,
+    codec, data folder (synthetic music otherwise, ``random`` included) and segment length
+    (``segment_seconds``, unless ``random`` or ``frames``), one process,
     checkpoints in a temporary folder (or ``train_options["checkpoint_dir"]/<name>``).
     A variant's row adds its strategy options and its ``train.*`` overrides (deep-merged
     into ``train_options``'s) and trains in ``<folder>/<LABEL>``.
@@ -1273,6 +1274,8 @@ def train_and_evaluate(name: str, cfg: BenchConfig, run_dir: Path,
     if cfg.data is not None:
         data.setdefault("source", cfg.data)
         data.setdefault("skip_bad", cfg.skip_bad)
+    if not cfg.random and cfg.frames is None:  # the pairs of the tables above, in length too
+        data.setdefault("segment_seconds", cfg.segment_seconds)
     settings: dict[str, Any] = {
         "strategy": name, "codec": cfg.codec,
         "strategy_options": (dict(strategy_options) if strategy_options is not None
