@@ -450,28 +450,17 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
         if strategy is not None and not isinstance(strategy, str) and strategy_options:
             raise ConfigError("strategy_options is only used with a strategy given by name")
         # --strategy with a checkpoint: built in place of the trained one, which is then neither
-        # built nor loaded (its plugin need not be installed)
-        by_name = (strategy, strategy_options) if isinstance(strategy, str) else None
+        # built nor loaded (its plugin need not be installed); with --codec, on that codec's spec
+        by_name = isinstance(strategy, str)
         loaded = load_model(checkpoint, map_location=dev, strategy=strategy,
-                            strategy_options=strategy_options)
-        model, ckpt_codec = loaded.model, loaded.codec
+                            strategy_options=strategy_options, codec=codec)
+        model, codec = loaded.model, loaded.codec
         if strategy is not None:
             strategy, strategy_options = model.strategy, None
+            if by_name:
+                warn_untrained(strategy, "arrange")
         ckpt_seconds = loaded.segment_seconds
         style_names = loaded.styles
-        if codec is None:
-            codec = ckpt_codec
-        else:
-            codec = resolve_codec(codec)
-            if codec.spec.dim != ckpt_codec.spec.dim:
-                raise ConfigError(f"--codec {getattr(codec, 'name', type(codec).__name__)}: gives D="
-                                  f"{codec.spec.dim} channels, but {checkpoint} was trained on D="
-                                  f"{ckpt_codec.spec.dim} (codec '{getattr(ckpt_codec, 'name', '?')}'); "
-                                  f"leave --codec out to use the checkpoint's")
-            if by_name is not None:  # on the codec in use: its rate sets the channels' frequencies
-                strategy = model.strategy = build_strategy(*by_name, spec=codec.spec).to(dev)
-        if by_name is not None:
-            warn_untrained(strategy, "arrange")
     if hard is None:  # as the model trained: hard masks after maskkit train --hard-masks
         hard = bool(getattr(getattr(model, "config", None), "hard_masks", False))
     style_index = resolve_style(style, style_names, checkpoint or (

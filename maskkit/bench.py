@@ -633,7 +633,7 @@ def _option_mapping(opts: Any) -> dict[str, Any]:
     if isinstance(opts, Mapping):
         return dict(opts)
     if dataclasses.is_dataclass(opts) and not isinstance(opts, type):
-        return dataclasses.asdict(opts)
+        return {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if f.init}
     from .config import parse_kv
 
     return dict(parse_kv(opts, owner="bench strategy_options"))
@@ -1274,8 +1274,11 @@ def train_and_evaluate(name: str, cfg: BenchConfig, run_dir: Path,
     if cfg.data is not None:
         data.setdefault("source", cfg.data)
         data.setdefault("skip_bad", cfg.skip_bad)
-    if not cfg.random and cfg.frames is None:  # the pairs of the tables above, in length too
-        data.setdefault("segment_seconds", cfg.segment_seconds)
+    from .train_config import DataConfig
+
+    shortest = next(f.metadata["min"] for f in dataclasses.fields(DataConfig) if f.name == "segment_seconds")
+    if not cfg.random and cfg.frames is None and cfg.segment_seconds >= shortest:
+        data.setdefault("segment_seconds", cfg.segment_seconds)  # the pairs of the tables, in length too
     settings: dict[str, Any] = {
         "strategy": name, "codec": cfg.codec,
         "strategy_options": (dict(strategy_options) if strategy_options is not None
@@ -1363,12 +1366,16 @@ def run_bench(config: BenchConfig | None = None, *, progress: ProgressFn | None 
 
     for name in names:  # typed options checked before any work (the variants' are, above)
         given = _options_for(cfg, name)
-        if dataclasses.is_dataclass(given) and not isinstance(given, type):
-            continue  # a Config instance (maybe a subclass's): checked when the strategy is built
+        entry = get_strategy_entry(name)
+        instance = dataclasses.is_dataclass(given) and not isinstance(given, type)
+        if instance and type(given) is not entry.cls.Config:
+            # (the rows rebuild the strategy, and the training its checkpoint, from plain options)
+            raise ConfigError(f"bench: strategy_options for '{name}' must be key=value options or its own "
+                              f"Config ({entry.cls.Config.__name__}), got {type(given).__name__}")
         opts = _option_mapping(given)
         if opts:
             shown = " ".join(f"{name}:{k}={v}" for k, v in opts.items())
-            _typed_strategy_options(get_strategy_entry(name), opts, f"bench: --strategy-opt {shown}")
+            _typed_strategy_options(entry, opts, f"bench: --strategy-opt {shown}")
     steady_allocator()  # timings of the strategy, not of the allocator's state (see there)
     threads = torch.get_num_threads()
     if cfg.threads is not None:

@@ -484,11 +484,13 @@ class WavPairs(PairDataset):
                 self.skipped.append((str(o), "no matching input file"))
         self.pairs: list[tuple[str, AudioInfo, AudioInfo]] = []
         for pid, inp, out in pairs:
+            if out is None:  # (its input is not a bad file: it lacks a partner)
+                messages.append(f"{inp}: has no matching pair_{pid}_output.wav")
+                self.skipped.append((str(inp), f"has no matching pair_{pid}_output.wav"))
+                continue
             infos = []
             for path in (inp, out):  # both files checked: one run names every bad one
                 try:
-                    if path is None:
-                        raise AudioError(f"{inp}: has no matching pair_{pid}_output.wav")
                     # load_segment pads up to 50 ms
                     infos.append(check_audio(path, min_seconds=self.segment_seconds, slack_seconds=0.05,
                                              probe_seconds=2.0))

@@ -270,7 +270,9 @@ class PluginManager:
                 self.pm.unregister(name=name)
             try:
                 self.pm.register(obj, name=name)
-            except ValueError as e:  # pluggy: the object is registered under another name, or bad hooks
+            except (ValueError, pluggy.PluginValidationError) as e:  # a second name for it; bad hooks
+                if self.pm.get_plugin(name) is not None:  # (pluggy records the name before it validates)
+                    self.pm.unregister(name=name)
                 if previous is not None:
                     self.pm.register(previous, name=name)  # as it was
                 raise PluginError(f"runtime plugin '{name}': {e}") from None
@@ -391,6 +393,21 @@ def get_manager() -> PluginManager:
             _manager = PluginManager()
     _manager.load()
     return _manager
+
+
+def fresh_manager() -> PluginManager:
+    """A new manager, loaded now under the current MASKKIT_* variables, with the runtime plugins
+    (:func:`register_plugin`) of the process-wide one; that one is left as it is. For
+    ``maskkit plugins``, which lists every plugin even in strict mode."""
+    mgr = PluginManager()
+    mgr.load()
+    current = _manager
+    if current is not None:
+        for name, info in list(current.plugins.items()):
+            obj = current.pm.get_plugin(name)
+            if info.dist == RUNTIME_DIST and obj is not None:
+                mgr.register(obj, name)
+    return mgr
 
 
 def reset_manager() -> None:

@@ -556,17 +556,25 @@ def _origin_of_codec(name: str) -> dict[str, str]:
 
 
 def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", *,
-               strategy: str | MaskStrategy | None = None, strategy_options: Any = None) -> LoadedModel:
+               strategy: str | MaskStrategy | None = None, strategy_options: Any = None,
+               codec: Any = None) -> LoadedModel:
     """Rebuild codec and model (strategy included, weights loaded, eval mode) from a
     checkpoint alone: ``model, codec = maskkit.train.load_model("runs/x/best.pt")``.
 
     ``strategy`` (a name, with ``strategy_options``, or an instance) replaces the checkpoint's
     strategy: the arrangement model's weights are loaded, the stored strategy is neither built
-    nor loaded (so its plugin need not be installed). Raises :class:`CheckpointError` naming
-    the file when the strategy or codec plugin is not installed (and which distribution to
-    install) or the weights do not fit.
+    nor loaded (so its plugin need not be installed). ``codec`` (a name or an instance) replaces
+    the checkpoint's codec; it must give the same D, and a strategy given by name is built on
+    its spec (its channel frequencies). Raises :class:`CheckpointError` naming the file when
+    the strategy or codec plugin is not installed (and which distribution to install) or the
+    weights do not fit.
     """
+    from .codec import resolve_codec
     from .plugins import build_codec, build_strategy
+
+    if strategy is None and strategy_options:
+        raise ConfigError("load_model: strategy_options is only used with a strategy given by name")
+    codec_override, codec = codec, None
 
     ck = load_checkpoint(path, map_location="cpu", require=("config", "strategy"))
     try:
@@ -580,12 +588,20 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
         raise CheckpointError(f"{path} needs codec '{codec_info['name']}'{install_hint(codec_info)}: "
                               f"{e}") from None
     spec = spec_from_dict(ck["spec"]) if ck.get("spec") else codec.spec
+    named_spec = spec  # what a strategy given by name is built on
+    if codec_override is not None:
+        codec = resolve_codec(codec_override)
+        if codec.spec.dim != spec.dim:
+            raise ConfigError(f"--codec {getattr(codec, 'name', type(codec).__name__)}: gives D="
+                              f"{codec.spec.dim} channels, but {path} was trained on D={spec.dim} (codec "
+                              f"'{codec_info['name']}'); leave --codec out to use the checkpoint's")
+        named_spec = codec.spec
     state = ck["model"]
     if strategy is None:
         strategy = build_checkpoint_strategy(ck, str(path), spec)
     else:
         if isinstance(strategy, str):
-            strategy = build_strategy(strategy, strategy_options, spec=spec)
+            strategy = build_strategy(strategy, strategy_options, spec=named_spec)
         elif strategy_options:
             raise ConfigError("load_model: strategy_options is only used with a strategy given by name")
         state = {k: v for k, v in state.items() if not k.startswith("strategy.")}

@@ -119,7 +119,7 @@ def plugins(show_tb: bool, as_json: bool) -> None:
     from rich.table import Table
 
     from maskkit.errors import PluginError
-    from maskkit.plugins import get_manager, reset_manager, strict_mode
+    from maskkit.plugins import fresh_manager, get_manager, strict_mode
 
     # The diagnostic lists every plugin even in strict mode (which would stop at the first that
     # fails): it loads them as the default mode does, then fails with everything strict mode
@@ -129,14 +129,14 @@ def plugins(show_tb: bool, as_json: bool) -> None:
     clashes: list[str] = []
     if strict:
         os.environ["MASKKIT_STRICT_PLUGINS"] = "0"
-        reset_manager()
     caught: list = []  # (warnings.WarningMessage)
     try:
         with warnings.catch_warnings(record=True) if strict else contextlib.nullcontext() as record:
             if strict:
                 warnings.simplefilter("always")
                 caught = record
-            mgr = get_manager()
+            # strict: a manager of its own, loaded leniently (the process's stays strict)
+            mgr = fresh_manager() if strict else get_manager()
             for fill in (mgr.strategies, mgr.codecs):  # fill in what each plugin registers
                 try:
                     fill()
@@ -148,7 +148,6 @@ def plugins(show_tb: bool, as_json: bool) -> None:
     finally:
         if strict:
             os.environ["MASKKIT_STRICT_PLUGINS"] = saved if saved is not None else "1"
-            reset_manager()  # the next use in this process loads strictly again
     infos = sorted(mgr.plugins.values(), key=lambda p: (p.status != "loaded", p.name))
     if strict:
         said = [str(w.message).removeprefix("maskkit: ") for w in caught

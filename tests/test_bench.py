@@ -182,6 +182,14 @@ def test_bad_options_raise_naming_the_option(fresh_plugins):
         run_bench(strategies="temporal", strategy_options={"temporl": {"segment": 3}}, **TINY)
     with pytest.raises(ConfigError, match=r"--train-opt\) is for the quick training run: .*--train-steps"):
         run_bench(strategies="temporal", train_options={"batch_size": 2}, **TINY)  # (was ignored, exit 0)
+    from maskkit.plugins import get_strategy_entry
+
+    temporal, frequency = (get_strategy_entry(n).cls for n in ("temporal", "frequency"))
+    with pytest.raises(ConfigError, match=r"strategy_options for 'temporal' must be key=value options or its "
+                                          r"own Config \(TemporalConfig\), got FrequencyConfig"):
+        run_bench(strategies="temporal", strategy_options={"temporal": frequency.Config()}, **TINY)
+    own = run_bench(strategies="temporal", strategy_options={"temporal": temporal.Config(segment=6)}, **TINY)
+    assert own.row("temporal").error is None and own.row("temporal").metrics["temporal_diversity"] > 0
     twice = run_bench(strategies="temporal,none,temporal", **TINY)  # one row each
     assert [r.name for r in twice.rows] == ["temporal", "none"]
 

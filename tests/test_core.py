@@ -373,6 +373,16 @@ def test_runtime_plugin_appears_and_duplicates_name_both(fresh_plugins):
     with pytest.raises(PluginError, match="runtime plugin 'second-name': .*already registered"):
         fresh_plugins.register_plugin(obj, "second-name")
     assert strategy_names().count("halves-test") == 1
+
+    class BadHook:  # a hook with a wrong argument name: pluggy's validation error, and no change
+        @hookimpl
+        def register_strategies(self, registr):
+            registr(Halves)
+
+    with pytest.raises(PluginError, match="(?s)runtime plugin 'halves-plugin': .*registr"):
+        fresh_plugins.register_plugin(BadHook(), "halves-plugin")
+    assert fresh_plugins.get_manager().pm.get_plugin("halves-plugin") is obj
+    assert strategy_names().count("halves-test") == 1
     # ... but an installed plugin's name is not for taking
     with pytest.raises(PluginError, match="runtime plugin 'fixed': the name of the installed plugin 'fixed' "
                                           "from maskkit"):

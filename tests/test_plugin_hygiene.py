@@ -347,6 +347,20 @@ def test_strict_mode_raises_on_the_first_failure(use):
     use(MASKKIT_LOAD_PLUGINS="fixed,fixd")
     res = _invoke("plugins")
     assert res.exit_code == 2 and "no installed plugin is named 'fixd'" in res.output, res.output
+    # a notebook's runtime plugin is listed under strict mode too, and kept (the listing once reset
+    # the process's manager)
+    plugins.reset_manager()
+    use(MASKKIT_LOAD_PLUGINS="fixed")
+
+    class Runtime:
+        @hookimpl
+        def register_strategies(self, register):
+            pass
+
+    plugins.register_plugin(Runtime(), "nb-plugin")
+    res = _invoke("plugins", "--json")
+    assert res.exit_code == 0 and "nb-plugin" in {p["name"] for p in json.loads(res.stdout)}, res.output
+    assert "nb-plugin" in plugins.get_manager().plugins
 
 
 # -- each hook, through a real entry point (test_hook_<name>: see the last test) ----------------------
