@@ -292,6 +292,8 @@ class BenchResult:
     seconds: float = 0.0
     #: The named variants as run: options converted to their types.
     variants: list[BenchVariant] = field(default_factory=list)
+    #: The example masks' channels are sorted by frequency (the codec gives channel frequencies).
+    channels_by_frequency: bool = False
 
     def row(self, name: str, variant: str | None = None) -> BenchRow:
         """The first row of the variant labelled ``name``, else of strategy ``name`` (and
@@ -357,7 +359,9 @@ class BenchResult:
         panels = [(r.label, r.example_masks[0], r.example_masks[1]) for r in self.rows
                   if r.example_masks is not None]
         written = [plotting.mask_gallery(panels, directory / "masks.png",
-                                         title=f"Masks of the first pair ({self.data})")]
+                                         title=f"Masks of the first pair ({self.data})",
+                                         ylabel="channel (by Hz)" if self.channels_by_frequency
+                                         else "channel")]
         timed = [r for r in self.rows if r.forward is not None]
         missing = [r.label for r in self.rows if r.forward is None]  # named, not silently left out
         if any(r.speed_ratio is not None for r in timed):
@@ -1056,8 +1060,11 @@ def _measure(row: BenchRow, subject: _Subject, data: BenchData, cfg: BenchConfig
         validate_masks(Masks(mi, mt), x_in, row.name, subject.origin)
         stage = "metrics"
         row.metrics = mask_metrics(mi, mt)
-        row.example_masks = (mi.detach().float().expand_as(x_in)[0].cpu().clone(),
-                             mt.detach().float().expand_as(x_in)[0].cpu().clone())
+        from .viz import channel_order  # low to high frequency, as `maskkit masks` draws them
+
+        order = channel_order(getattr(data.spec, "channel_freqs", None), x_in.shape[1])
+        row.example_masks = (mi.detach().float().expand_as(x_in)[0].cpu()[order].clone(),
+                             mt.detach().float().expand_as(x_in)[0].cpu()[order].clone())
 
         stage = "compile"
         steps = _steps(subject, data, cfg, device, backward)
@@ -1433,7 +1440,8 @@ def _run(cfg: BenchConfig, names: list[str], progress: ProgressFn | None,
         progress("done", total, total)
     return BenchResult(config=cfg, rows=rows, shapes=shapes, data=data.description,
                        environment=environment(device), train=train_info,
-                       seconds=time.perf_counter() - t0, variants=list(variants))
+                       seconds=time.perf_counter() - t0, variants=list(variants),
+                       channels_by_frequency=getattr(data.spec, "channel_freqs", None) is not None)
 
 
 def _checkpoint_row(path: str, cfg: BenchConfig, data: BenchData, device: torch.device,

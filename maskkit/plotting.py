@@ -48,9 +48,9 @@ def _array(m: Any) -> Any:
 
 
 def mask_gallery(panels: Sequence[tuple[str, Any, Any]], path: str | os.PathLike[str], *,
-                 title: str | None = None, dpi: int = 100) -> Path:
+                 title: str | None = None, ylabel: str = "channel", dpi: int = 100) -> Path:
     """One row per ``(label, input_mask, target_mask)``: two heatmaps (channels x frames,
-    0 to 1, channel 0 at the bottom). Returns ``path``."""
+    0 to 1, the first channel at the bottom). Returns ``path``."""
     if not panels:
         raise ValueError("mask_gallery: nothing to draw (no masks were measured)")
     plt = require_matplotlib()
@@ -66,7 +66,7 @@ def mask_gallery(panels: Sequence[tuple[str, Any, Any]], path: str | os.PathLike
             ax.set_title(f"{label}: {which}", fontsize=9)
             ax.tick_params(labelsize=7)
             if j == 0:
-                ax.set_ylabel("channel", fontsize=8)
+                ax.set_ylabel(ylabel, fontsize=8)
     for ax in axes[-1]:
         ax.set_xlabel("frame", fontsize=8)
     if title:

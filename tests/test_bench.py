@@ -461,6 +461,16 @@ TINY_TRAIN = {"batch_size": "2", "data.train_pairs": 4, "data.val_pairs": 2, "da
               "model.d_model": 16, "model.nhead": 2, "model.dim_feedforward": 32, "model.num_layers": 1}
 
 
+def test_example_masks_are_drawn_low_to_high_frequency(tmp_path):
+    """As `maskkit masks` draws them: masks.png showed the stft codec's real then imaginary
+    channels, so 'frequency' read as two bands instead of one split."""
+    result = run_bench(strategies="frequency", batch_size=1, segment_seconds=0.25, warmup=0, repeats=1)
+    assert result.channels_by_frequency
+    first = result.row("frequency").example_masks[0][:, 0]  # input mask, one frame, channels in order
+    assert torch.all(first[:-1] >= first[1:])  # low band (kept) first, then the rest: one split
+    assert (result.write_plots(tmp_path)[0]).name == "masks.png"
+
+
 def test_the_quick_training_uses_the_benchs_pair_length(tmp_path):
     """--segment-seconds 1 measured masks on 94 frames but trained on the preset's 4 s pairs, so
     a note about the quick training spoke of pairs it never saw."""
