@@ -419,7 +419,7 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
     written; the output is written atomically by :func:`maskkit.audio.save_audio`.
     """
     from .codec import resolve_codec
-    from .plugins import build_strategy
+    from .plugins import build_untrained
 
     dev = resolve_device(device)
     out_path = _check_output_path(output) if output is not None else None
@@ -470,7 +470,7 @@ def arrange(input: AudioSource, target: AudioSource, output: str | os.PathLike |
     sr = int(codec.sample_rate)
 
     if isinstance(strategy, str):
-        strategy = build_strategy(strategy, strategy_options, spec=codec.spec)
+        strategy = build_untrained(strategy, strategy_options, spec=codec.spec)
         warn_untrained(strategy, "arrange")
     elif strategy_options:
         raise ConfigError("strategy_options is only used with a strategy given by name")

@@ -480,6 +480,18 @@ def build_codec(name: str, options: Mapping[str, Any] | Iterable[str] | Any = No
     return get_codec_entry(name).cls(options)
 
 
+def build_untrained(name: str, options: Mapping[str, Any] | Iterable[str] | Any = None,
+                    spec: EncodingSpec | None = None, seed: int = 0) -> MaskStrategy:
+    """:func:`build_strategy` with its initial weights drawn from ``seed``: a learnable strategy
+    built by name for a picture or a mix (``maskkit masks``, ``arrange --mix-only -s``) gives the
+    same untrained masks on every run. The global random state is left as it was."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_strategy(name, options, spec=spec)
+
+
 def resolve_strategy_names(spec: str | Iterable[str]) -> list[str]:
     """``"all"`` or ``"a,b"`` -> a list of registered names (unknown names raise)."""
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]

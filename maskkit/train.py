@@ -570,7 +570,7 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
     weights do not fit.
     """
     from .codec import resolve_codec
-    from .plugins import build_codec, build_strategy
+    from .plugins import build_codec, build_untrained
 
     if strategy is None and strategy_options:
         raise ConfigError("load_model: strategy_options is only used with a strategy given by name")
@@ -601,7 +601,7 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
         strategy = build_checkpoint_strategy(ck, str(path), spec)
     else:
         if isinstance(strategy, str):
-            strategy = build_strategy(strategy, strategy_options, spec=named_spec)
+            strategy = build_untrained(strategy, strategy_options, spec=named_spec)
         elif strategy_options:
             raise ConfigError("load_model: strategy_options is only used with a strategy given by name")
         state = {k: v for k, v in state.items() if not k.startswith("strategy.")}

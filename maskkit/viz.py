@@ -63,7 +63,7 @@ def _resolve(strategy: str | os.PathLike | MaskStrategy, strategy_options: Any, 
     """``(strategy, codec, window seconds, style names, trained on hard masks)`` from a name, an
     instance or a checkpoint path (only a checkpoint gives the last three)."""
     from .codec import resolve_codec
-    from .plugins import build_strategy
+    from .plugins import build_untrained
 
     seconds = None
     styles: list[str] | None = None
@@ -93,7 +93,7 @@ def _resolve(strategy: str | os.PathLike | MaskStrategy, strategy_options: Any, 
             codec = codec if codec is not None else ckpt_codec
         else:
             codec = resolve_codec(codec)
-            strat = build_strategy(str(strategy), strategy_options, spec=codec.spec)
+            strat = build_untrained(str(strategy), strategy_options, spec=codec.spec)
             warn_untrained(strat, "masks")
     codec = resolve_codec(codec)
     return strat.to(device).eval(), codec.to(device).eval(), seconds, styles, trained_hard
