@@ -62,6 +62,7 @@ from torch import Tensor
 from ._version import __version__
 from .codec import DEFAULT_CODEC
 from .errors import CheckpointError, ConfigError, MaskkitError, UnknownNameError, warn
+from .logging_utils import plural
 from .metrics import METRICS, mask_metrics
 
 #: Column order of the mask-quality metrics (the keys of :func:`maskkit.metrics.mask_metrics`).
@@ -345,7 +346,8 @@ class BenchResult:
         path.parent.mkdir(parents=True, exist_ok=True)
         env = self.environment
         head = (f"`{env['command']}`\n\nmaskkit {env['maskkit_version']}, torch {env['torch_version']}, "
-                f"{env['device_name']}, {_threads(env['threads'])}, {env['time']}; {self.seconds:.1f} s\n\n")
+                f"{env['device_name']}, {plural(env['threads'], 'thread')}, {env['time']}; "
+                f"{self.seconds:.1f} s\n\n")
         path.write_text(head + self.markdown())
         return path
 
@@ -465,7 +467,7 @@ class BenchResult:
             s_rows.append([r.label, _int(r.params), _ms(r.forward), _spread(r.forward), _f(r.pairs_per_s, 0),
                            _ms(r.fwd_bwd), _f(r.peak_mem_mib, 1)]
                           + ([_f(r.speed_ratio, 2, "x"), _f(r.fwd_bwd_ratio, 2, "x")] if ref else []))
-        sections.append((f"Speed and cost ({env['device_name']}, {_threads(env['threads'])}, "
+        sections.append((f"Speed and cost ({env['device_name']}, {plural(env['threads'], 'thread')}, "
                          f"{self.config.dtype}{', compiled' if self.config.compile else ''}; "
                          f"ms: median of up to {self.config.repeats} timed calls after {self.config.warmup} "
                          "warm-up)",
@@ -1475,10 +1477,6 @@ def _flag(key: str) -> str:
 
 #: A balance this close to 0 or 1 means the masks keep one song only (see BenchResult.notes).
 ONE_SONG = 0.01
-
-
-def _threads(n: int) -> str:
-    return f"{n} thread{'' if n == 1 else 's'}"
 
 
 def _jsonable(obj: Any) -> Any:

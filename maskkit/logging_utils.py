@@ -24,6 +24,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+
+def plural(n: int, word: str) -> str:
+    """``"1 step"``, ``"2 steps"``: a count for the console."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
 JSONL_NAME = "metrics.jsonl"
 CSV_NAME = "metrics.csv"
 

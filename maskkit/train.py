@@ -72,6 +72,7 @@ from .checkpoint import (
 from .codec import Codec
 from .distributed import LaunchInfo, StopFlag
 from .errors import AudioError, CheckpointError, ConfigError, MaskkitError, first_line, is_out_of_memory
+from .logging_utils import plural as _plural
 from .loss import COMPONENTS, CombinedLoss, LossConfig
 from .model import SimpleTransformer
 from .strategy import EncodingSpec, MaskStrategy, resolve_style
@@ -574,7 +575,6 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
 
     if strategy is None and strategy_options:
         raise ConfigError("load_model: strategy_options is only used with a strategy given by name")
-    codec_override, codec = codec, None
 
     ck = load_checkpoint(path, map_location="cpu", require=("config", "strategy"))
     try:
@@ -582,15 +582,19 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
     except ConfigError as e:
         raise CheckpointError(f"{path}: its training config does not load: {e}") from None
     codec_info = ck.get("codec") or {"name": cfg.codec, "options": cfg.codec_options}
-    try:
-        codec = build_codec(codec_info["name"], codec_info.get("options") or {})
-    except MaskkitError as e:
-        raise CheckpointError(f"{path} needs codec '{codec_info['name']}'{install_hint(codec_info)}: "
-                              f"{e}") from None
-    spec = spec_from_dict(ck["spec"]) if ck.get("spec") else codec.spec
+    trained = None  # the checkpoint's own codec, built only when needed (its plugin may be gone)
+    if codec is None or not ck.get("spec"):
+        try:
+            trained = build_codec(codec_info["name"], codec_info.get("options") or {})
+        except MaskkitError as e:
+            raise CheckpointError(f"{path} needs codec '{codec_info['name']}'{install_hint(codec_info)}: "
+                                  f"{e}") from None
+    spec = spec_from_dict(ck["spec"]) if ck.get("spec") else trained.spec  # type: ignore[union-attr]
     named_spec = spec  # what a strategy given by name is built on
-    if codec_override is not None:
-        codec = resolve_codec(codec_override)
+    if codec is None:
+        codec = trained
+    else:
+        codec = resolve_codec(codec)
         if codec.spec.dim != spec.dim:
             raise ConfigError(f"--codec {getattr(codec, 'name', type(codec).__name__)}: gives D="
                               f"{codec.spec.dim} channels, but {path} was trained on D={spec.dim} (codec "
@@ -620,11 +624,6 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
 # --------------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------------
-def _plural(n: int, word: str) -> str:
-    """``"1 step"``, ``"2 steps"``."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def display_name(strategy_name: str) -> str:
     """``"creative-agent"`` -> ``"Creative Agent"`` (for the seed's console lines)."""
     return " ".join(w.capitalize() for w in strategy_name.replace("_", "-").split("-") if w)

@@ -346,14 +346,5 @@ def _config_from_merged(d: dict[str, Any]) -> TrainConfig:
     if unknown:
         raise ConfigError(f"TrainConfig: unknown option(s) {', '.join(unknown)}. "
                           f"Valid options: {', '.join(sorted(fields))}")
-    kwargs: dict[str, Any] = {}
-    for k, v in d.items():
-        if k in _SECTIONS:
-            kwargs[k] = v if isinstance(v, _SECTIONS[k]) else build_config(_SECTIONS[k], dict(v), owner=k)
-        elif k in ("strategy_options", "codec_options"):
-            kwargs[k] = dict(v or {})
-        else:
-            kwargs[k] = v
-    cfg = TrainConfig(**kwargs)
-    cfg.validate()
-    return cfg
+    kwargs = {k: dict(v or {}) if k in ("strategy_options", "codec_options") else v for k, v in d.items()}
+    return TrainConfig(**kwargs)  # (sections given as dicts are built, and all checked, on construction)

@@ -95,7 +95,9 @@ def arrange(input: str, target: str, output: str, checkpoint: str | None, strate
         mode = " (mix only)" if res.mix_only else ""
         mode += ", hard masks" if res.hard else ""
         mode += f", style '{res.style}'" if res.style is not None else ""
-        windows = f"{res.num_windows} window{'' if res.num_windows == 1 else 's'}"
+        from maskkit.logging_utils import plural
+
+        windows = plural(res.num_windows, "window")
         click.echo(f"wrote {res.path}: {res.seconds:.2f} s at {res.sample_rate} Hz, strategy "
                    f"'{res.strategy}'{mode}, {windows}{extra}")
 
