@@ -837,6 +837,7 @@ class Trainer:
         self.epoch_count = 0
         self.best_path: Path | None = None
         self.last_path: Path | None = None
+        self._saved_step: int | None = None  # the step of the last.pt this process wrote
         if self.ckpt is not None:
             try:
                 self._load_state(self.ckpt)
@@ -1174,15 +1175,32 @@ class Trainer:
         if not self.main:
             return
         ck = self._checkpoint(reason, rng)
-        self.last_path = atomic_save(ck, self.run_dir / "last.pt")
-        if best:
-            self.best_path = _link_or_copy(self.last_path, self.run_dir / "best.pt")
-        if periodic:
-            name = epoch_checkpoint_name(self.epochs_completed)
-            _link_or_copy(self.last_path, self.run_dir / name)
-            if name in self.unloadable:  # a damaged file of that name is replaced by a good one now
-                self.unloadable.remove(name)
-            prune_epoch_checkpoints(self.run_dir, self.cfg.keep_checkpoints, self.unloadable)
+        last = self.run_dir / "last.pt"
+        had_last = last.is_file()
+        try:
+            self.last_path = atomic_save(ck, last)
+        except OSError as e:  # disk full, quota, folder gone: the file there before is untouched
+            before = f" (step {_step_of(last, self._saved_step)})" if had_last else ""
+            kept = (f"{last} is the checkpoint saved before{before}, unchanged; free space (or fix the "
+                    f"folder) and continue with --resume auto" if had_last else
+                    "no checkpoint was saved yet; free space (or fix the folder) and start again")
+            raise CheckpointError(f"could not save the checkpoint of step {self.step} to {last}: "
+                                  f"{e.strerror or first_line(e)}. {kept}") from e
+        self._saved_step = self.step
+        try:
+            if best:
+                self.best_path = _link_or_copy(self.last_path, self.run_dir / "best.pt")
+            if periodic:
+                name = epoch_checkpoint_name(self.epochs_completed)
+                _link_or_copy(self.last_path, self.run_dir / name)
+                if name in self.unloadable:  # a damaged file of that name is replaced by a good one now
+                    self.unloadable.remove(name)
+                prune_epoch_checkpoints(self.run_dir, self.cfg.keep_checkpoints, self.unloadable)
+        except OSError as e:
+            copy = e.filename or "(best.pt / epoch_NNNN.pt)"
+            raise CheckpointError(f"saved {last} (step {self.step}, complete), but could not write its copy "
+                                  f"{copy}: {e.strerror or first_line(e)}; free space and continue with "
+                                  f"--resume auto") from e
 
     # -- one step ---------------------------------------------------------------------------------
     def _autocast(self) -> Any:
@@ -1733,19 +1751,35 @@ def _normalise(v: Any) -> Any:
     return v
 
 
+def _step_of(path: Path, known: int | None) -> int | str:
+    """The step of the checkpoint at ``path`` (``known`` when this process wrote it), '?' if unreadable."""
+    if known is not None:
+        return known
+    try:
+        return int(load_checkpoint(path, mmap=True).get("step", 0))
+    except (MaskkitError, OSError, ValueError):
+        return "?"
+
+
 def _link_or_copy(src: Path, dst: Path) -> Path:
     """Make ``dst`` the same file as ``src``, atomically (hard link; a copy where links fail)."""
-    import shutil
     import tempfile
 
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
     os.close(fd)
     os.unlink(tmp)
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as e:  # a partial copy (disk full) is not left behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if e.filename is None or e.filename == tmp:
+            e.filename = str(dst)
+        raise
     return dst
 
 

@@ -2,6 +2,8 @@
 
 - SIGKILL in the middle of a checkpoint write: the previous checkpoint still loads, the
   half-written temp file is never chosen, and ``--resume auto`` continues from the old one.
+- A checkpoint write that fails (a file-size limit, as a full disk): the previous checkpoint is
+  intact and named, no partial file is left, ``--resume auto`` goes on.
 - One rank of a 2-process job (started as srun / torchrun start ranks: environment variables, no
   agent to clean up) dies mid-training: the survivor exits non-zero quickly, naming the dead rank.
 - A tampered checkpoint whose pickle would run code is refused (``weights_only=True``) and the
@@ -119,6 +121,41 @@ def test_sigkill_mid_checkpoint_write_keeps_the_previous_checkpoint(tiny_run, tm
     r = train(tiny(run, "--train-pairs", "8", "--batch-size", "4", "--epochs", "2", "--resume", "auto"))
     assert r.stopped == "completed" and r.steps == 4 and r.epochs_completed == 2
     assert load_checkpoint(target)["step"] == 4
+
+
+# -- a checkpoint that cannot be written (disk full) ------------------------------------------------
+def _limit_file_size(limit: int):  # runs in the child before exec (POSIX)
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE / SIGXFSZ (POSIX)")
+def test_a_checkpoint_write_that_fails_keeps_the_previous_one_and_says_how_to_go_on(tiny_run, tmp_path):
+    """A real failed write (a file-size limit below the checkpoint's size: EFBIG, as a full disk
+    gives ENOSPC) during the save of epoch 2: the run stops with one line naming the file and
+    the intact checkpoint of step 2, leaves no partial file, and --resume auto goes on later."""
+    run = _copy_run(tiny_run, tmp_path / "run")
+    target = run / "last.pt"
+    before = load_checkpoint(target)
+    args = [sys.executable, "-m", "maskkit", "train", *TINY_ARGS, "--checkpoint-dir", str(run),
+            "--train-pairs", "8", "--batch-size", "4", "--epochs", "2", "--resume", "auto"]
+    limit = target.stat().st_size // 2
+    p = subprocess.run(args, env={**SUBPROCESS_ENV, "PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True,
+                       text=True, timeout=300, preexec_fn=lambda: _limit_file_size(limit))
+    assert p.returncode != 0, p.stdout + p.stderr
+    err = p.stderr
+    assert f"could not save the checkpoint of step 4 to {target}: File too large" in err, err
+    assert f"{target} is the checkpoint saved before (step 2), unchanged" in err and "--resume auto" in err
+    assert "Traceback" not in err
+    assert not list(run.glob(".*.tmp")), "a partial checkpoint was left behind"
+    after = load_checkpoint(target)
+    assert after["step"] == before["step"] == 2
+    for k, v in before["model"].items():
+        torch.testing.assert_close(after["model"][k], v)
+    r = train(tiny(run, "--train-pairs", "8", "--batch-size", "4", "--epochs", "2", "--resume", "auto"))
+    assert (r.stopped, r.steps) == ("completed", 4)
 
 
 # -- one rank of a 2-process job dies --------------------------------------------------------------

@@ -994,3 +994,31 @@ def test_a_stop_during_the_last_validation_completes_the_run(tmp_path, monkeypat
     assert r.stopped == stopped
     assert r.exit_code == (0 if stopped == "completed" else 143)
     assert r.epochs_completed == at_epoch
+
+
+def test_a_failed_copy_of_the_checkpoint_leaves_no_partial_file_and_names_it(tmp_path, monkeypatch):
+    """best.pt / epoch_NNNN.pt are hard links, copies where links fail: a copy cut short (disk full)
+    is removed, the file it was to replace is untouched, and the error names that file."""
+    import errno
+    import shutil
+
+    from maskkit import train as train_mod
+
+    src, dst = tmp_path / "last.pt", tmp_path / "best.pt"
+    src.write_bytes(b"new" * 1000)
+    dst.write_bytes(b"old")
+
+    def no_link(a, b):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    def short_copy(a, b):
+        Path(b).write_bytes(b"ne")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(shutil, "copyfile", short_copy)
+    with pytest.raises(OSError, match="No space left") as e:
+        train_mod._link_or_copy(src, dst)
+    assert e.value.filename == str(dst)
+    assert dst.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
