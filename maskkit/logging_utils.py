@@ -16,11 +16,12 @@ preempted-and-resumed run leaves the same files as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,18 @@ def _plain(v: Any) -> Any:
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     return str(v)
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An ``OSError`` from writing ``path`` (a full disk fails on write or close, with no file
+    name) names it, so that the command line prints one line instead of a traceback."""
+    try:
+        yield
+    except OSError as e:
+        if not e.filename:
+            e.filename = str(path)
+        raise
 
 
 class MetricsLogger:
@@ -74,14 +87,15 @@ class MetricsLogger:
     def log(self, row: Mapping[str, Any]) -> None:
         """Append one row (a flat dict) to every sink."""
         row = {k: _plain(v) for k, v in row.items()}
-        with open(self.jsonl_path, "a") as f:
+        with _naming(self.jsonl_path), open(self.jsonl_path, "a") as f:
             f.write(json.dumps(row) + "\n")
         new = [k for k in row if k not in self._columns]
         if new:  # a wider header: rewrite the CSV from the JSONL file, this row included
             self._columns.extend(new)
-            self._rewrite_csv()
+            with _naming(self.csv_path):
+                self._rewrite_csv()
         else:
-            with open(self.csv_path, "a", newline="") as f:
+            with _naming(self.csv_path), open(self.csv_path, "a", newline="") as f:
                 csv.DictWriter(f, fieldnames=self._columns).writerow(row)
         if self._tb is not None:
             kind = row.get("kind", "step")

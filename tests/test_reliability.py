@@ -158,6 +158,21 @@ def test_a_checkpoint_write_that_fails_keeps_the_previous_one_and_says_how_to_go
     assert (r.stopped, r.steps) == ("completed", 4)
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_metrics_line_that_cannot_be_written_names_the_file(tmp_path):
+    """/dev/full fails every write with ENOSPC, as a full disk does, without a file name: the
+    error names metrics.jsonl, so the command line prints one line, not a traceback."""
+    from maskkit.logging_utils import MetricsLogger
+    from maskkit_cli.main import _system_error
+
+    (tmp_path / "metrics.jsonl").symlink_to("/dev/full")
+    logger = MetricsLogger(tmp_path)
+    with pytest.raises(OSError) as e:
+        logger.log({"kind": "step", "step": 1, "loss": 1.0})
+    assert e.value.filename == str(tmp_path / "metrics.jsonl")
+    assert _system_error(e.value) == f"{tmp_path / 'metrics.jsonl'}: No space left on device"
+
+
 # -- one rank of a 2-process job dies --------------------------------------------------------------
 _DYING_RANK = textwrap.dedent("""
     import os, sys
