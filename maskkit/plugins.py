@@ -27,7 +27,7 @@ import traceback
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pluggy
 
@@ -75,12 +75,15 @@ class PluginInfo:
         self.traceback = "".join(tb for _, tb in self._hook_failures.values())
 
 
+_T = TypeVar("_T")
+
+
 @dataclass(frozen=True)
-class Registered:
+class Registered(Generic[_T]):
     """A registered strategy or codec class and the plugin it came from."""
 
     name: str
-    cls: type
+    cls: type[_T]
     plugin: str
     dist: str
     version: str
@@ -150,7 +153,7 @@ class PluginManager:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
-        self._registries: dict[str, dict[str, Registered]] = {}
+        self._registries: dict[str, dict[str, Registered[Any]]] = {}
         self._loaded = False
         self._lock = threading.RLock()
 
@@ -300,19 +303,19 @@ class PluginManager:
 
         return sorted(impls, key=third_party)
 
-    def _registry(self, kind: str, hook: str, base: type) -> dict[str, Registered]:
+    def _registry(self, kind: str, hook: str, base: type[_T]) -> dict[str, Registered[_T]]:
         with self._lock:
             self.load()
             if kind in self._registries:
                 return self._registries[kind]
-            reg: dict[str, Registered] = {}
+            reg: dict[str, Registered[_T]] = {}
             for p in self.plugins.values():  # rebuilt after register(): do not list names twice
                 p.registers.pop(kind, None)
             for impl in self._builtins_first(getattr(self.pm.hook, hook).get_hookimpls()):
                 info = self.plugins.get(impl.plugin_name) or PluginInfo(
                     name=impl.plugin_name, dist="?", version="?", module="?")
 
-                def register(cls: type, _info: PluginInfo = info) -> None:
+                def register(cls: type[_T], _info: PluginInfo = info) -> None:
                     # every fault here is the plugin's, like a failing import: it is skipped, not maskkit
                     _check_registered(cls, base, kind)
                     name = cls.name  # type: ignore[attr-defined]
@@ -340,12 +343,12 @@ class PluginManager:
             self._registries[kind] = dict(sorted(reg.items()))
             return self._registries[kind]
 
-    def strategies(self) -> dict[str, Registered]:
+    def strategies(self) -> dict[str, Registered[MaskStrategy]]:
         from .strategy import MaskStrategy
 
         return self._registry("strategy", "register_strategies", MaskStrategy)
 
-    def codecs(self) -> dict[str, Registered]:
+    def codecs(self) -> dict[str, Registered[Codec]]:
         from .codec import Codec
 
         return self._registry("codec", "register_codecs", Codec)
@@ -429,7 +432,7 @@ def unregister_plugin(name: str) -> None:
     get_manager().unregister(name)
 
 
-def _lookup(reg: dict[str, Registered], kind: str, name: str) -> Registered:
+def _lookup(reg: dict[str, Registered[_T]], kind: str, name: str) -> Registered[_T]:
     if name not in reg:
         plugins = get_manager().plugins.values()
         failed = [p.name for p in plugins if p.status == "failed"]
@@ -456,13 +459,13 @@ def codec_names() -> list[str]:
     return list(get_manager().codecs())
 
 
-def get_strategy_entry(name: str) -> Registered:
+def get_strategy_entry(name: str) -> Registered[MaskStrategy]:
     """The registry entry (class, plugin, distribution, version) of strategy ``name``; an
     :class:`UnknownNameError` lists the available ones (and plugins that failed or were left out)."""
     return _lookup(get_manager().strategies(), "strategy", name)
 
 
-def get_codec_entry(name: str) -> Registered:
+def get_codec_entry(name: str) -> Registered[Codec]:
     """The registry entry of codec ``name`` (as :func:`get_strategy_entry`)."""
     return _lookup(get_manager().codecs(), "codec", name)
 

@@ -529,3 +529,29 @@ def test_the_readme_plugin_works_and_keeps_maskkit_help_free_of_torch(tmp_path, 
         sys.path.remove(str(tmp_path))
         for name in [m for m in sys.modules if m == "my_masks" or m.startswith("my_masks.")]:
             del sys.modules[name]
+
+
+def test_the_wheel_ships_the_conformance_kit_the_plugins_and_the_typing_marker(tmp_path):
+    """What a plugin author gets from `pip install maskkit`: the conformance kit (fsspec once left
+    its test suite out of the wheel), the built-in plugins with their entry points, and
+    ``py.typed``, so that their type checker reads maskkit's hints. Tests stay out."""
+    import configparser
+    import zipfile
+
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__",
+                                                                "tests", "docs", "benchmarks", "examples"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "-w", str(tmp_path / "out"), str(src)], check=True, timeout=300, capture_output=True)
+    (wheel,) = (tmp_path / "out").glob("maskkit-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for module in ("maskkit/py.typed", "maskkit/testing.py", "maskkit/hookspecs.py", "maskkit_cli/main.py",
+                   "maskkit_fixed/__init__.py", "maskkit_creative_agent/agent.py", "maskkit_codecs/stft.py"):
+        assert module in names, module
+    assert not [n for n in names if n.startswith("tests/") or "/tests/" in n]
+    (ep_file,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    eps = configparser.ConfigParser()
+    eps.read_string(zipfile.ZipFile(wheel).read(ep_file).decode())
+    assert dict(eps["maskkit"]) == {"fixed": "maskkit_fixed", "creative-agent": "maskkit_creative_agent",
+                                    "codecs": "maskkit_codecs"}
+    assert eps["console_scripts"]["maskkit"].startswith("maskkit_cli")
