@@ -153,13 +153,12 @@ class BenchConfig:
         if self.train_options and not self.train_steps:
             raise ConfigError("bench: option 'train_options' (--train-opt) is for the quick training run: "
                               "give train_steps (--train-steps N) too")
+        from .distributed import resolve_device
+
         try:
-            dev = torch.device(self.device)
-        except RuntimeError as e:
-            raise ConfigError(f"bench: option 'device' (--device): {e}") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"bench: option 'device' (--device) is {self.device!r} but CUDA is not "
-                              f"available")
+            resolve_device(self.device)
+        except ConfigError as e:
+            raise ConfigError(f"bench: {e}") from None
         parse_variants(self.variants)
 
 
@@ -1353,6 +1352,9 @@ def run_bench(config: BenchConfig | None = None, *, progress: ProgressFn | None 
     (glibc keeps freed memory instead of handing it back: a notebook's resident size stays at
     its high-water mark); run the bench in a process of its own if that matters.
     """
+    from .distributed import check_not_bootstrapping
+
+    check_not_bootstrapping("maskkit.bench.run_bench()")
     cfg = dataclasses.replace(config, **overrides) if config is not None else BenchConfig(**overrides)
     cfg.validate()
     from .plugins import resolve_strategy_names
@@ -1397,10 +1399,11 @@ def run_bench(config: BenchConfig | None = None, *, progress: ProgressFn | None 
 
 def _run(cfg: BenchConfig, names: list[str], progress: ProgressFn | None,
          variants: Sequence[BenchVariant] = ()) -> BenchResult:
+    from .distributed import resolve_device
     from .plugins import get_strategy_entry
 
     t0 = time.perf_counter()
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     entries = {n: get_strategy_entry(n) for n in [*names, *(v.strategy for v in variants)]}
     total = 1 + len(names) + len(variants) + len(cfg.checkpoints) + (1 if cfg.reference else 0)
     total += len(names) + len(variants) if cfg.train_steps else 0

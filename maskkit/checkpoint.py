@@ -74,7 +74,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, new_file_mode())
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, new_file_mode())
+        else:  # Windows before Python 3.13 (where modes are only the read-only bit anyway)
+            os.chmod(tmp, new_file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,13 +308,13 @@ def split_songs(songs: Sequence[AudioInfo], root: str | os.PathLike, val_fractio
                          f"training and two for validation, as each pair joins two different songs)")
     n_val = min(n - 2, max(2, int(round(val_fraction * n))))
 
-    def key(info: AudioInfo) -> str:
-        rel = os.path.relpath(info.path, root).replace(os.sep, "/")
-        return hashlib.sha256(rel.encode("utf-8")).hexdigest()
+    def rel(info: AudioInfo) -> str:
+        # the same on every OS: '/' separators, and names in NFC (macOS may store 'é' as 'e' + accent)
+        return unicodedata.normalize("NFC", os.path.relpath(info.path, root).replace(os.sep, "/"))
 
-    ordered = sorted(songs, key=key)
-    val = sorted(ordered[:n_val], key=lambda i: i.path)
-    train = sorted(ordered[n_val:], key=lambda i: i.path)
+    ordered = sorted(songs, key=lambda i: hashlib.sha256(rel(i).encode("utf-8")).hexdigest())
+    val = sorted(ordered[:n_val], key=rel)
+    train = sorted(ordered[n_val:], key=rel)
     return train, val
 
 

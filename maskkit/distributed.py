@@ -287,7 +287,12 @@ def resolve_device(device: Any, local_rank: int = 0) -> Any:
             raise ConfigError(f"local rank {local_rank} needs GPU {index}, but this node has {n} GPU(s): "
                               f"start at most {n} processes per node")
         return torch.device("cuda", index)
-    try:  # another device torch knows (mps, xpu, meta, ...): for the Python API
+    if device.startswith("mps"):
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError(f"--device {device}: no Apple GPU (MPS) is available here (use --device cpu)")
+        return torch.device(device)
+    try:  # another device torch knows (xpu, meta, ...): for the Python API
         return torch.device(device)
     except (RuntimeError, ValueError):
         raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}") from None
@@ -781,7 +786,8 @@ class StopFlag:
             return
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handler)
-            signal.siginterrupt(sig, False)  # restart interrupted system calls (SA_RESTART)
+            if hasattr(signal, "siginterrupt"):  # (not on Windows)
+                signal.siginterrupt(sig, False)  # restart interrupted system calls (SA_RESTART)
 
     def uninstall(self) -> None:
         for sig, h in self._old.items():
@@ -826,3 +832,27 @@ def hold_stop_signals() -> Iterator[StopFlag]:
     finally:
         _HELD = None
         flag.uninstall()
+
+
+def check_not_bootstrapping(what: str) -> None:
+    """Refuse to start ``what`` inside a process that is still starting: under the spawn start
+    method (the default on macOS and Windows) every DataLoader worker and training process
+    re-runs the top level of the user's script, and a call there, outside
+    ``if __name__ == "__main__":``, would start a second run inside each of them."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise ConfigError(
+            f"{what} was called while a new process was starting: with the spawn start method (the "
+            f"default on macOS and Windows) each DataLoader worker and training process re-runs the top "
+            f"level of your script. Put the call under `if __name__ == \"__main__\":`")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask where the OS has one (taskset, SLURM's
+    --cpus-per-task, a container's cpuset), else every CPU of the machine."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+

@@ -413,6 +413,14 @@ def fresh_manager() -> PluginManager:
     return mgr
 
 
+def runtime_plugins() -> list[tuple[str, Any]]:
+    """``(name, object)`` of every plugin registered with :func:`register_plugin` in this process."""
+    mgr = get_manager()
+    with mgr._lock:
+        return [(name, obj) for name, info in mgr.plugins.items()
+                if info.dist == RUNTIME_DIST and (obj := mgr.pm.get_plugin(name)) is not None]
+
+
 def reset_manager() -> None:
     """Forget loaded plugins (tests; after changing MASKKIT_* variables)."""
     global _manager

@@ -240,6 +240,7 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     :class:`TrainingError` when the loss stays non-finite; a stop on SIGTERM / SIGINT
     returns normally with ``result.stopped == "interrupted"``.
     """
+    dist_utils.check_not_bootstrapping("maskkit.train()")
     if config is None:
         cfg = TrainConfig.from_dict(_plain(overrides))
     elif overrides:  # nested sections given as dicts merge into the config's
@@ -253,6 +254,7 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     if info.launcher != "spawn":
         return _run(cfg, info)
 
+    runtime = _portable_runtime_plugins(cfg, info.world_size)
     made_run_dir = _check_writable(cfg.run_dir) if info.is_main else False
     port = dist_utils.free_port()
     import pickle
@@ -270,7 +272,8 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     try:
         try:
             dist_utils.spawn(_spawn_worker, info.world_size,
-                             args=(cfg, info.world_size, port, queue, result_file), block_stop_signals=True)
+                             args=(cfg, info.world_size, port, queue, result_file, runtime),
+                             block_stop_signals=True)
         except Exception as e:  # a rank failed; the others were terminated
             failure = e
             if made_run_dir:
@@ -300,19 +303,66 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     return results[0]
 
 
+_SPAWN_HINT = ("define it in a module the new processes can import (a .py file; not a notebook cell), "
+               "or install it as a package")
+
+
+def _portable_runtime_plugins(cfg: TrainConfig, world_size: int) -> list[tuple[str, str, Any]]:
+    """The plugins registered with ``register_plugin`` in this process, in a form the processes
+    ``--world-size`` starts can rebuild (they start fresh, with only the installed plugins):
+    ``(name, "module", module name)`` or ``(name, "pickle", bytes)``. A plugin that cannot be
+    sent is an error when it provides the run's strategy or codec, and is left out otherwise."""
+    import pickle
+    import types
+
+    from .plugins import get_codec_entry, get_strategy_entry, runtime_plugins
+
+    needed = {get_strategy_entry(cfg.strategy).plugin, get_codec_entry(cfg.codec).plugin}
+    out: list[tuple[str, str, Any]] = []
+    for name, obj in runtime_plugins():
+        if isinstance(obj, types.ModuleType):
+            out.append((name, "module", obj.__name__))
+            continue
+        try:
+            out.append((name, "pickle", pickle.dumps(obj)))
+        except Exception as e:
+            if name in needed:
+                raise ConfigError(f"runtime plugin '{name}' (register_plugin) cannot be sent to the "
+                                  f"{world_size} processes that --world-size starts: {first_line(e)}; "
+                                  f"{_SPAWN_HINT}") from None
+    return out
+
+
+def _restore_runtime_plugins(items: list[tuple[str, str, Any]]) -> None:
+    """Register the parent's runtime plugins in a process started by ``train`` (spawn)."""
+    import importlib
+    import pickle
+
+    from .plugins import register_plugin
+
+    for name, kind, payload in items:
+        try:
+            obj = importlib.import_module(payload) if kind == "module" else pickle.loads(payload)
+        except Exception as e:
+            raise ConfigError(f"runtime plugin '{name}' (register_plugin) could not be rebuilt in a process "
+                              f"that --world-size started: {first_line(e)}; {_SPAWN_HINT}") from None
+        register_plugin(obj, name)
+
+
 def _spawn_worker(rank: int, cfg: TrainConfig, world_size: int, port: int, queue: Any,
-                  result_file: str) -> None:
+                  result_file: str, runtime: list[tuple[str, str, Any]] | None = None) -> None:
     """Entry point of each process started by ``train`` with ``world_size`` > 1 (picklable).
 
     Rank 0 writes its :class:`TrainResult` to ``result_file`` for the parent; a rank that fails
     with a maskkit error sends the error through ``queue`` (so the parent can show its message)
     and exits non-zero, which makes the parent terminate the other ranks."""
     if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+        torch.set_num_threads(max(1, dist_utils.usable_cpus() // world_size))
     info = LaunchInfo("spawn", rank, rank, world_size, "127.0.0.1", port)
     # This process exits after training; it started with the stop signals blocked (spawn).
     with dist_utils.hold_stop_signals():
         try:
+            _restore_runtime_plugins(runtime or [])
             result = _run(cfg, info)
         except MaskkitError as e:
             queue.put(("error", rank, e))
@@ -402,12 +452,25 @@ def _batches(loader: torch.utils.data.DataLoader) -> Iterator[Iterator[Any]]:
     ends, an error included: the workers ignore SIGTERM (:func:`_ignore_stop_signals`), so
     workers left for the interpreter's exit to terminate would block that exit forever."""
     it = iter(loader)
+    done = False
     try:
         yield it
+        done = True
     finally:
-        shutdown = getattr(it, "_shutdown_workers", None)  # DataLoader's own clean stop
-        if shutdown is not None:
-            shutdown()
+        # persistent workers (training, validation) stay for the next epoch; Trainer.fit stops them
+        if not done or not loader.persistent_workers:
+            _stop_workers(loader, it)
+
+
+def _stop_workers(loader: torch.utils.data.DataLoader | None, it: Any = None) -> None:
+    """Stop the worker processes of ``loader``'s iterator ``it`` (default: its persistent one) now:
+    they ignore SIGTERM, so workers left for the interpreter's exit would block it."""
+    it = it if it is not None else getattr(loader, "_iterator", None)
+    shutdown = getattr(it, "_shutdown_workers", None)  # DataLoader's own clean stop
+    if shutdown is not None:
+        shutdown()
+    if loader is not None and getattr(loader, "_iterator", None) is it:
+        loader._iterator = None  # a later iter() starts fresh workers
 
 
 def _worker_error_text(e: BaseException) -> str:
@@ -460,15 +523,15 @@ def _lock_run_dir(run_dir: Path) -> Any:
     the OS drops it when the process dies, so a killed run never leaves it held). A second run
     writing into the same folder would interleave metrics and overwrite checkpoints: it is
     refused, naming the run that holds the folder."""
-    import fcntl
     import socket
 
     f = open(run_dir / RUN_LOCK, "a+")  # noqa: SIM115 (held for the whole run)
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
+    if not _try_lock(f):
+        try:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+        except OSError:  # (Windows: the holder's locked byte cannot be read)
+            holder = "another process"
         f.close()
         raise ConfigError(f"{run_dir} is in use by another training run ({holder}); wait for it, stop it, "
                           f"or choose another --checkpoint-dir") from None
@@ -477,6 +540,28 @@ def _lock_run_dir(run_dir: Path) -> Any:
     f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     f.flush()
     return f
+
+
+def _try_lock(f: Any) -> bool:
+    """Take an exclusive lock of the open file ``f`` without waiting; False when another process
+    holds it. ``flock`` on POSIX, ``msvcrt.locking`` of its first byte on Windows: both are
+    dropped by the OS when the process dies."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        f.seek(0)
+        try:
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 def _same_path(a: Path, b: Path) -> bool:
@@ -492,13 +577,15 @@ def _remove_if_empty(run_dir: Path) -> None:
     lock = run_dir / ".lock"
     try:
         if [p.name for p in run_dir.iterdir()] == [".lock"]:
-            import fcntl
-
-            with open(lock, "a") as f:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while a run holds it
+            with open(lock, "a+") as f:
+                if not _try_lock(f):  # a run holds it
+                    return
+                if os.name != "nt":  # removed while held (Windows: after closing, as it must)
+                    lock.unlink()
+            if os.name == "nt":
                 lock.unlink()
         run_dir.rmdir()  # only succeeds on an empty folder
-    except (OSError, ImportError):
+    except OSError:
         pass
 
 
@@ -661,10 +748,14 @@ class Trainer:
         """Give up the run folder's lock (``remove``: and its file, when this run made the folder
         and takes it away again)."""
         if self._lock is not None:
-            if remove:
-                Path(self._lock.name).unlink(missing_ok=True)
+            path = Path(self._lock.name)
+            if remove and os.name != "nt":  # (POSIX: removed while held, so no other run takes it first)
+                path.unlink(missing_ok=True)
             self._lock.close()  # the OS drops the lock
             self._lock = None
+            if remove and os.name == "nt":  # (Windows: an open file cannot be removed)
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
 
     # -- output ---------------------------------------------------------------------------------
     def print(self, *args: Any, **kwargs: Any) -> None:
@@ -873,7 +964,10 @@ class Trainer:
         workers = cfg.data.num_workers
         loader_kw: dict[str, Any] = {"num_workers": workers, "pin_memory": self.device.type == "cuda"}
         if workers > 0:
-            loader_kw.update(persistent_workers=False, worker_init_fn=_ignore_stop_signals)
+            # Workers live for the whole run: starting them each epoch and each validation cost
+            # seconds under spawn (macOS, Windows), and each new worker re-read every song to find
+            # its loud parts (FolderPairs). set_epoch reaches them through shared memory.
+            loader_kw.update(persistent_workers=True, worker_init_fn=_ignore_stop_signals)
         # A private generator: DataLoader draws its worker seed from it, never from the global
         # RNG, so creating an iterator mid-epoch on resume does not shift the model's RNG stream.
         self.loader = torch.utils.data.DataLoader(
@@ -1412,6 +1506,8 @@ class Trainer:
             self.setup()
             return self._fit(t_start)
         finally:
+            for loader in (getattr(self, "loader", None), getattr(self, "val_loader", None)):
+                _stop_workers(loader)
             if own:
                 self.stop.uninstall()
             if self.logger is not None:

@@ -99,6 +99,10 @@ class MaskkitGroup(click.Group):
         self._add_plugin_commands()
         return super().get_command(ctx, cmd_name)
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        _tolerant_output()
+        return super().main(*args, **kwargs)
+
     def invoke(self, ctx: click.Context) -> Any:
         from maskkit.errors import MaskkitError
 
@@ -118,6 +122,18 @@ class MaskkitGroup(click.Group):
                 raise
             click.secho(f"Error: {message}", fg="red", err=True)
             sys.exit(1)
+
+
+def _tolerant_output() -> None:
+    """Print what the terminal's encoding cannot show as '?' instead of failing: output piped or
+    redirected on Windows is cp1252, where a song named 'live→1.wav' or a check mark raised
+    UnicodeEncodeError (after the work was done)."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="replace")
+            except (ValueError, OSError):  # a stream that cannot be reconfigured: leave it
+                pass
 
 
 def _system_error(e: BaseException) -> str | None:

@@ -46,8 +46,13 @@ def selftest(batch_size: int, dim: int, frames: int, seed: int, device: str) -> 
     table = Table(show_header=True, header_style="bold")
     for col in ("", "check", "value", "detail"):
         table.add_column(col)
+    try:  # the marks, where the terminal can show them (Windows' cp1252 cannot)
+        "✅❌".encode(getattr(sys.stdout, "encoding", None) or "ascii")
+        ok, bad = "✅", "❌"
+    except (UnicodeEncodeError, LookupError):
+        ok, bad = "ok", "FAIL"
     for c in rep.checks:
-        table.add_row("[green]✅[/green]" if c.ok else "[red]❌[/red]", c.name, c.value, c.detail)
+        table.add_row(f"[green]{ok}[/green]" if c.ok else f"[red]{bad}[/red]", c.name, c.value, c.detail)
     console.print(table)
     failed = [c.name for c in rep.checks if not c.ok]
     if failed:
