@@ -319,8 +319,8 @@ def find_audio_files(root: str | os.PathLike, *, recursive: bool = True
     audio that libsndfile cannot decode (``.m4a``, ``.wma``, ...); ``ignored`` is everything
     else (cover art, text, hidden files). Folders holding a :data:`IGNORE_MARKER` file, and
     hidden folders, are skipped. Symbolic links are followed, but a file or folder reached twice
-    (a duplicate link, a link back up the tree) is taken once: the other paths to it are
-    ``ignored``. The order is by path, independent of the filesystem.
+    (a duplicate link, a hard link, a link back up the tree) is taken once: the other paths to
+    it are ``ignored``. The order is by path, independent of the filesystem.
     """
     base = Path(root).expanduser()
     if not base.is_dir():
@@ -353,15 +353,20 @@ def find_audio_files(root: str | os.PathLike, *, recursive: bool = True
                 ignored.append(path)
         if not recursive:
             dirnames[:] = []
-    # a song reached twice through links is one song (or a pair could join it with itself, or
-    # put it in both the training and the validation split): the first path in order is kept
-    kept: dict[str, Path] = {}
+    # a song reached twice through links (symbolic or hard) is one song (or a pair could join it
+    # with itself, or put it in both the training and the validation split): the first path in
+    # order is kept
+    kept: dict[Any, Path] = {}
     for path in sorted(audio):
-        real = os.path.realpath(path)
-        if real in kept:
+        try:
+            st = os.stat(path)
+            key: Any = (st.st_dev, st.st_ino) if st.st_ino else os.path.realpath(path)
+        except OSError:  # (a broken link: kept, check_audio names it)
+            key = os.path.realpath(path)
+        if key in kept:
             ignored.append(path)
         else:
-            kept[real] = path
+            kept[key] = path
     return list(kept.values()), sorted(unsupported), sorted(ignored)
 
 
@@ -473,16 +478,19 @@ def normalize_loudness(audio: Tensor | np.ndarray, *, target_db: float = -20.0, 
 # -- reading ---------------------------------------------------------------------------------
 
 def load_audio(path: str | os.PathLike, sample_rate: int, *, mono: bool = True, offset_seconds: float = 0.0,
-               duration_seconds: float | None = None) -> Tensor:
+               duration_seconds: float | None = None, info: AudioInfo | None = None) -> Tensor:
     """Read (part of) a file as float32 ``[1, N]`` (``mono``) or ``[C, N]`` at ``sample_rate``.
 
     Only the frames from ``offset_seconds`` for ``duration_seconds`` are read (seek + read);
     with ``duration_seconds`` the result has ``round(duration_seconds * sample_rate)``
     samples unless the file ends first (then fewer). A few milliseconds of context on each
     side are read and dropped after resampling, so a crop resamples as the whole file would.
-    Raises :class:`AudioError` naming the file on any problem; the samples are finite.
+    Raises :class:`AudioError` naming the file on any problem; the samples are finite. ``info``:
+    the file's :func:`audio_info`, when the caller has it (a data set reading many crops of
+    the songs it scanned), so that the header is not read again.
     """
-    info = audio_info(path)
+    if info is None:
+        info = audio_info(path)
     p, src_sr = info.path, info.sample_rate
     if offset_seconds < 0:
         raise ValueError(f"load_audio: offset_seconds must be >= 0, got {offset_seconds}")
@@ -509,6 +517,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int, *, mono: bool = True, 
     try:
         f = sf.SoundFile(p)
     except (sf.LibsndfileError, RuntimeError) as e:
+        _check_readable(p)  # gone or unreadable since it was scanned: say that
         raise _fail(p, f"corrupt ({_sf_message(e)})") from None
     with f:
         data = _read_frames(f, p, start - left, left + n_src + right)
@@ -516,9 +525,12 @@ def load_audio(path: str | os.PathLike, sample_rate: int, *, mono: bool = True, 
     if got < n_src - max(1, int(0.05 * src_sr)):
         raise _fail(p, f"truncated: its header announces {info.frames} frames ({info.duration:.2f} s), "
                        f"reading {n_src} frames at frame {start} returned {max(got, 0)}")
-    audio = torch.from_numpy(np.ascontiguousarray(data.T))  # [C, frames]: soundfile's axis 1 is channels
-    if mono:
-        audio = mixdown(audio)
+    # [C, frames]: soundfile's axis 1 is channels; the mix in NumPy (single-threaded: a tiny torch op
+    # waits for every OpenMP thread, which on busy cores takes a thousand times longer)
+    frames = data.T
+    if mono and frames.shape[0] > 1:
+        frames = frames.mean(axis=0, keepdims=True, dtype=np.float32)
+    audio = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
     if src_sr != sample_rate:
         audio = resample(audio, src_sr, sample_rate)
         skip = left * int(sample_rate) // src_sr
@@ -556,7 +568,8 @@ def loud_blocks(path: str | os.PathLike, block_seconds: float, threshold_db: flo
 
 
 def load_segment(path: str | os.PathLike, sample_rate: int, segment_seconds: float,
-                 offset_seconds: float = 0.0, *, normalize: bool = True) -> Tensor:
+                 offset_seconds: float = 0.0, *, normalize: bool = True, info: AudioInfo | None = None
+                 ) -> Tensor:
     """Exactly ``round(segment_seconds * sample_rate)`` mono samples ``[1, N]`` from ``offset``.
 
     A shortfall of up to 50 ms at the end of the file (rounding, MP3 length estimates) is
@@ -565,7 +578,7 @@ def load_segment(path: str | os.PathLike, sample_rate: int, segment_seconds: flo
     """
     n = int(round(segment_seconds * sample_rate))
     audio = load_audio(path, sample_rate, mono=True, offset_seconds=offset_seconds,
-                       duration_seconds=segment_seconds)
+                       duration_seconds=segment_seconds, info=info)
     short = n - audio.shape[-1]
     if short > max(1, int(0.05 * sample_rate)):
         raise _fail(path, f"too short: {audio.shape[-1] / sample_rate:.2f} s from {offset_seconds:.2f} s, "
@@ -573,7 +586,7 @@ def load_segment(path: str | os.PathLike, sample_rate: int, segment_seconds: flo
     if short > 0:
         audio = torch.nn.functional.pad(audio, (0, short))
     if normalize:
-        audio = normalize_loudness(audio)
+        audio = torch.from_numpy(normalize_loudness(audio.numpy()))  # (NumPy: see load_audio)
     return audio
 
 

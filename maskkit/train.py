@@ -790,8 +790,26 @@ class Trainer:
         (the checkpoint broadcast, DDP's parameter broadcast) until the timeout."""
         self.unloadable: list[str] = []  # damaged checkpoints --resume auto skipped (rank 0)
         resume_path = dist_utils.broadcast_object(self._phase(self._setup_run_dir))
-        self._phase(lambda: self._setup_local(resume_path))
+        # a folder of songs: each rank checks a share of its files, and every rank gets all shares
+        parts = dist_utils.all_gather_object(self._phase(self._scan_share))
+        self._phase(lambda: self._setup_local(resume_path, parts if parts[0] is not None else None))
         self._setup_collective()
+
+    def _scan_share(self) -> Any:
+        """This rank's share of the checks of a folder of songs (None for other data): a library of
+        thousands of songs is checked once per job, split over its processes, with a counter."""
+        t0 = time.perf_counter()
+        shard = (self.rank, self.world)
+        if self.main and self.console is not None and not self.cfg.quiet:
+            with self.console.status("checking the audio files ...") as status:
+                part = self.cfg.data.scan_part(
+                    shard, progress=lambda text: status.update(f"checking audio files: {text}"))
+            took = time.perf_counter() - t0
+            if part is not None and took > 2.0:
+                share = f" (this process's share of {len(part.audio):,})" if self.world > 1 else ""
+                self.print(f"Checked {len(part.results):,} audio files{share} in {took:.1f} s")
+            return part
+        return self.cfg.data.scan_part(shard)
 
     def _phase(self, fn: Callable[[], Any]) -> Any:
         """``fn()`` on every rank, then :meth:`_agree`; returns this rank's value."""
@@ -856,7 +874,7 @@ class Trainer:
             shutil.rmtree(self.run_dir / sub, ignore_errors=True)
         self.print(f"--overwrite: deleted the previous run's {len(old)} checkpoint(s) in {self.run_dir}")
 
-    def _setup_local(self, resume_path: str | None) -> None:
+    def _setup_local(self, resume_path: str | None, scan_parts: list[Any] | None = None) -> None:
         from .plugins import build_codec, build_strategy, get_strategy_entry
 
         cfg = self.cfg
@@ -884,7 +902,13 @@ class Trainer:
             moved = cfg.data.moved_source(self.resume_path, "resume with --data and where they are now")
             if moved:
                 raise AudioError(moved)
-        self.train_ds, self.val_ds = cfg.data.datasets(self.sample_rate, cfg.seed)
+        catalog = None
+        if scan_parts is not None:
+            from .data import join_scan
+
+            root = os.path.expanduser(str(cfg.data.source))
+            catalog = join_scan(root, scan_parts, skip_bad=cfg.data.skip_bad)
+        self.train_ds, self.val_ds = cfg.data.datasets(self.sample_rate, cfg.seed, catalog=catalog)
         self.styles: list[str] | None = list(self.train_ds.style_names) if cfg.data.style_labels else None
         if self.styles is not None:
             self._condition_on_styles(self.styles)
@@ -1534,6 +1558,11 @@ class Trainer:
                    f"{', bf16' if self.bf16 else ''}{', compiled' if cfg.compile else ''}"
                    f"{', hard masks' if cfg.model.hard_masks else ''}")
         src = cfg.data.source or "synthetic music"
+        from .data import FolderPairs, WavPairs
+
+        tr_set, va_set = (getattr(d, "dataset", d) for d in (self.train_ds, self.val_ds))
+        if isinstance(tr_set, FolderPairs) and isinstance(va_set, FolderPairs):
+            src = f"{src} ({len(tr_set.songs):,} / {len(va_set.songs):,} songs)"
         self.print(f"Data: {src}: {len(self.train_ds)} training / {len(self.val_ds)} validation pairs of "
                    f"{cfg.data.segment_seconds:g} s; batch {cfg.batch_size} per process x {self.world}"
                    f"{f' x {self.accum} accumulated' if self.accum > 1 else ''} = "
@@ -1543,8 +1572,10 @@ class Trainer:
             self.print(f"The learning-rate schedule (warm-up, cosine) spans the {self.total_steps} steps of "
                        f"--max-steps: a resume with more steps stretches it, so a run trained in chunks "
                        f"differs from one trained at once (--schedule constant does not)")
-        from .data import WavPairs
-
+        if isinstance(va_set, FolderPairs) and len(va_set.songs) > 2 * len(va_set):
+            self.print(f"Note: {len(va_set.songs):,} songs are held out for validation, but its "
+                       f"{_plural(len(va_set), 'pair')} use at most {2 * len(va_set):,} of them; raise "
+                       f"--val-pairs to validate on more, or lower --val-fraction to train on more")
         preset_data = preset_dict(cfg.preset)["data"]
         ignored = [f"--{k.replace('_', '-')} {getattr(cfg.data, k)}" for k in ("train_pairs", "val_pairs")
                    if getattr(cfg.data, k) != preset_data[k]]
@@ -1554,9 +1585,13 @@ class Trainer:
                        f"all its pairs (a folder of songs or synthetic music takes them)")
         skipped = list(getattr(self.train_ds, "skipped", None) or [])
         if skipped:
+            from .data import problem_summary
+
             shown = "; ".join(f"{path}: {reason}" for path, reason in skipped[:10])
             more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-            self.warn(f"skipped {len(skipped)} bad file(s) of {src} (--skip-bad): {shown}{more}")
+            kinds = f" ({problem_summary([r for _, r in skipped])})" if len(skipped) > 10 else ""
+            self.warn(f"skipped {len(skipped)} bad file(s){kinds} of {cfg.data.source} (--skip-bad): "
+                      f"{shown}{more}")
         if self.styles is not None:
             self.print(f"Style conditioning: {len(self.styles)} labels ({', '.join(self.styles)}), each "
                        f"pair's target song's")

@@ -58,15 +58,30 @@ class DataConfig:
         return (f"{src}: no such file or directory: the data this run trained on, as {recorded_in} records "
                 f"it; if the songs moved, {how}")
 
-    def datasets(self, sample_rate: int, seed: int) -> tuple[Any, Any]:
+    def datasets(self, sample_rate: int, seed: int, catalog: Any = None) -> tuple[Any, Any]:
         """The run's ``(train, val)`` datasets at ``sample_rate`` (its codec's), as the trainer
-        builds them: :func:`maskkit.data.make_datasets` with these settings."""
+        builds them: :func:`maskkit.data.make_datasets` with these settings (``catalog``: the
+        scan of a folder of songs, when made already)."""
         from .data import make_datasets
 
         return make_datasets(self.source, sample_rate=sample_rate, segment_seconds=self.segment_seconds,
                              seed=seed, train_pairs=self.train_pairs, val_pairs=self.val_pairs,
                              val_fraction=self.val_fraction, skip_bad=self.skip_bad,
-                             style_labels=self.style_labels)
+                             style_labels=self.style_labels, catalog=catalog)
+
+    def scan_part(self, shard: tuple[int, int] = (0, 1), progress: Any = None) -> Any:
+        """:func:`maskkit.data.scan_part` of a folder of songs (this process's ``shard`` of its
+        files); None for other sources (and for a path that does not exist: :meth:`datasets`
+        names it)."""
+        from .data import detect_layout, scan_part
+
+        src = self.source
+        if src in (None, "synthetic") or not os.path.isdir(os.path.expanduser(str(src))):
+            return None
+        root = os.path.expanduser(str(src))
+        if detect_layout(root) != "songs":
+            return None
+        return scan_part(root, segment_seconds=self.segment_seconds, shard=shard, progress=progress)
 
 
 @dataclass

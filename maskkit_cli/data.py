@@ -17,12 +17,18 @@ from ._output import console as _console
 from ._output import escape
 from ._types import FiniteFloatRange
 
+#: Folders with more files than this list only the files with problems in `maskkit data check`.
+_LIST_ALL_UP_TO = 200
+
 
 def _fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     m, s = divmod(seconds, 60.0)
-    return f"{int(m)}:{s:05.2f}" if m else f"{s:.2f} s"
+    h, m = divmod(int(m), 60)
+    if h:
+        return f"{h}:{m:02d}:{s:05.2f}"
+    return f"{m}:{s:05.2f}" if m else f"{s:.2f} s"
 
 
 @click.group("data")
@@ -125,7 +131,10 @@ def _print_skipped(console: Any, skipped: list[tuple[str, str]]) -> None:
               help="Files shorter than this are reported.")
 @click.option("--quick", is_flag=True, help="Probe a few windows per file instead of decoding it all.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def check(folder: Path, segment_seconds: float, quick: bool, as_json: bool) -> None:
+@click.option("--all", "list_all", is_flag=True,
+              help=f"List every file (a folder of more than {_LIST_ALL_UP_TO} files lists only those with "
+                   f"problems or notes, and counts the others).")
+def check(folder: Path, segment_seconds: float, quick: bool, as_json: bool, list_all: bool) -> None:
     """Report what FOLDER holds: files, durations, rates, channels, problems.
 
     Exits with status 1 when any file has a problem, or when FOLDER holds no audio file at all.
@@ -159,7 +168,12 @@ def check(folder: Path, segment_seconds: float, quick: bool, as_json: bool) -> N
         table.add_column("ch", justify="right", no_wrap=True)
         table.add_column("duration", justify="right", no_wrap=True)
         table.add_column("status", overflow="fold")
-        for r in reports:
+        listed = reports
+        if not list_all and len(reports) > _LIST_ALL_UP_TO:
+            listed = [r for r in reports if r.status == "bad" or r.note]
+            table.title = (f"{escape(str(folder))}  ({layout} layout): the {len(listed)} of {len(reports):,} "
+                           f"files with problems or notes (--all lists every file)")
+        for r in listed:
             rel = str(Path(r.path).relative_to(folder)) if Path(r.path).is_relative_to(folder) else r.path
             status = {"ok": "[green]ok[/green]", "ignored": "[dim]ignored (not audio)[/dim]"}.get(
                 r.status, f"[red]{escape(r.problem or '')}[/red]")
@@ -167,10 +181,17 @@ def check(folder: Path, segment_seconds: float, quick: bool, as_json: bool) -> N
                 status += f" [yellow]note: {escape(r.note)}[/yellow]"
             table.add_row(escape(rel), escape(r.format or "-"), str(r.sample_rate or "-"),
                           str(r.channels or "-"), _fmt_duration(r.duration), status)
-        console.print(table)
+        if listed:
+            console.print(table)
+        else:
+            console.print(f"{escape(str(folder))}  ({layout} layout): no file with problems or notes")
         rates = sorted({r.sample_rate for r in ok if r.sample_rate})
         noted = sum(1 for r in reports if r.note)
-        console.print(f"{len(ok)} usable file(s), {_fmt_duration(total)} in total; {len(bad)} with problems; "
+        from maskkit.data import problem_summary
+
+        kinds = f" ({escape(problem_summary([r.problem or '' for r in bad]))})" if bad else ""
+        console.print(f"{len(ok)} usable file(s), {_fmt_duration(total)} in total; {len(bad)} with problems"
+                      f"{kinds}; "
                       f"{len(ignored)} ignored. Rates: {', '.join(map(str, rates)) or '-'} Hz."
                       + (f" {noted} note(s) above." if noted else ""))
     if layout == "songs" and 0 < len(ok) < MIN_SONGS and not as_json:

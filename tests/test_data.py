@@ -612,3 +612,114 @@ def test_iter_batches_reads_a_pair_dataset_in_order_with_its_style_labels():
     assert batches[0][0].shape == (2, 1, 800) and torch.equal(batches[2][1][0], ds[4][1].reshape(1, -1))
     styled = list(iter_batches(StyledPairs(ds), 4, n=3))
     assert len(styled) == 1 and styled[0][2].tolist() == [ds.style_of(i) for i in range(3)]
+
+
+# -- a large library: the scan shared by a job's processes, summaries instead of floods ------------
+def _library(root: Path, n: int, *, seconds: float = 1.5) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * SR)) / SR
+    for i in range(n):
+        sub = root / f"album{i % 3}"
+        sub.mkdir(exist_ok=True)
+        sf.write(sub / f"song{i:03d}.wav", 0.3 * np.sin(2 * np.pi * (150 + 7 * i) * t), SR)
+    return root
+
+
+def test_a_scan_split_over_processes_joins_to_the_whole_folder_scan(tmp_path):
+    from maskkit.data import join_scan, scan_part
+
+    root = _library(tmp_path / "lib", 23)
+    sf.write(root / "short.wav", np.zeros(SR // 2), SR)
+    (root / "cover.m4a").write_bytes(b"not audio")
+    whole = scan_songs(root, segment_seconds=SEG, skip_bad=True)
+    texts: list[str] = []
+    parts = [scan_part(root, segment_seconds=SEG, shard=(k, 3), progress=texts.append) for k in range(3)]
+    assert [len(p.results) for p in parts] == [8, 8, 8]  # 24 audio files, a third each
+    assert texts[0].startswith("1/8 ") and texts[-1].startswith("8/8 ")
+    joined = join_scan(root, parts, skip_bad=True)
+    assert joined == whole
+    assert [s.path for s in whole.songs] == sorted(s.path for s in whole.songs) and len(whole.songs) == 23
+    assert sorted(r for _, r in whole.bad) == ["too short: 0.50 s, shorter than one segment (1 s)",
+                                              "unsupported format '.m4a'"]
+    with pytest.raises(AudioError, match="2 bad files"):
+        join_scan(root, parts)
+    parts[1].audio = parts[1].audio[:-1]  # a node that sees another folder
+    with pytest.raises(AudioError, match="processes of this job see different files"):
+        join_scan(root, parts, skip_bad=True)
+
+
+def test_many_bad_files_are_counted_by_kind(tmp_path):
+    root = _library(tmp_path / "lib", 4)
+    for i in range(12):
+        (root / f"track{i}.m4a").write_bytes(b"x")
+    for i in range(3):
+        sf.write(root / f"short{i}.wav", np.zeros(SR // 4), SR)
+    with pytest.raises(AudioError) as e:
+        scan_songs(root, segment_seconds=SEG)
+    assert "15 bad files in" in str(e.value)
+    assert "(12 unsupported format '.m4a', 3 too short)" in str(e.value)
+    assert "... and 5 more" in str(e.value)
+
+
+def test_hard_linked_copies_of_a_song_are_one_song(tmp_path):
+    from maskkit.audio import find_audio_files
+
+    root = _library(tmp_path / "lib", 4)
+    os.link(root / "album0" / "song000.wav", root / "album1" / "same_song.wav")
+    audio, _, ignored = find_audio_files(root)
+    assert len(audio) == 4
+    assert [p.name for p in ignored] == ["same_song.wav"]
+
+
+def test_crops_do_not_read_the_file_header_again(tmp_path, monkeypatch):
+    """The scan has each song's header facts: a crop opens the file once (long MP3s seek slowly)."""
+    import maskkit.audio as audio_mod
+
+    root = _library(tmp_path / "lib", 5)
+    ds = FolderPairs(scan_songs(root, segment_seconds=SEG).songs, 4, sample_rate=SR, segment_seconds=SEG)
+
+    def no_header(*a, **k):
+        raise AssertionError("audio_info called for a crop")
+
+    monkeypatch.setattr(audio_mod, "audio_info", no_header)
+    x, y = ds[0]
+    assert x.shape == y.shape == (1, N)
+
+
+def test_a_held_out_set_much_larger_than_its_pairs_is_noted(tmp_path, capsys):
+    from maskkit.train import TrainConfig, train
+
+    root = _library(tmp_path / "lib", 40, seconds=1.2)
+    model = {"d_model": 16, "nhead": 2, "num_layers": 1, "num_transformer_layers": 1}
+    cfg = TrainConfig.from_dict({"strategy": "temporal", "checkpoint_dir": str(tmp_path / "run"),
+                                 "max_steps": 1, "batch_size": 2, "epochs": 1, "model": model,
+                                 "codec_options": {"sample_rate": 8000, "n_fft": 64, "hop_length": 32},
+                                 "data": {"source": str(root), "segment_seconds": 1.0, "train_pairs": 4,
+                                          "val_pairs": 2, "val_fraction": 0.5}})
+    train(cfg)
+    out = capsys.readouterr().out
+    assert "Data: " + str(root) + " (20 / 20 songs): 4 training / 2 validation pairs" in out
+    assert "Note: 20 songs are held out for validation, but its 2 pairs use at most 4 of them" in out
+
+
+def test_data_check_of_a_large_folder_lists_only_the_files_with_problems(tmp_path):
+    from maskkit_cli.data import _LIST_ALL_UP_TO, _fmt_duration
+
+    root = _library(tmp_path / "lib", 8)
+    sf.write(root / "short.wav", np.zeros(SR // 2), SR)
+    runner = CliRunner()
+    full = runner.invoke(data_cli, ["check", str(root), "--segment-seconds", "1"], env={"COLUMNS": "200"})
+    assert "song000.wav" in full.output and "short.wav" in full.output  # few files: every one listed
+    (root / "notes").mkdir()
+    for i in range(_LIST_ALL_UP_TO):
+        (root / "notes" / f"n{i}.txt").write_text("x")
+    short = runner.invoke(data_cli, ["check", str(root), "--segment-seconds", "1"], env={"COLUMNS": "200"})
+    assert short.exit_code == 1
+    assert "short.wav" in short.output and "song000.wav" not in short.output
+    said = " ".join(short.output.split())
+    assert "the 1 of 209 files with problems or notes (--all lists every file)" in said
+    assert "1 with problems (1 too short)" in short.output
+    every = runner.invoke(data_cli, ["check", str(root), "--segment-seconds", "1", "--all"],
+                          env={"COLUMNS": "200"})
+    assert "song000.wav" in every.output
+    assert _fmt_duration(14.8 * 3600) == "14:48:00.00" and _fmt_duration(75) == "1:15.00"

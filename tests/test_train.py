@@ -1050,3 +1050,24 @@ def test_persistent_loader_workers_train_as_the_main_process_does(tmp_path):
     first = ds[0][0].clone()
     ds.set_epoch(1)
     assert not torch.equal(first, ds[0][0])
+
+
+@pytest.mark.slow
+def test_processes_of_a_job_share_the_scan_of_a_folder_of_songs(tmp_path, capsys):
+    """--world-size 2: each process checks half of the files and both get the whole catalog (a
+    bad file found by either is skipped by both, and named once)."""
+    import soundfile as sf
+
+    sr = 8000
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    t = np.arange(2 * sr) / sr
+    for i in range(7):
+        sf.write(songs / f"song_{i}.wav", 0.3 * np.sin(2 * np.pi * (180 + 40 * i) * t), sr)
+    sf.write(songs / "song_3b.wav", np.zeros(sr // 10), sr)  # too short; in the second share
+    r = train(tiny(tmp_path / "run", "--data", str(songs), "--train-pairs", "8", "--batch-size", "2",
+                   "--max-steps", "2", "--world-size", "2", "--skip-bad"))
+    assert (r.world_size, r.steps, r.stopped) == (2, 2, "max_steps")
+    with pytest.raises(AudioError, match="song_3b.wav: too short"):
+        train(tiny(tmp_path / "run2", "--data", str(songs), "--train-pairs", "8", "--batch-size", "2",
+                   "--max-steps", "2", "--world-size", "2"))
