@@ -1310,7 +1310,9 @@ def train_and_evaluate(name: str, cfg: BenchConfig, run_dir: Path,
                            "train_loss": metrics.get("train_loss"), "seconds": seconds}
     if result.last_checkpoint is None:
         raise MaskkitError(f"training with '{name}' wrote no checkpoint in {run_dir}")
-    loaded = load_model(result.last_checkpoint, map_location=cfg.device)
+    from .distributed import resolve_device
+
+    loaded = load_model(result.last_checkpoint, map_location=resolve_device(cfg.device))
     out.update(_output_similarity(loaded, tcfg, source_similarity))
     return out
 

@@ -24,6 +24,7 @@ ignore the epoch. ``len()`` never changes. The epoch lives in shared memory, so
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -260,12 +261,25 @@ class ScanPart:
     shard: tuple[int, int]
     #: for each audio file of the share, in order: its AudioInfo, or (message, reason) when bad
     results: list[AudioInfo | tuple[str, str]]
+    #: a digest of the three lists: processes compare it instead of sending the lists
+    digest: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.digest:
+            text = "\n".join(["\0".join(x) for x in (self.audio, self.unsupported, self.ignored)])
+            self.digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+    def results_only(self) -> ScanPart:
+        """This part without the folder's file lists (what the other processes need of it)."""
+        return dataclasses.replace(self, audio=[], unsupported=[], ignored=[])
 
 
 def scan_part(root: str | os.PathLike, *, segment_seconds: float = 4.0, full: bool = False,
-              shard: tuple[int, int] = (0, 1), progress: Callable[[str], None] | None = None) -> ScanPart:
+              shard: tuple[int, int] = (0, 1), threads: int | None = None,
+              progress: Callable[[str], None] | None = None) -> ScanPart:
     """List the files of ``root`` and check the audio files ``shard = (k, n)`` falls on (every
-    n-th from the k-th), a few at once. Raises only when the folder cannot be listed."""
+    n-th from the k-th), ``threads`` at once (default: up to 8, as many as this process may
+    use). Raises only when the folder cannot be listed."""
     audio, unsupported, ignored = find_audio_files(root)
     k, n = shard
     mine = audio[k::n]
@@ -279,7 +293,7 @@ def scan_part(root: str | os.PathLike, *, segment_seconds: float = 4.0, full: bo
     results: list[AudioInfo | tuple[str, str]] = []
     # A few threads: decoding (libsndfile, NumPy) runs without the GIL, and a library of
     # thousands of files is checked before the first step (1.4x on 2 cores).
-    with _pool(len(mine)) as pool:
+    with _pool(len(mine), threads) as pool:
         for i, (path, got) in enumerate(zip(mine, pool.map(check, mine), strict=True)):
             if progress is not None:
                 progress(f"{i + 1}/{len(mine)} {path}")
@@ -288,15 +302,17 @@ def scan_part(root: str | os.PathLike, *, segment_seconds: float = 4.0, full: bo
                     (k, n), results)
 
 
-def join_scan(root: str | os.PathLike, parts: Sequence[ScanPart], *, skip_bad: bool = False) -> SongCatalog:
+def join_scan(root: str | os.PathLike, parts: Sequence[ScanPart], *, skip_bad: bool = False,
+              listing: ScanPart | None = None) -> SongCatalog:
     """The :class:`SongCatalog` of the parts of one folder's scan (one per share, every share
-    there): the songs in path order; bad files raise (naming them all) unless ``skip_bad``."""
-    first = parts[0]
-    for part in parts[1:]:
-        if part.audio != first.audio:
-            raise AudioError(f"{root}: the processes of this job see different files there "
-                             f"({len(first.audio)} and {len(part.audio)} audio files): give every node the "
-                             f"same folder")
+    there): the songs in path order; bad files raise (naming them all) unless ``skip_bad``.
+    ``listing``: the part whose file lists to use (parts may come without theirs,
+    :meth:`ScanPart.results_only`); by default the first part."""
+    first = listing if listing is not None else parts[0]
+    for part in parts:
+        if part.digest != first.digest:
+            raise AudioError(f"{root}: the processes of this job see different files there: give every "
+                             f"node the same folder")
     results: dict[int, AudioInfo | tuple[str, str]] = {}
     for part in parts:
         k, n = part.shard
@@ -321,13 +337,13 @@ def join_scan(root: str | os.PathLike, parts: Sequence[ScanPart], *, skip_bad: b
 
 
 @contextlib.contextmanager
-def _pool(n_files: int) -> Iterator[Any]:
+def _pool(n_files: int, threads: int | None = None) -> Iterator[Any]:
     """A thread pool for checking ``n_files`` files (one thread for a few: no start-up cost)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .distributed import usable_cpus
 
-    workers = 1 if n_files < 16 else min(8, usable_cpus())
+    workers = 1 if n_files < 16 else (threads if threads is not None else min(8, usable_cpus()))
     if workers == 1:
         yield _Serial()
         return
@@ -408,13 +424,32 @@ def split_songs(songs: Sequence[AudioInfo], root: str | os.PathLike, val_fractio
     n_val = min(n - 2, max(2, int(round(val_fraction * n))))
 
     def rel(info: AudioInfo) -> str:
-        # the same on every OS: '/' separators, and names in NFC (macOS may store 'é' as 'e' + accent)
-        return unicodedata.normalize("NFC", os.path.relpath(info.path, root).replace(os.sep, "/"))
+        return _song_key(info, root)
 
     ordered = sorted(songs, key=lambda i: hashlib.sha256(rel(i).encode("utf-8")).hexdigest())
     val = sorted(ordered[:n_val], key=rel)
     train = sorted(ordered[n_val:], key=rel)
     return train, val
+
+
+def songs_fingerprint(train: Dataset, val: Dataset, root: str | os.PathLike) -> dict[str, Any] | None:
+    """Which songs a run trains and validates on, for its checkpoints: the count and a digest of
+    each side's song paths (relative to the folder ``root``, as :func:`split_songs` keys them);
+    None for data that is not a folder of songs. A resumed run compares it with its own."""
+    sides = [getattr(d, "dataset", d) for d in (train, val)]
+    if not all(isinstance(d, FolderPairs) for d in sides):
+        return None
+    out: dict[str, Any] = {}
+    for name, d in zip(("train", "val"), sides, strict=True):
+        rel = sorted(_song_key(s, root) for s in d.songs)  # type: ignore[attr-defined]
+        out[name] = {"songs": len(rel), "digest": hashlib.sha256("\n".join(rel).encode("utf-8")).hexdigest()}
+    return out
+
+
+def _song_key(info: AudioInfo, root: str | os.PathLike) -> str:
+    """A song's path as the split sees it on every OS: relative, '/' separators, NFC (macOS may
+    store 'é' as 'e' + accent)."""
+    return unicodedata.normalize("NFC", os.path.relpath(info.path, root).replace(os.sep, "/"))
 
 
 class FolderPairs(PairDataset):

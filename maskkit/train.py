@@ -307,24 +307,43 @@ _SPAWN_HINT = ("define it in a module the new processes can import (a .py file; 
                "or install it as a package")
 
 
-def _portable_runtime_plugins(cfg: TrainConfig, world_size: int) -> list[tuple[str, str, Any]]:
+def _unsendable(obj: Any) -> str | None:
+    """Why the processes ``--world-size`` starts could not rebuild ``obj`` by import (None: they
+    can): its class or module lives in an interactive ``__main__`` (a notebook, ``python -c``),
+    which a new process does not have."""
+    import types
+
+    module = obj.__name__ if isinstance(obj, types.ModuleType) else type(obj).__module__
+    if isinstance(obj, type):
+        module = obj.__module__
+    main = sys.modules.get("__main__")
+    if module == "__main__" and not getattr(main, "__file__", None):
+        return "it is defined in an interactive session (a notebook cell, python -c)"
+    return None
+
+
+def _portable_runtime_plugins(cfg: TrainConfig, world_size: int) -> list[tuple[str, str, Any, bool]]:
     """The plugins registered with ``register_plugin`` in this process, in a form the processes
     ``--world-size`` starts can rebuild (they start fresh, with only the installed plugins):
-    ``(name, "module", module name)`` or ``(name, "pickle", bytes)``. A plugin that cannot be
-    sent is an error when it provides the run's strategy or codec, and is left out otherwise."""
+    ``(name, "module", module name, needed)`` or ``(name, "pickle", bytes, needed)``; ``needed``:
+    it provides the run's strategy or codec. One that cannot be sent is an error when needed
+    (named before anything starts) and left out otherwise."""
     import pickle
     import types
 
     from .plugins import get_codec_entry, get_strategy_entry, runtime_plugins
 
     needed = {get_strategy_entry(cfg.strategy).plugin, get_codec_entry(cfg.codec).plugin}
-    out: list[tuple[str, str, Any]] = []
+    out: list[tuple[str, str, Any, bool]] = []
     for name, obj in runtime_plugins():
-        if isinstance(obj, types.ModuleType):
-            out.append((name, "module", obj.__name__))
-            continue
         try:
-            out.append((name, "pickle", pickle.dumps(obj)))
+            why = _unsendable(obj)
+            if why is not None:
+                raise ValueError(why)
+            if isinstance(obj, types.ModuleType):
+                out.append((name, "module", obj.__name__, name in needed))
+            else:
+                out.append((name, "pickle", pickle.dumps(obj), name in needed))
         except Exception as e:
             if name in needed:
                 raise ConfigError(f"runtime plugin '{name}' (register_plugin) cannot be sent to the "
@@ -333,24 +352,27 @@ def _portable_runtime_plugins(cfg: TrainConfig, world_size: int) -> list[tuple[s
     return out
 
 
-def _restore_runtime_plugins(items: list[tuple[str, str, Any]]) -> None:
-    """Register the parent's runtime plugins in a process started by ``train`` (spawn)."""
+def _restore_runtime_plugins(items: list[tuple[str, str, Any, bool]]) -> None:
+    """Register the parent's runtime plugins in a process started by ``train`` (spawn); one the
+    run does not need and that does not rebuild is left out, as in the parent's check."""
     import importlib
     import pickle
 
     from .plugins import register_plugin
 
-    for name, kind, payload in items:
+    for name, kind, payload, needed in items:
         try:
             obj = importlib.import_module(payload) if kind == "module" else pickle.loads(payload)
         except Exception as e:
+            if not needed:
+                continue
             raise ConfigError(f"runtime plugin '{name}' (register_plugin) could not be rebuilt in a process "
                               f"that --world-size started: {first_line(e)}; {_SPAWN_HINT}") from None
         register_plugin(obj, name)
 
 
 def _spawn_worker(rank: int, cfg: TrainConfig, world_size: int, port: int, queue: Any,
-                  result_file: str, runtime: list[tuple[str, str, Any]] | None = None) -> None:
+                  result_file: str, runtime: list[tuple[str, str, Any, bool]] | None = None) -> None:
     """Entry point of each process started by ``train`` with ``world_size`` > 1 (picklable).
 
     Rank 0 writes its :class:`TrainResult` to ``result_file`` for the parent; a rank that fails
@@ -544,14 +566,15 @@ def _lock_run_dir(run_dir: Path) -> Any:
 
 def _try_lock(f: Any) -> bool:
     """Take an exclusive lock of the open file ``f`` without waiting; False when another process
-    holds it. ``flock`` on POSIX, ``msvcrt.locking`` of its first byte on Windows: both are
-    dropped by the OS when the process dies."""
+    holds it. ``flock`` on POSIX, ``msvcrt.locking`` of one byte far past the text on Windows
+    (its locks are mandatory: the holder's line stays readable); both are dropped by the OS
+    when the process dies."""
     try:
         import fcntl
     except ImportError:  # Windows
         import msvcrt
 
-        f.seek(0)
+        f.seek(2**30)  # (a region past the end of a file may be locked)
         try:
             msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
         except OSError:
@@ -791,8 +814,9 @@ class Trainer:
         self.unloadable: list[str] = []  # damaged checkpoints --resume auto skipped (rank 0)
         resume_path = dist_utils.broadcast_object(self._phase(self._setup_run_dir))
         # a folder of songs: each rank checks a share of its files, and every rank gets all shares
-        parts = dist_utils.all_gather_object(self._phase(self._scan_share))
-        self._phase(lambda: self._setup_local(resume_path, parts if parts[0] is not None else None))
+        mine = self._phase(self._scan_share)
+        parts = dist_utils.all_gather_object(mine.results_only() if mine is not None else None)
+        self._phase(lambda: self._setup_local(resume_path, (mine, parts) if mine is not None else None))
         self._setup_collective()
 
     def _scan_share(self) -> Any:
@@ -800,16 +824,19 @@ class Trainer:
         thousands of songs is checked once per job, split over its processes, with a counter."""
         t0 = time.perf_counter()
         shard = (self.rank, self.world)
+        # scan threads: this process's CPUs, shared with the other processes of its node
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world if self.info.launcher == "spawn" else 1))
+        threads = max(1, min(8, dist_utils.usable_cpus() // max(1, local)))
         if self.main and self.console is not None and not self.cfg.quiet:
             with self.console.status("checking the audio files ...") as status:
                 part = self.cfg.data.scan_part(
-                    shard, progress=lambda text: status.update(f"checking audio files: {text}"))
+                    shard, threads, progress=lambda text: status.update(f"checking audio files: {text}"))
             took = time.perf_counter() - t0
             if part is not None and took > 2.0:
                 share = f" (this process's share of {len(part.audio):,})" if self.world > 1 else ""
                 self.print(f"Checked {len(part.results):,} audio files{share} in {took:.1f} s")
             return part
-        return self.cfg.data.scan_part(shard)
+        return self.cfg.data.scan_part(shard, threads)
 
     def _phase(self, fn: Callable[[], Any]) -> Any:
         """``fn()`` on every rank, then :meth:`_agree`; returns this rank's value."""
@@ -874,7 +901,7 @@ class Trainer:
             shutil.rmtree(self.run_dir / sub, ignore_errors=True)
         self.print(f"--overwrite: deleted the previous run's {len(old)} checkpoint(s) in {self.run_dir}")
 
-    def _setup_local(self, resume_path: str | None, scan_parts: list[Any] | None = None) -> None:
+    def _setup_local(self, resume_path: str | None, scan: tuple[Any, list[Any]] | None = None) -> None:
         from .plugins import build_codec, build_strategy, get_strategy_entry
 
         cfg = self.cfg
@@ -903,11 +930,14 @@ class Trainer:
             if moved:
                 raise AudioError(moved)
         catalog = None
-        if scan_parts is not None:
+        if scan is not None:  # (this rank's scan with the folder's lists, every rank's results)
             from .data import join_scan
 
             root = os.path.expanduser(str(cfg.data.source))
-            catalog = join_scan(root, scan_parts, skip_bad=cfg.data.skip_bad)
+            if any(part is None for part in scan[1]):
+                raise AudioError(f"{root}: not a folder of songs for every process of this job: give every "
+                                 f"node the same folder")
+            catalog = join_scan(root, scan[1], skip_bad=cfg.data.skip_bad, listing=scan[0])
         self.train_ds, self.val_ds = cfg.data.datasets(self.sample_rate, cfg.seed, catalog=catalog)
         self.styles: list[str] | None = list(self.train_ds.style_names) if cfg.data.style_labels else None
         if self.styles is not None:
@@ -1137,6 +1167,26 @@ class Trainer:
         if changed:
             self.warn(f"resuming {path} with changed settings ({', '.join(changed)}): the run continues, "
                       f"but not exactly as it would have")
+        before, now = ck.get("songs"), self._songs_fingerprint()
+        if before and now and before != now:
+            sides = "; ".join(f"{side} {before[side]['songs']:,} -> {now[side]['songs']:,} songs"
+                              + ("" if before[side]["songs"] != now[side]["songs"] else " (others)")
+                              for side in ("train", "val") if before[side] != now[side])
+            self.warn(f"resuming {path} on other songs than it trained and validated on ({sides}): songs "
+                      f"were added, removed or renamed in {self.cfg.data.source} (or this maskkit splits "
+                      f"them differently); validation losses before and after are not comparable, and "
+                      f"songs may have moved between training and validation")
+
+    def _songs_fingerprint(self) -> dict[str, Any] | None:
+        """Which songs this run trains and validates on (:func:`maskkit.data.songs_fingerprint`),
+        computed once."""
+        if not hasattr(self, "_songs"):
+            from .data import songs_fingerprint
+
+            src = self.cfg.data.source
+            self._songs = (None if src in (None, "synthetic") else
+                           songs_fingerprint(self.train_ds, self.val_ds, os.path.expanduser(str(src))))
+        return self._songs
 
     def _has_unused_parameters(self) -> bool:
         """True when a forward + loss leaves some trainable parameter without a gradient
@@ -1259,6 +1309,7 @@ class Trainer:
             "codec": {"name": cfg.codec, "options": self.codec.config_dict(), **_origin_of_codec(cfg.codec)},
             "spec": dataclasses.asdict(self.spec),
             "styles": self.styles,
+            "songs": self._songs_fingerprint(),
             "model": _cpu_state(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -1317,8 +1368,8 @@ class Trainer:
         except OSError as e:
             copy = e.filename or "(best.pt / epoch_NNNN.pt)"
             raise CheckpointError(f"saved {last} (step {self.step}, complete), but could not write its copy "
-                                  f"{copy}: {e.strerror or first_line(e)}; free space and continue with "
-                                  f"--resume auto") from e
+                                  f"{copy} (which keeps what it held): {e.strerror or first_line(e)}; free "
+                                  f"space and continue with --resume auto") from e
 
     # -- one step ---------------------------------------------------------------------------------
     def _autocast(self) -> Any:
@@ -1711,7 +1762,10 @@ class Trainer:
             except MaskkitError as e:
                 msg = _worker_error_text(e)
                 if self.world == 1 and self.step > 0:
-                    self.save("interrupted")
+                    try:
+                        self.save("interrupted")
+                    except CheckpointError as save_error:  # (a full disk too): both are said
+                        raise type(e)(f"{msg}. Training stopped at step {self.step}, and {save_error}") from e
                     msg += (f". Training stopped at step {self.step}; checkpoint saved to "
                             f"{self.run_dir / 'last.pt'}: fix or remove the file, then --resume auto")
                 raise type(e)(msg) from e

@@ -557,3 +557,14 @@ def test_data_folder_through_the_cli(fresh_plugins, tmp_path):
         res = CliRunner().invoke(cli, [*args, "--skip-bad"])
     assert res.exit_code == 0, res.output
     assert "1 bad file(s) skipped" in json.loads((tmp_path / "o.json").read_text())["data"]
+
+
+def test_device_auto_also_reaches_the_quick_training(tmp_path):
+    """--device auto picks a device for the tables; the quick training's model loads on it too
+    (it failed there with torch's 'Expected one of cpu, cuda, ...')."""
+    opts = {k: v for k, v in TINY_TRAIN.items() if k != "data.segment_seconds"}
+    result = run_bench(strategies="temporal", batch_size=2, segment_seconds=0.5, warmup=0, repeats=1,
+                       train_steps=1, device="auto",
+                       train_options={**opts, "checkpoint_dir": str(tmp_path / "runs")})
+    (row,) = result.rows
+    assert not row.error and row.train is not None and row.train["steps"] == 1

@@ -541,8 +541,13 @@ def test_the_wheel_ships_the_conformance_kit_the_plugins_and_the_typing_marker(t
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__",
                                                                 "tests", "docs", "benchmarks", "examples"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "-w", str(tmp_path / "out"), str(src)], check=True, timeout=300, capture_output=True)
+    # (pip fetches the build backend the pyproject asks for; without the package index: skipped)
+    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "out"),
+                        str(src)], timeout=300, capture_output=True, text=True)
+    offline = r"No matching distribution|NewConnectionError|Could not find a version"
+    if p.returncode != 0 and re.search(offline, p.stderr):
+        pytest.skip(f"pip cannot fetch the build backend here: {p.stderr.strip().splitlines()[-1]}")
+    assert p.returncode == 0, p.stderr
     (wheel,) = (tmp_path / "out").glob("maskkit-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for module in ("maskkit/py.typed", "maskkit/testing.py", "maskkit/hookspecs.py", "maskkit_cli/main.py",

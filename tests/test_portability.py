@@ -224,3 +224,48 @@ def test_names_stored_decomposed_split_as_composed_ones_do(tmp_path):
 
     nfc, nfd = split_songs(songs("NFC"), tmp_path, 0.3), split_songs(songs("NFD"), tmp_path, 0.3)
     assert names_of(nfc) == names_of(nfd)
+
+
+def _interactive_plugin(monkeypatch, strategy_cls=None):
+    """A plugin object whose class lives in an interactive __main__ (a notebook, python -c): it
+    pickles by reference, but a new process cannot import it."""
+    import types
+
+    main = types.ModuleType("__main__")  # no __file__
+    monkeypatch.setitem(sys.modules, "__main__", main)
+
+    def register_strategies(self, register):
+        if strategy_cls is not None:
+            register(strategy_cls)
+
+    cls = type("NotebookPlugin", (), {"MASKKIT_PLUGIN_API": 1, "__module__": "__main__",
+                                      "register_strategies": hookimpl(register_strategies)})
+    main.NotebookPlugin = cls  # so that it pickles, as a class of a notebook does
+    return cls()
+
+
+def test_a_notebook_plugin_the_run_needs_is_named_before_the_processes_start(tmp_path, monkeypatch):
+    from maskkit.plugins import register_plugin, unregister_plugin
+    from maskkit.train import train
+
+    register_plugin(_interactive_plugin(monkeypatch, Halves), "notebook-halves")
+    try:
+        with pytest.raises(ConfigError, match="runtime plugin 'notebook-halves' .* cannot be sent .* defined "
+                                              "in an interactive session"):
+            train(tiny(tmp_path / "run", "--world-size", "2", strategy=("--strategy", "test-halves")))
+    finally:
+        unregister_plugin("notebook-halves")
+
+
+@pytest.mark.slow
+def test_a_notebook_plugin_the_run_does_not_need_is_left_out(tmp_path, monkeypatch):
+    from maskkit.plugins import register_plugin, unregister_plugin
+    from maskkit.train import train
+
+    register_plugin(_interactive_plugin(monkeypatch), "notebook-commands")
+    try:
+        r = train(tiny(tmp_path, "--train-pairs", "8", "--batch-size", "2", "--max-steps", "1",
+                       "--world-size", "2"))
+    finally:
+        unregister_plugin("notebook-commands")
+    assert (r.world_size, r.steps) == (2, 1)

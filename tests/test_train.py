@@ -1064,10 +1064,34 @@ def test_processes_of_a_job_share_the_scan_of_a_folder_of_songs(tmp_path, capsys
     t = np.arange(2 * sr) / sr
     for i in range(7):
         sf.write(songs / f"song_{i}.wav", 0.3 * np.sin(2 * np.pi * (180 + 40 * i) * t), sr)
-    sf.write(songs / "song_3b.wav", np.zeros(sr // 10), sr)  # too short; in the second share
+    sf.write(songs / "song_3b.wav", np.zeros(sr // 10), sr)  # too short; 5th of 8 files: rank 0's share
     r = train(tiny(tmp_path / "run", "--data", str(songs), "--train-pairs", "8", "--batch-size", "2",
                    "--max-steps", "2", "--world-size", "2", "--skip-bad"))
     assert (r.world_size, r.steps, r.stopped) == (2, 2, "max_steps")
     with pytest.raises(AudioError, match="song_3b.wav: too short"):
         train(tiny(tmp_path / "run2", "--data", str(songs), "--train-pairs", "8", "--batch-size", "2",
                    "--max-steps", "2", "--world-size", "2"))
+
+
+def test_resuming_on_other_songs_says_so(tmp_path, capsys):
+    """Songs added to the folder between two parts of a run move others between training and
+    validation (the split is by song): the resumed run warns, naming what changed."""
+    import soundfile as sf
+
+    sr = 8000
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    t = np.arange(2 * sr) / sr
+    for i in range(8):
+        sf.write(songs / f"song_{i}.wav", 0.3 * np.sin(2 * np.pi * (180 + 40 * i) * t), sr)
+    args = ("--data", str(songs), "--train-pairs", "8", "--batch-size", "4", "--epochs", "2",
+            "--val-fraction", "0.25")
+    train(tiny(tmp_path / "run", *args, "--max-steps", "2"))
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["songs"]["train"]["songs"] == 6
+    train(tiny(tmp_path / "run", *args, "--max-steps", "3", "--resume", "auto"))
+    assert "on other songs" not in capsys.readouterr().out  # the same songs: nothing to say
+    for i in range(8, 12):
+        sf.write(songs / f"song_{i}.wav", 0.3 * np.sin(2 * np.pi * (180 + 40 * i) * t), sr)
+    train(tiny(tmp_path / "run", *args, "--max-steps", "0", "--resume", "auto"))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "on other songs than it trained and validated on (train 6 -> 9 songs; val 2 -> 3 songs)" in out
