@@ -592,10 +592,12 @@ def parse_variants(specs: str | Sequence[str] | None) -> list[BenchVariant]:
     by_label: dict[str, str] = {}
     for spec in specs:
         v = parse_variant(spec)
-        if v.label in by_label:
+        key = v.label.casefold()  # (a label names a folder: 'A' and 'a' are one on macOS / Windows)
+        if key in by_label:
             raise ConfigError(f"bench: variant {v.spec!r}: label '{v.label}' is already used by variant "
-                              f"{by_label[v.label]!r}; each variant needs its own label")
-        by_label[v.label] = v.spec
+                              f"{by_label[key]!r} (labels that differ only in case count as one); each "
+                              f"variant needs its own label")
+        by_label[key] = v.spec
         out.append(v)
     return out
 

@@ -467,7 +467,7 @@ def rendezvous(info: LaunchInfo, timeout_s: float = 600.0) -> Any:
             # "terminate called without an active exception"); the main thread handles them.
             with _stop_signals_blocked():
                 store = dist.TCPStore(info.master_addr, info.master_port, info.world_size, is_master=True,
-                                      timeout=timeout, wait_for_workers=False)
+                                      timeout=timeout, wait_for_workers=False, **_STORE_OPTIONS)
         except Exception as e:
             text = str(e).lower()
             if "address already in use" in text or "eaddrinuse" in text or "errno: 98" in text:
@@ -533,7 +533,7 @@ def _store_client(info: LaunchInfo, who: str, where: str, deadline: float) -> An
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             result.append(dist.TCPStore(info.master_addr, info.master_port, info.world_size, is_master=False,
-                                        timeout=_dt.timedelta(seconds=10)))
+                                        timeout=_dt.timedelta(seconds=10), **_STORE_OPTIONS))
         except Exception as e:  # noqa: BLE001 - handed to the waiting thread
             result.append(e)
 
@@ -832,6 +832,10 @@ def hold_stop_signals() -> Iterator[StopFlag]:
     finally:
         _HELD = None
         flag.uninstall()
+
+
+#: PyTorch's Windows builds have no libuv, which TCPStore uses by default (pytorch #139990).
+_STORE_OPTIONS: dict[str, Any] = {"use_libuv": False} if sys.platform == "win32" else {}
 
 
 def check_not_bootstrapping(what: str) -> None:

@@ -78,6 +78,7 @@ def test_strategy_options_of_strategy_opt_are_the_base_of_a_variant(fresh_plugin
     (["a=temporal segment=3 segment=4"], r"'segment' is given twice"),
     (["a/b=temporal"], r"variant 'a/b=temporal'.*label 'a/b'"),
     (["a=temporal", "a=temporal segment=3"], r"variant 'a=temporal segment=3'.*label 'a' is already used"),
+    (["Fast=temporal", "fast=temporal segment=3"], r"label 'fast' is already used .*differ only in case"),
     (["a=temporal train..lr=1"], r"'train..lr' is not a dotted"),
     (["a=temporal train.seed=3"], r"'train.seed' cannot be set per variant"),
     (["a=temporal optim.lr=1"], r"'optim.lr' has a dot.*train.optim.lr=1"),
