@@ -724,6 +724,11 @@ def spawn(worker: Callable[..., Any], nprocs: int, args: tuple[Any, ...] = (),
         forwarded[signum] = forwarded.get(signum, 0) + 1
         if on_signal is not None:
             on_signal(signum)
+        if sys.platform == "win32":
+            # Windows: a console's Ctrl-C reaches every process attached to it, the children
+            # included, which stop on their own; os.kill with a signal number would terminate them
+            # on the spot (TerminateProcess), before they save.
+            return
         for p in ctx.processes if ctx is not None else ():
             if p.is_alive() and p.pid is not None:
                 try:
