@@ -10,6 +10,9 @@ overlap                     ``mean(input_mask * target_mask)``
 coverage                    ``mean(input_mask + target_mask)``
 coverage error              ``mean((input_mask + target_mask - 1) ** 2)``
 balance                     ``mean(input_mask) / (mean(input_mask) + mean(target_mask))``
+energy kept                 of one song's encoding ``x`` and its mask: ``sum(mask * x^2) /
+                            sum(x^2)``, the share of its energy the mask keeps (a mask that
+                            keeps many quiet channels has a large mean, a small energy kept)
 temporal diversity          mean over batch and channels of the variance over T,
                             averaged over both masks
 adaptivity                  mean absolute deviation of the masks across the batch,
@@ -101,6 +104,13 @@ METRICS = {
 
 
 @torch.no_grad()
+def energy_kept(encoding: Tensor, mask: Tensor, eps: float = 1e-12) -> Tensor:
+    """``sum(mask * x^2) / sum(x^2)`` of a song's encoding ``x`` ``[B, D, T]``: the share of its
+    energy that its mask keeps (0 to 1 for masks in [0, 1]; 0 for a silent encoding)."""
+    e = encoding.detach().float().pow(2)
+    return (mask.float() * e).sum() / (e.sum() + eps)
+
+
 def mask_metrics(input_mask: Any, target_mask: Tensor | None = None) -> dict[str, float]:
     """Every metric of :data:`METRICS` as a float, of two masks (broadcastable to one shape) or
     of the :class:`maskkit.Masks` a strategy returned (``mask_metrics(masks)``)."""

@@ -695,3 +695,17 @@ def test_submodules_are_reachable_after_a_plain_import_maskkit():
             "maskkit.testing.__name__, maskkit.data.make_datasets.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["reset_manager", "train", "maskkit.testing", "make_datasets"]
+
+
+def test_energy_kept_weighs_the_mask_by_the_songs_energy():
+    """A mask that keeps the many quiet channels has a large mean but keeps little of the song."""
+    from maskkit.metrics import balance, energy_kept
+
+    x = torch.full((2, 10, 8), 0.1)
+    x[:, 0] = 3.0  # one loud channel: 900 of 909 energy units per frame
+    quiet_kept = torch.ones(1, 10, 1)
+    quiet_kept[:, 0] = 0.0
+    assert float(energy_kept(x, quiet_kept)) == pytest.approx(9 / 909, rel=1e-5)
+    assert float(energy_kept(x, 1 - quiet_kept)) == pytest.approx(900 / 909, rel=1e-5)
+    assert float(balance(quiet_kept, 1 - quiet_kept)) == pytest.approx(0.9)  # by mask mean: "90 % input"
+    assert float(energy_kept(torch.zeros(1, 3, 4), torch.ones(1, 3, 4))) == 0.0  # silence: no NaN

@@ -541,8 +541,10 @@ def test_inspect_encodes_the_validation_music_with_the_checkpoint_codec(tmp_path
     assert rep.shape == (3, codec.spec.dim, codec.num_frames(800))
     assert "validation" in rep.data and "stft" in rep.data
     assert "records no training config" not in rep.data
-    assert set(rep.metrics) >= {"complementarity", "coverage", "balance"}
+    assert set(rep.metrics) >= {"complementarity", "coverage", "balance", "input_energy_kept",
+                                "target_energy_kept"}
     assert 0.0 <= rep.metrics["balance"] <= 1.0
+    assert 0.0 < rep.metrics["input_energy_kept"] < 1.0 and 0.0 < rep.metrics["target_energy_kept"] < 1.0
 
 
 def test_inspect_of_a_run_on_a_folder_of_songs_measures_that_folders_validation_songs(tmp_path):

@@ -106,6 +106,8 @@ def inspect(checkpoint: str, pairs: int, batch_size: int, seconds: float | None,
     table.add_row("coverage", f"{m['coverage'] * 100:.1f}%")
     table.add_row("coverage error", f"{m['coverage_error']:.4f}")
     table.add_row("balance (input share)", f"{m['balance']:.3f}")
+    table.add_row("energy kept: input / target",
+                  f"{m['input_energy_kept'] * 100:.1f}% / {m['target_energy_kept'] * 100:.1f}%")
     table.add_row("temporal diversity", f"{m['temporal_diversity']:.4f}")
     table.add_row("adaptivity", f"{m['adaptivity']:.4f}")
     if rep.reg_loss is not None:

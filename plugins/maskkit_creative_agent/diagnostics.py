@@ -233,21 +233,25 @@ def inspect_checkpoint(path: str | os.PathLike[str], *, pairs: int = 16, batch_s
         data = f"random N(0, 1) encodings ({spec.dim} x {frames})"
     else:
         batches, data = _held_out_encodings(ckpt, pairs, batch_size, seconds, seed, dev, data, str(path))
-    ims, tms, regs, bals = [], [], [], []
+    ims, tms, regs, bals, encs = [], [], [], [], []
     with torch.no_grad():
         for enc in batches:
             m = strategy(enc[0], enc[1], hard=hard)
             ims.append(m.input_mask.expand_as(enc[0]).float().cpu())
             tms.append(m.target_mask.expand_as(enc[1]).float().cpu())
+            encs.append(enc.float().cpu())
             if m.reg_loss is not None:
                 regs.append(float(m.reg_loss) * enc.shape[1])
             bal = m.extras.get("balance_loss") if isinstance(m.extras, dict) else None
             if isinstance(bal, Tensor):
                 bals.append(float(bal) * enc.shape[1])
-    im, tm = torch.cat(ims), torch.cat(tms)
+    im, tm, enc = torch.cat(ims), torch.cat(tms), torch.cat(encs, dim=1)
     n = int(im.shape[0])  # fewer than ``pairs`` when the run's validation split is smaller
+    measured = metrics.mask_metrics(im, tm)
+    measured["input_energy_kept"] = float(metrics.energy_kept(enc[0], im))
+    measured["target_energy_kept"] = float(metrics.energy_kept(enc[1], tm))
     return InspectReport(
         path=str(path), strategy=str(ckpt["strategy"]["name"]), data=data, pairs=n,
-        shape=(n, int(im.shape[1]), int(im.shape[2])), metrics=metrics.mask_metrics(im, tm),
+        shape=(n, int(im.shape[1]), int(im.shape[2])), metrics=measured,
         reg_loss=sum(regs) / n if regs else None, balance_loss=sum(bals) / n if bals else None,
         hard=hard)
