@@ -98,7 +98,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--window", type=float, default=4.0, help="window seconds")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", type=Path, default=Path("bench_arrange_memory.json"))
+    p.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     a = p.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="maskkit-bench-arrange-") as tmp:
@@ -141,9 +141,10 @@ def main() -> None:
     verdict = "ok" if peak_ratio <= 1.5 else "EXCEEDED"
     print(f"peak ratio long/short: {peak_ratio:.3f} (bound 1.5: {verdict}); rise ratio "
           f"{result['rise_ratio_long_over_short']:.2f} for a {a.long / a.short:.0f}x longer song")
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(result, indent=2))
-    print(f"wrote {a.json}")
+    if a.json is not None:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(result, indent=2))
+        print(f"wrote {a.json}")
 
 
 if __name__ == "__main__":

@@ -844,6 +844,11 @@ def write_synthetic_songs(out: str | os.PathLike, num_songs: int, *, seconds: fl
     for i, song_seed in enumerate(seeds):
         name = f"song_{i:0{digits}d}"
         mix, parts = generate_song(song_seed, seconds, sample_rate, return_stems=True)
+        if stems:  # one gain for the mix and its stems, so that the mix stays their sum when one would clip
+            pk = max(float(np.abs(np.asarray(x)).max(initial=0.0)) for x in (mix, *parts.values()))
+            if pk > 0.999:
+                mix = mix * (0.999 / pk)
+                parts = {k: v * (0.999 / pk) for k, v in parts.items()}
         plan = describe_song(song_seed)
         file = f"{plan.groove}/{name}.wav" if by_style else f"{name}.wav"
         save_audio(out_p / file, mix, sample_rate)

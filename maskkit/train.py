@@ -882,10 +882,11 @@ class Trainer:
         if not self.cfg.overwrite:
             names = ", ".join(p.name for p in old[:4]) + (", ..." if len(old) > 4 else "")
             # --resume auto never takes best.pt (older than last.pt): name it when it is all there is
-            how = (f"--resume {old[0]}" if all(p.name == "best.pt" for p in old) else "--resume auto")
+            how = (f"--resume {old[0]} (resume='{old[0]}')" if all(p.name == "best.pt" for p in old)
+                   else "--resume auto (resume='auto')")
             raise ConfigError(f"{self.run_dir} holds another run's checkpoints ({names}): continue it with "
-                              f"{how}, start over with --overwrite (deletes them), or choose another "
-                              f"--checkpoint-dir")
+                              f"{how}, start over with --overwrite (overwrite=True; deletes them), or choose "
+                              f"another --checkpoint-dir")
         self._replaced = old  # deleted once the new run is set up (a bad --data loses nothing)
 
     def _delete_replaced_run(self) -> None:

@@ -418,7 +418,8 @@ def test_a_new_run_refuses_a_folder_holding_another_run_unless_overwrite(tiny_ru
     run = _copy_run(tiny_run, tmp_path / "run")
     before = _digests(run)
     with pytest.raises(ConfigError, match=r"holds another run's checkpoints \(.*last\.pt.*\): continue it "
-                                          r"with --resume auto, start over with --overwrite"):
+                                          r"with --resume auto \(resume='auto'\), start over with "
+                                          r"--overwrite \(overwrite=True; deletes them\)"):
         train(tiny(run, "--train-pairs", "8", "--batch-size", "4", "--epochs", "1"))
     assert _digests(run) == before
     # --overwrite with a setup that fails (no such data): nothing is deleted.
