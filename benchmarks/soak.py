@@ -232,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
           f"steps lost {result['steps_lost']}")
     print(f"same (epoch, step) sequence: {result['same_step_sequence']}; max step-loss diff "
           f"{result['max_step_loss_diff']:.3g}; max weight abs diff {result['max_weight_abs_diff']:.3g}")
-    print("OK" if result["ok"] else ("NOTHING INTERRUPTED (a longer run, or more --epochs)"
-                                     if not result["cycles_survived"] else "MISMATCH"))
+    mismatch = (result["unclean_exits"] or result["steps_lost"] or not result["same_step_sequence"]
+                or result["max_step_loss_diff"] > 1e-6 or result["max_weight_abs_diff"] > 1e-6)
+    print("OK" if result["ok"] else "MISMATCH" if mismatch else
+          "NOTHING INTERRUPTED (a longer run, or more --epochs)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0 if result["ok"] else 1

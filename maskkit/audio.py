@@ -646,12 +646,14 @@ def tensor_mono(audio: Tensor | np.ndarray, label: str) -> Tensor:
 
 
 def save_audio(path: str | os.PathLike, audio: Tensor | np.ndarray, sample_rate: int, *,
-               subtype: str | None = None, peak: float = 0.999) -> Path:
+               subtype: str | None = None, peak: float = 0.999, limit: bool = True) -> Path:
     """Write ``audio`` (``[N]`` or ``[C, N]``, channels first) to ``path``; the format follows
     the extension (``.wav`` ``.flac`` ``.ogg`` ``.mp3`` ...).
 
     A peak above 1 would clip: the audio is scaled to ``peak`` and a
-    :class:`ClippingWarning` says by how much. NaN/Inf samples raise :class:`AudioError`.
+    :class:`ClippingWarning` says by how much. ``limit=False`` writes it as it is, for the
+    ``FLOAT`` / ``DOUBLE`` subtypes, which hold any level (a stem that must sum to its mix).
+    NaN/Inf samples raise :class:`AudioError`.
     The file appears complete or not at all (temporary file + ``os.replace``); parent
     folders are created. ``subtype`` defaults to PCM_16 for WAV/AIFF/FLAC and the codec's
     own for OGG/MP3. Returns the path.
@@ -667,8 +669,11 @@ def save_audio(path: str | os.PathLike, audio: Tensor | np.ndarray, sample_rate:
     frames = _to_frames(audio)
     if not np.isfinite(frames).all():
         raise AudioError(f"{out}: refusing to write NaN or infinite samples")
+    if not limit and (subtype or default_subtype) not in ("FLOAT", "DOUBLE"):
+        raise ValueError(f"save_audio: limit=False needs subtype FLOAT or DOUBLE, got "
+                         f"{subtype or default_subtype}")
     pk = float(np.abs(frames).max()) if frames.size else 0.0
-    if pk > 1.0:
+    if pk > 1.0 and limit:
         frames = frames * np.float32(peak / pk)
         warn(f"save_audio: {out}: peak {pk:.3f} would clip; scaled by {peak / pk:.3f} "
              f"({20 * math.log10(peak / pk):.1f} dB)", ClippingWarning)

@@ -4,8 +4,9 @@
 (built-in or third-party, no per-strategy code here), feeds every one the same batch of
 pairs and reports, per strategy:
 
-- **mask quality**, from :func:`maskkit.metrics.mask_metrics` (the one definition of each
-  metric): complementarity %, coverage, coverage error, balance, temporal diversity,
+- **mask quality**, from :func:`maskkit.metrics.mask_metrics` and
+  :func:`~maskkit.metrics.energy_metrics` (the one definition of each metric): complementarity %,
+  coverage, coverage error, balance, the share of each song's energy kept, temporal diversity,
   adaptivity; learned strategies untrained and, for each ``checkpoints`` entry, trained;
 - **speed and cost**: parameters, forward ms per batch and pairs/s (warm-up, then
   ``repeats`` timed calls; median, quartiles, min and max; ``torch.cuda.synchronize`` on
@@ -63,10 +64,10 @@ from ._version import __version__
 from .codec import DEFAULT_CODEC
 from .errors import CheckpointError, ConfigError, MaskkitError, UnknownNameError, warn
 from .logging_utils import plural
-from .metrics import METRICS, mask_metrics
+from .metrics import ENERGY_METRICS, METRICS, energy_metrics, mask_metrics
 
 #: Column order of the mask-quality metrics (the keys of :func:`maskkit.metrics.mask_metrics`).
-METRIC_KEYS = tuple(METRICS)  # the one list of mask metrics (maskkit.metrics)
+METRIC_KEYS = (*METRICS, *ENERGY_METRICS)  # the one list of mask metrics (maskkit.metrics)
 #: Frames of ``random=True`` inputs when ``frames`` is not given (the seed README's test shape).
 DEFAULT_RANDOM_FRAMES = 300
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -449,12 +450,15 @@ class BenchResult:
     def _sections(self) -> list[tuple[str, list[str], list[list[str]]]]:
         env = self.environment
         any_error = any(r.error for r in self.rows)
-        q_cols = ["strategy", "compl. %", "coverage", "cov. err", "balance", "temp. div", "adapt."]
+        q_cols = ["strategy", "compl. %", "coverage", "cov. err", "balance", "kept in/tg %", "temp. div",
+                  "adapt."]
         q_rows = []
         for r in self.rows:
             m = r.metrics
+            kept = ("-" if m.get("input_energy_kept") is None else
+                    f"{m['input_energy_kept'] * 100:.0f} / {m['target_energy_kept'] * 100:.0f}")
             q_rows.append([r.label, _f(m.get("complementarity"), 1), _f(m.get("coverage"), 3),
-                           _f(m.get("coverage_error"), 4), _f(m.get("balance"), 3),
+                           _f(m.get("coverage_error"), 4), _f(m.get("balance"), 3), kept,
                            _f(m.get("temporal_diversity"), 4), _f(m.get("adaptivity"), 4)]
                           + ([_short_error(r.error)] if any_error else []))
         sections = [(f"Mask quality ({self.data})", q_cols + (["error"] if any_error else []), q_rows)]
@@ -613,13 +617,13 @@ def resolve_variants(cfg: BenchConfig, names: Sequence[str]) -> list[BenchVarian
     from .plugins import get_strategy_entry
 
     variants = parse_variants(cfg.variants)
-    taken = set(names) | ({REF_LEARNED, REF_FIXED} if cfg.reference else set())
+    taken = {n.casefold(): n for n in [*names, *((REF_LEARNED, REF_FIXED) if cfg.reference else ())]}
     out = []
     for v in variants:
         where = f"bench: variant {v.spec!r}"
-        if v.label in taken:
+        if v.label.casefold() in taken:  # (labels name folders: 'Temporal' is 'temporal' on macOS)
             raise ConfigError(f"{where}: label '{v.label}' is the name of another row of this bench "
-                              f"(strategy '{v.label}'); pick another label")
+                              f"(strategy '{taken[v.label.casefold()]}'); pick another label")
         try:
             entry = get_strategy_entry(v.strategy)
         except MaskkitError as e:
@@ -1062,7 +1066,7 @@ def _measure(row: BenchRow, subject: _Subject, data: BenchData, cfg: BenchConfig
             mi, mt, _ = subject.masks(module, x_in, x_tg)
         validate_masks(Masks(mi, mt), x_in, row.name, subject.origin)
         stage = "metrics"
-        row.metrics = mask_metrics(mi, mt)
+        row.metrics = {**mask_metrics(mi, mt), **energy_metrics(x_in, x_tg, mi, mt)}
         from .viz import channel_order  # low to high frequency, as `maskkit masks` draws them
 
         order = channel_order(getattr(data.spec, "channel_freqs", None), x_in.shape[1])

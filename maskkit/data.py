@@ -844,17 +844,16 @@ def write_synthetic_songs(out: str | os.PathLike, num_songs: int, *, seconds: fl
     for i, song_seed in enumerate(seeds):
         name = f"song_{i:0{digits}d}"
         mix, parts = generate_song(song_seed, seconds, sample_rate, return_stems=True)
-        if stems:  # one gain for the mix and its stems, so that the mix stays their sum when one would clip
-            pk = max(float(np.abs(np.asarray(x)).max(initial=0.0)) for x in (mix, *parts.values()))
-            if pk > 0.999:
-                mix = mix * (0.999 / pk)
-                parts = {k: v * (0.999 / pk) for k, v in parts.items()}
         plan = describe_song(song_seed)
         file = f"{plan.groove}/{name}.wav" if by_style else f"{name}.wav"
         save_audio(out_p / file, mix, sample_rate)
         if stems:
+            # a stem can peak above 1 where the mix does not (parts cancel): then the song's stems
+            # are float WAVs, which hold it, so that they still sum to the mix (scaled, they did not)
+            loud = max(float(np.abs(np.asarray(x)).max(initial=0.0)) for x in parts.values()) > 1.0
             for stem in STEMS:
-                save_audio(out_p / "stems" / name / f"{stem}.wav", parts[stem], sample_rate)
+                save_audio(out_p / "stems" / name / f"{stem}.wav", parts[stem], sample_rate,
+                           subtype="FLOAT" if loud else None, limit=not loud)
         row = {"file": file, "seed": song_seed, "seconds": seconds, "sample_rate": sample_rate,
                "bpm": plan.bpm, "key": plan.key, "scale": plan.scale, "groove": plan.groove}
         rows.append(row)

@@ -710,7 +710,8 @@ def spawn(worker: Callable[..., Any], nprocs: int, args: tuple[Any, ...] = (),
     with status 0; raises (``torch.multiprocessing.ProcessRaisedException`` /
     ``ProcessExitedException``) as soon as one fails, after terminating the others, so a dead
     rank never leaves the rest hanging. SIGINT/SIGTERM received by this (parent) process are
-    forwarded to the children, which stop cleanly; ``on_signal(signum)`` is told about them.
+    forwarded to the children, which stop cleanly (on Windows the console's Ctrl-C reaches them
+    itself); ``on_signal(signum)`` is told about them.
     ``block_stop_signals``: the children start with SIGINT/SIGTERM blocked (the mask survives
     the exec) and must unblock them once their handler is in place (:func:`hold_stop_signals`
     does): a signal during their start-up is then a stop request, not the death of a rank.
@@ -724,10 +725,11 @@ def spawn(worker: Callable[..., Any], nprocs: int, args: tuple[Any, ...] = (),
         forwarded[signum] = forwarded.get(signum, 0) + 1
         if on_signal is not None:
             on_signal(signum)
-        if sys.platform == "win32":
+        if sys.platform == "win32" and frame is not None:
             # Windows: a console's Ctrl-C reaches every process attached to it, the children
             # included, which stop on their own; os.kill with a signal number would terminate them
-            # on the spot (TerminateProcess), before they save.
+            # on the spot (TerminateProcess), before they save. (A stop asked for before the
+            # children existed, frame None, never reached them: terminating them loses nothing.)
             return
         for p in ctx.processes if ctx is not None else ():
             if p.is_alive() and p.pid is not None:
@@ -839,8 +841,11 @@ def hold_stop_signals() -> Iterator[StopFlag]:
         flag.uninstall()
 
 
-#: PyTorch's Windows builds have no libuv, which TCPStore uses by default (pytorch #139990).
+#: PyTorch's Windows builds have no libuv, which TCPStore uses by default (pytorch #139990); the
+#: stores torchrun and init_method URLs make read USE_LIBUV.
 _STORE_OPTIONS: dict[str, Any] = {"use_libuv": False} if sys.platform == "win32" else {}
+if sys.platform == "win32":
+    os.environ.setdefault("USE_LIBUV", "0")
 
 
 def check_not_bootstrapping(what: str) -> None:

@@ -103,14 +103,38 @@ METRICS = {
 }
 
 
-@torch.no_grad()
-def energy_kept(encoding: Tensor, mask: Tensor, eps: float = 1e-12) -> Tensor:
-    """``sum(mask * x^2) / sum(x^2)`` of a song's encoding ``x`` ``[B, D, T]``: the share of its
-    energy that its mask keeps (0 to 1 for masks in [0, 1]; 0 for a silent encoding)."""
+def energy_sums(encoding: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """``(sum(mask * x^2), sum(x^2))`` over the shape ``encoding`` and ``mask`` broadcast to:
+    the parts of :func:`energy_kept`, to add up over batches."""
     e = encoding.detach().float().pow(2)
-    return (mask.float() * e).sum() / (e.sum() + eps)
+    kept = mask.detach().float() * e
+    return kept.sum(), e.expand_as(kept).sum()
 
 
+def energy_kept(encoding: Tensor, mask: Tensor) -> Tensor:
+    """``sum(mask * x^2) / sum(x^2)`` of a song's encoding ``x`` ``[B, D, T]`` and its mask
+    (broadcastable): the share of its energy that the mask keeps (0 to 1 for masks in [0, 1];
+    0 for a silent encoding)."""
+    return kept_share(*energy_sums(encoding, mask))
+
+
+def kept_share(kept: Tensor, total: Tensor) -> Tensor:
+    """``kept / total`` of :func:`energy_sums` (summed over batches, perhaps); 0 where total is 0."""
+    return torch.where(total > 0, kept / torch.where(total > 0, total, 1.0), 0.0)
+
+
+#: The energy-kept metrics of a pair (:func:`energy_metrics`), after :data:`METRICS` in reports.
+ENERGY_METRICS = ("input_energy_kept", "target_energy_kept")
+
+
+def energy_metrics(x_input: Tensor, x_target: Tensor, input_mask: Tensor, target_mask: Tensor
+                   ) -> dict[str, float]:
+    """:func:`energy_kept` of both songs of a pair as floats, named as in :data:`ENERGY_METRICS`."""
+    return {"input_energy_kept": float(energy_kept(x_input, input_mask)),
+            "target_energy_kept": float(energy_kept(x_target, target_mask))}
+
+
+@torch.no_grad()
 def mask_metrics(input_mask: Any, target_mask: Tensor | None = None) -> dict[str, float]:
     """Every metric of :data:`METRICS` as a float, of two masks (broadcastable to one shape) or
     of the :class:`maskkit.Masks` a strategy returned (``mask_metrics(masks)``)."""

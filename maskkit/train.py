@@ -882,7 +882,7 @@ class Trainer:
         if not self.cfg.overwrite:
             names = ", ".join(p.name for p in old[:4]) + (", ..." if len(old) > 4 else "")
             # --resume auto never takes best.pt (older than last.pt): name it when it is all there is
-            how = (f"--resume {old[0]} (resume='{old[0]}')" if all(p.name == "best.pt" for p in old)
+            how = (f"--resume '{old[0]}' (resume={str(old[0])!r})" if all(p.name == "best.pt" for p in old)
                    else "--resume auto (resume='auto')")
             raise ConfigError(f"{self.run_dir} holds another run's checkpoints ({names}): continue it with "
                               f"{how}, start over with --overwrite (overwrite=True; deletes them), or choose "

@@ -26,10 +26,16 @@ from maskkit.bench import (
     run_bench,
     time_interleaved,
 )
-from maskkit.metrics import mask_metrics
+from maskkit.metrics import ENERGY_METRICS, energy_metrics, mask_metrics
 
 TINY = dict(random=True, batch_size=3, dim=8, frames=24, warmup=0, repeats=2)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _all_metrics(data, masks) -> dict[str, float]:
+    """What the bench reports of a row's masks: maskkit.metrics' mask and energy metrics."""
+    return {**mask_metrics(masks.input_mask, masks.target_mask),
+            **energy_metrics(data.x_input, data.x_target, masks.input_mask, masks.target_mask)}
 
 
 # -- strategies written here and registered at run time, as a user would ----------------------
@@ -108,12 +114,13 @@ def test_json_metrics_equal_maskkit_metrics_computed_directly(test_plugin, tmp_p
         strategy = build_strategy(name, None, spec=data.spec).eval()
         with torch.no_grad():
             masks = strategy(data.x_input, data.x_target)
-        expected = mask_metrics(masks.input_mask, masks.target_mask)
+        expected = _all_metrics(data, masks)
         assert rows[name]["error"] is None
         assert rows[name]["metrics"] == pytest.approx(expected, rel=1e-6, abs=1e-9), name
         assert rows[name]["learnable"] == get_strategy_entry(name).cls.learnable
     # every metric of maskkit.metrics, and nothing recomputed under another name
-    assert set(rows["temporal"]["metrics"]) == set(mask_metrics(torch.ones(1, 1, 2), torch.zeros(1, 1, 2)))
+    assert set(rows["temporal"]["metrics"]) == {*mask_metrics(torch.ones(1, 1, 2), torch.zeros(1, 1, 2)),
+                                                *ENERGY_METRICS}
 
 
 def test_every_registered_strategy_has_a_row_with_every_metric(test_plugin):
@@ -122,7 +129,7 @@ def test_every_registered_strategy_has_a_row_with_every_metric(test_plugin):
     result = run_bench(strategies="all", **TINY)
     assert [r.name for r in result.rows] == strategy_names()
     assert "test-tiny-learned" in strategy_names()  # registered at run time, no harness change
-    keys = set(mask_metrics(torch.ones(1, 1, 2), torch.zeros(1, 1, 2)))
+    keys = {*mask_metrics(torch.ones(1, 1, 2), torch.zeros(1, 1, 2)), *ENERGY_METRICS}
     for r in result.rows:
         if r.error is None:
             assert set(r.metrics) == keys and all(math.isfinite(v) for v in r.metrics.values())
@@ -437,7 +444,7 @@ def test_checkpoints_add_trained_rows_with_their_weights(test_plugin, tmp_path):
     data = load_bench_data(result.config, torch.device("cpu"))
     with torch.no_grad():
         masks = trained(data.x_input, data.x_target)
-    assert row.metrics == pytest.approx(mask_metrics(masks.input_mask, masks.target_mask), rel=1e-6)
+    assert row.metrics == pytest.approx(_all_metrics(data, masks), rel=1e-6)
     assert row.metrics != untrained.metrics
     bad = result.rows[-1]
     assert bad.variant == "trained" and "bad.pt needs strategy 'not-installed'" in bad.error
@@ -452,7 +459,7 @@ def test_a_checkpoint_trained_on_hard_masks_is_measured_on_them(test_plugin, tmp
     data = load_bench_data(result.config, torch.device("cpu"))
     with torch.no_grad():
         masks = trained(data.x_input, data.x_target, hard=True)
-    assert row.metrics == pytest.approx(mask_metrics(masks.input_mask, masks.target_mask), rel=1e-6)
+    assert row.metrics == pytest.approx(_all_metrics(data, masks), rel=1e-6)
     assert row.metrics["complementarity"] == pytest.approx(100.0)
 
 

@@ -237,3 +237,10 @@ def test_a_variants_nested_train_option_adds_to_the_benchs_own(monkeypatch, tmp_
     with pytest.raises(RuntimeError, match="stop here"):
         train_and_evaluate("temporal", cfg, tmp_path, train_overrides({"codec_options.hop_length": "32"}))
     assert seen["cfg"].codec_options == {"n_fft": 64, "hop_length": "32"}
+
+
+def test_a_variant_label_that_differs_from_a_row_only_in_case_is_refused(fresh_plugins):
+    """Each row trains in a folder named by its label: 'Temporal' and 'temporal' are one folder on
+    macOS and Windows."""
+    with pytest.raises(ConfigError, match=r"label 'Temporal' is the name of another row .*'temporal'"):
+        run_bench(strategies="temporal", variants=["Temporal=temporal segment=3"], **TINY)

@@ -709,3 +709,7 @@ def test_energy_kept_weighs_the_mask_by_the_songs_energy():
     assert float(energy_kept(x, 1 - quiet_kept)) == pytest.approx(900 / 909, rel=1e-5)
     assert float(balance(quiet_kept, 1 - quiet_kept)) == pytest.approx(0.9)  # by mask mean: "90 % input"
     assert float(energy_kept(torch.zeros(1, 3, 4), torch.ones(1, 3, 4))) == 0.0  # silence: no NaN
+    assert float(energy_kept(torch.full((1, 3, 4), 1e-7), torch.ones(1, 3, 4))) == pytest.approx(1.0)
+    # masks that broadcast: a time-only mask, and one larger than the encoding
+    assert float(energy_kept(x, torch.full((1, 1, 8), 0.25))) == pytest.approx(0.25)
+    assert float(energy_kept(x[:1], torch.full((4, 10, 8), 0.5))) == pytest.approx(0.5)

@@ -730,8 +730,9 @@ def test_data_check_of_a_large_folder_lists_only_the_files_with_problems(tmp_pat
 
 
 def test_synthetic_stems_sum_to_the_mix_also_when_one_would_clip(tmp_path):
-    """Song 39 of 40 two-second songs has a drum stem peaking at 1.015: scaled alone, the stems no
-    longer summed to the mix (off by 0.016). One gain for the mix and its stems keeps the sum."""
+    """Song 39 of 40 two-second songs has a drum stem peaking at 1.015 (the mix at 0.9): scaled
+    alone, the stems no longer summed to the mix (off by 0.016). Its stems are float WAVs now; the
+    mix is as generate_song renders it."""
     import warnings as w
 
     from maskkit.data import write_synthetic_songs
@@ -744,3 +745,7 @@ def test_synthetic_stems_sum_to_the_mix_also_when_one_would_clip(tmp_path):
         mix, _ = sf.read(tmp_path / row["file"])
         stems = sum(sf.read(f)[0] for f in (tmp_path / "stems" / name).glob("*.wav"))
         assert np.abs(mix - stems).max() < 2e-4, name
+    stems_of = [tmp_path / "stems" / Path(row["file"]).stem for row in rows[-2:]]
+    assert sf.info(stems_of[1] / "drums.wav").subtype == "FLOAT"  # song 39: the loud stem
+    assert sf.info(stems_of[0] / "drums.wav").subtype == "PCM_16"
+    assert np.abs(sf.read(tmp_path / rows[-1]["file"])[0]).max() == pytest.approx(0.9, abs=1e-3)

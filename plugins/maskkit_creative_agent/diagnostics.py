@@ -233,23 +233,25 @@ def inspect_checkpoint(path: str | os.PathLike[str], *, pairs: int = 16, batch_s
         data = f"random N(0, 1) encodings ({spec.dim} x {frames})"
     else:
         batches, data = _held_out_encodings(ckpt, pairs, batch_size, seconds, seed, dev, data, str(path))
-    ims, tms, regs, bals, encs = [], [], [], [], []
+    ims, tms, regs, bals = [], [], [], []
+    energy = torch.zeros(2, 2)  # (kept, total) of the input and of the target, over every pair
     with torch.no_grad():
         for enc in batches:
             m = strategy(enc[0], enc[1], hard=hard)
             ims.append(m.input_mask.expand_as(enc[0]).float().cpu())
             tms.append(m.target_mask.expand_as(enc[1]).float().cpu())
-            encs.append(enc.float().cpu())
+            energy += torch.tensor([[float(v) for v in metrics.energy_sums(enc[0], m.input_mask)],
+                                    [float(v) for v in metrics.energy_sums(enc[1], m.target_mask)]])
             if m.reg_loss is not None:
                 regs.append(float(m.reg_loss) * enc.shape[1])
             bal = m.extras.get("balance_loss") if isinstance(m.extras, dict) else None
             if isinstance(bal, Tensor):
                 bals.append(float(bal) * enc.shape[1])
-    im, tm, enc = torch.cat(ims), torch.cat(tms), torch.cat(encs, dim=1)
+    im, tm = torch.cat(ims), torch.cat(tms)
     n = int(im.shape[0])  # fewer than ``pairs`` when the run's validation split is smaller
-    measured = metrics.mask_metrics(im, tm)
-    measured["input_energy_kept"] = float(metrics.energy_kept(enc[0], im))
-    measured["target_energy_kept"] = float(metrics.energy_kept(enc[1], tm))
+    kept = metrics.kept_share(energy[:, 0], energy[:, 1])
+    measured = {**metrics.mask_metrics(im, tm),
+                **dict(zip(metrics.ENERGY_METRICS, (float(kept[0]), float(kept[1])), strict=True))}
     return InspectReport(
         path=str(path), strategy=str(ckpt["strategy"]["name"]), data=data, pairs=n,
         shape=(n, int(im.shape[1]), int(im.shape[2])), metrics=measured,
