@@ -59,6 +59,17 @@ def tiny(run_dir: Path, *extra: str, strategy: tuple[str, ...] = tuple(TEMPORAL)
     return dataclasses.replace(cfg, **over) if over else cfg
 
 
+def _sine_songs(folder: Path, n: int, seconds: float, sr: int = 8000, start: int = 0) -> Path:
+    """``n`` songs ``song_{i}.wav`` (sines of distinct pitch) in ``folder``, a folder of songs."""
+    import soundfile as sf
+
+    folder.mkdir(exist_ok=True)
+    t = np.arange(int(seconds * sr)) / sr
+    for i in range(start, start + n):
+        sf.write(folder / f"song_{i}.wav", 0.3 * np.sin(2 * np.pi * (180 + 40 * i) * t * (1 + t / 3)), sr)
+    return folder
+
+
 def weights(path: Path | str) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
 
@@ -1028,14 +1039,7 @@ def test_a_failed_copy_of_the_checkpoint_leaves_no_partial_file_and_names_it(tmp
 def test_persistent_loader_workers_train_as_the_main_process_does(tmp_path):
     """Workers live for the whole run: each epoch's new crops (set_epoch) must reach them, so 3
     epochs with 2 workers give the weights of 3 epochs loaded in the main process."""
-    import soundfile as sf
-
-    sr = 8000
-    songs = tmp_path / "songs"
-    songs.mkdir()
-    t = np.arange(3 * sr) / sr
-    for i in range(6):
-        sf.write(songs / f"song_{i}.wav", 0.3 * np.sin(2 * np.pi * (180 + 40 * i) * t * (1 + t / 3)), sr)
+    songs = _sine_songs(tmp_path / "songs", 6, 3.0)
     args = ("--data", str(songs), "--train-pairs", "8", "--batch-size", "4", "--epochs", "3")
     train(tiny(tmp_path / "main", *args, "--num-workers", "0"))
     train(tiny(tmp_path / "workers", *args, "--num-workers", "2"))
@@ -1046,7 +1050,7 @@ def test_persistent_loader_workers_train_as_the_main_process_does(tmp_path):
     # at epoch 1's data (a check that this test can fail)
     from maskkit.data import FolderPairs
 
-    ds = FolderPairs.from_folder(songs, 8, sample_rate=sr, segment_seconds=0.25, seed=0)
+    ds = FolderPairs.from_folder(songs, 8, sample_rate=8000, segment_seconds=0.25, seed=0)
     first = ds[0][0].clone()
     ds.set_epoch(1)
     assert not torch.equal(first, ds[0][0])
@@ -1058,13 +1062,8 @@ def test_processes_of_a_job_share_the_scan_of_a_folder_of_songs(tmp_path, capsys
     bad file found by either is skipped by both, and named once)."""
     import soundfile as sf
 
-    sr = 8000
-    songs = tmp_path / "songs"
-    songs.mkdir()
-    t = np.arange(2 * sr) / sr
-    for i in range(7):
-        sf.write(songs / f"song_{i}.wav", 0.3 * np.sin(2 * np.pi * (180 + 40 * i) * t), sr)
-    sf.write(songs / "song_3b.wav", np.zeros(sr // 10), sr)  # too short; 5th of 8 files: rank 0's share
+    songs = _sine_songs(tmp_path / "songs", 7, 2.0)
+    sf.write(songs / "song_3b.wav", np.zeros(800), 8000)  # too short; 5th of 8 files: rank 0's share
     r = train(tiny(tmp_path / "run", "--data", str(songs), "--train-pairs", "8", "--batch-size", "2",
                    "--max-steps", "2", "--world-size", "2", "--skip-bad"))
     assert (r.world_size, r.steps, r.stopped) == (2, 2, "max_steps")
@@ -1076,22 +1075,14 @@ def test_processes_of_a_job_share_the_scan_of_a_folder_of_songs(tmp_path, capsys
 def test_resuming_on_other_songs_says_so(tmp_path, capsys):
     """Songs added to the folder between two parts of a run move others between training and
     validation (the split is by song): the resumed run warns, naming what changed."""
-    import soundfile as sf
-
-    sr = 8000
-    songs = tmp_path / "songs"
-    songs.mkdir()
-    t = np.arange(2 * sr) / sr
-    for i in range(8):
-        sf.write(songs / f"song_{i}.wav", 0.3 * np.sin(2 * np.pi * (180 + 40 * i) * t), sr)
+    songs = _sine_songs(tmp_path / "songs", 8, 2.0)
     args = ("--data", str(songs), "--train-pairs", "8", "--batch-size", "4", "--epochs", "2",
             "--val-fraction", "0.25")
     train(tiny(tmp_path / "run", *args, "--max-steps", "2"))
     assert load_checkpoint(tmp_path / "run" / "last.pt")["songs"]["train"]["songs"] == 6
     train(tiny(tmp_path / "run", *args, "--max-steps", "3", "--resume", "auto"))
     assert "on other songs" not in capsys.readouterr().out  # the same songs: nothing to say
-    for i in range(8, 12):
-        sf.write(songs / f"song_{i}.wav", 0.3 * np.sin(2 * np.pi * (180 + 40 * i) * t), sr)
+    _sine_songs(songs, 4, 2.0, start=8)
     train(tiny(tmp_path / "run", *args, "--max-steps", "0", "--resume", "auto"))
     out = " ".join(capsys.readouterr().out.split())
     assert "on other songs than it trained and validated on (train 6 -> 9 songs; val 2 -> 3 songs)" in out
