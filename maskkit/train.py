@@ -564,6 +564,10 @@ def _lock_run_dir(run_dir: Path) -> Any:
     return f
 
 
+#: Seconds between the progress lines a long start-up writes to a log file (no spinner there).
+_LOG_EVERY_S = 30.0
+
+
 def _try_lock(f: Any) -> bool:
     """Take an exclusive lock of the open file ``f`` without waiting; False when another process
     holds it. ``flock`` on POSIX, ``msvcrt.locking`` of one byte far past the text on Windows
@@ -828,9 +832,19 @@ class Trainer:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world if self.info.launcher == "spawn" else 1))
         threads = max(1, min(8, dist_utils.usable_cpus() // max(1, local)))
         if self.main and self.console is not None and not self.cfg.quiet:
-            with self.console.status("checking the audio files ...") as status:
-                part = self.cfg.data.scan_part(
-                    shard, threads, progress=lambda text: status.update(f"checking audio files: {text}"))
+            if self.console.is_terminal:
+                with self.console.status("checking the audio files ...") as status:
+                    part = self.cfg.data.scan_part(
+                        shard, threads, progress=lambda text: status.update(f"checking audio files: {text}"))
+            else:  # a log file (SLURM, nohup): a line every 30 s instead of a spinner
+                last = [t0]
+
+                def log_line(text: str) -> None:
+                    if time.perf_counter() - last[0] >= _LOG_EVERY_S:
+                        last[0] = time.perf_counter()
+                        self.print(f"checking audio files: {text.split(' ', 1)[0]} ...")
+
+                part = self.cfg.data.scan_part(shard, threads, progress=log_line)
             took = time.perf_counter() - t0
             if part is not None and took > 2.0:
                 share = f" (this process's share of {len(part.audio):,})" if self.world > 1 else ""

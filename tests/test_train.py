@@ -1086,3 +1086,18 @@ def test_resuming_on_other_songs_says_so(tmp_path, capsys):
     train(tiny(tmp_path / "run", *args, "--max-steps", "0", "--resume", "auto"))
     out = " ".join(capsys.readouterr().out.split())
     assert "on other songs than it trained and validated on (train 6 -> 9 songs; val 2 -> 3 songs)" in out
+
+
+def test_a_long_scan_writes_progress_lines_to_a_log_file(tmp_path):
+    """No spinner in a SLURM log: a start-up check of many songs says how far it is, now and then
+    (every 30 s; here, with the interval at 0, after every file)."""
+    songs = _sine_songs(tmp_path / "songs", 5, 1.0)
+    args = [*TINY_ARGS, "--data", str(songs), "--train-pairs", "4", "--batch-size", "2", "--max-steps", "1",
+            "--checkpoint-dir", str(tmp_path / "run")]
+    args.remove("--quiet")
+    p = subprocess.run([sys.executable, "-c", "import maskkit.train as t, sys; t._LOG_EVERY_S = 0.0; "
+                        "from maskkit_cli.main import cli; cli(['train', *sys.argv[1:]])", *args],
+                       env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("checking audio files:")]
+    assert lines == [f"checking audio files: {i}/5 ..." for i in range(1, 6)], p.stdout
