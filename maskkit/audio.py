@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,11 @@ from torch import Tensor
 
 from .checkpoint import atomic_write
 from .errors import AudioError, warn
+
+#: libsndfile keeps the message of a failed open in one global: files are opened one at a time, so
+#: that the message an error quotes is its own file's when threads check a folder
+#: (:func:`maskkit.data.scan_part`). Reading and decoding happen outside it.
+_OPENING = threading.Lock()
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -143,7 +149,8 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     _check_readable(p)
     _check_extension(p)
     try:
-        info = sf.info(p)
+        with _OPENING:
+            info = sf.info(p)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise _fail(p, f"not a readable audio file or corrupt ({_sf_message(e)})") from None
     if info.samplerate <= 0 or info.channels <= 0:
@@ -250,7 +257,8 @@ def check_audio(path: str | os.PathLike, *, min_seconds: float = 0.0, slack_seco
             peak = max(peak, float(np.abs(mono).max()))
 
     try:
-        f = sf.SoundFile(p)
+        with _OPENING:
+            f = sf.SoundFile(p)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise _fail(p, f"corrupt ({_sf_message(e)})") from None
     with f:
@@ -515,7 +523,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int, *, mono: bool = True, 
     else:
         period, left, right = 1, 0, 0
     try:
-        f = sf.SoundFile(p)
+        with _OPENING:
+            f = sf.SoundFile(p)
     except (sf.LibsndfileError, RuntimeError) as e:
         _check_readable(p)  # gone or unreadable since it was scanned: say that
         raise _fail(p, f"corrupt ({_sf_message(e)})") from None
@@ -551,7 +560,9 @@ def loud_blocks(path: str | os.PathLike, block_seconds: float, threshold_db: flo
     block = max(1, int(round(block_seconds * info.sample_rate)))
     level = 10.0 ** (threshold_db / 20.0)
     starts: list[float] = []
-    with sf.SoundFile(info.path) as f:
+    with _OPENING:
+        opened = sf.SoundFile(info.path)
+    with opened as f:
         pos = 0
         while True:
             try:
