@@ -52,6 +52,7 @@ from .audio import (
     peak_db,
     save_audio,
 )
+from .checkpoint import atomic_write
 from .errors import AudioError, ConfigError, warn
 from .paths import check_output_dir
 
@@ -263,6 +264,10 @@ class ScanPart:
     results: list[AudioInfo | tuple[str, str]]
     #: a digest of the three lists: processes compare it instead of sending the lists
     digest: str = ""
+    #: (size, mtime_ns) of each audio file of the share when it was checked (for :func:`write_scan_cache`)
+    stats: list[tuple[int, int] | None] = field(default_factory=list)
+    #: how many of the share's results came from the ``known`` checks of an earlier scan
+    reused: int = 0
 
     def __post_init__(self) -> None:
         if not self.digest:
@@ -276,13 +281,23 @@ class ScanPart:
 
 def scan_part(root: str | os.PathLike, *, segment_seconds: float = 4.0, full: bool = False,
               shard: tuple[int, int] = (0, 1), threads: int | None = None,
-              progress: Callable[[str], None] | None = None) -> ScanPart:
+              progress: Callable[[str], None] | None = None,
+              known: Mapping[str, Any] | None = None) -> ScanPart:
     """List the files of ``root`` and check the audio files ``shard = (k, n)`` falls on (every
     n-th from the k-th), ``threads`` at once (default: up to 8, as many as this process may
-    use). Raises only when the folder cannot be listed."""
+    use). ``known``: the checks of an earlier scan with the same settings
+    (:func:`read_scan_cache`); a file whose size and modification time are unchanged keeps its
+    result instead of being read again. Raises only when the folder cannot be listed."""
     audio, unsupported, ignored = find_audio_files(root)
     k, n = shard
     mine = audio[k::n]
+    stats = [_stat(p) for p in mine]
+    results: list[AudioInfo | tuple[str, str] | None] = [None] * len(mine)
+    for i, (path, st) in enumerate(zip(mine, stats, strict=True)):
+        entry = known.get(os.path.relpath(path, root)) if known and st is not None else None
+        if entry is not None and tuple(entry[:2]) == st:
+            results[i] = _cached_result(entry[2], path)
+    todo = [i for i, r in enumerate(results) if r is None]
 
     def check(path: Path) -> AudioInfo | tuple[str, str]:
         try:
@@ -290,16 +305,76 @@ def scan_part(root: str | os.PathLike, *, segment_seconds: float = 4.0, full: bo
         except AudioError as e:
             return str(e), _reason(e, path)
 
-    results: list[AudioInfo | tuple[str, str]] = []
     # A few threads: decoding (libsndfile, NumPy) runs without the GIL, and a library of
     # thousands of files is checked before the first step (1.4x on 2 cores).
-    with _pool(len(mine), threads) as pool:
-        for i, (path, got) in enumerate(zip(mine, pool.map(check, mine), strict=True)):
+    reused = len(mine) - len(todo)
+    with _pool(len(todo), threads) as pool:
+        for j, (i, got) in enumerate(zip(todo, pool.map(check, [mine[i] for i in todo]), strict=True)):
             if progress is not None:
-                progress(f"{i + 1}/{len(mine)} {path}")
-            results.append(got)
+                progress(f"{reused + j + 1}/{len(mine)} {mine[i]}")
+            results[i] = got
     return ScanPart([str(p) for p in audio], [str(p) for p in unsupported], [str(p) for p in ignored],
-                    (k, n), results)
+                    (k, n), results, stats=stats, reused=reused)  # type: ignore[arg-type]
+
+
+#: The file of a run folder that keeps its start-up check of a folder of songs, so that a resumed
+#: run reads again only the files that changed (:func:`read_scan_cache`, :func:`write_scan_cache`).
+SCAN_CACHE = ".songs-checked.json"
+_SCAN_CACHE_VERSION = 1
+
+
+def _stat(path: str | os.PathLike) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return int(st.st_size), int(st.st_mtime_ns)
+
+
+def _cached_result(entry: Mapping[str, Any], path: str | os.PathLike) -> AudioInfo | tuple[str, str]:
+    if "bad" in entry:
+        return f"{path}: {entry['bad']}", str(entry["bad"])
+    return AudioInfo(path=str(path), sample_rate=int(entry["sample_rate"]), channels=int(entry["channels"]),
+                     frames=int(entry["frames"]), format=str(entry["format"]), subtype=str(entry["subtype"]))
+
+
+def read_scan_cache(path: str | os.PathLike, *, segment_seconds: float, full: bool = False
+                    ) -> dict[str, Any] | None:
+    """The ``known`` checks of :func:`scan_part` kept in ``path`` by :func:`write_scan_cache`, when
+    they were made with the same settings (None otherwise, or when the file is missing or damaged)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if (data.get("version") != _SCAN_CACHE_VERSION or data.get("full") != bool(full)
+                or float(data.get("segment_seconds", -1)) != float(segment_seconds)):
+            return None
+        files = data["files"]
+        return files if isinstance(files, dict) else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def write_scan_cache(path: str | os.PathLike, root: str | os.PathLike, parts: Sequence[ScanPart],
+                     listing: ScanPart, *, segment_seconds: float, full: bool = False) -> None:
+    """Keep the checks of one folder's scan (every share's :class:`ScanPart`; ``listing`` with the
+    file lists) in ``path``, keyed by each file's path relative to ``root``, with its size and
+    modification time. Best effort: a folder that cannot be written is left as it is."""
+    files: dict[str, Any] = {}
+    for part in parts:
+        k, n = part.shard
+        for i, got, st in zip(range(k, len(listing.audio), n), part.results, part.stats, strict=True):
+            if st is None:
+                continue
+            entry = ({"bad": got[1]} if isinstance(got, tuple) else
+                     {"sample_rate": got.sample_rate, "channels": got.channels, "frames": got.frames,
+                      "format": got.format, "subtype": got.subtype})
+            files[os.path.relpath(listing.audio[i], root)] = [st[0], st[1], entry]
+    data = {"version": _SCAN_CACHE_VERSION, "segment_seconds": float(segment_seconds), "full": bool(full),
+            "root": str(root), "files": files}
+    try:
+        atomic_write(path, lambda f: f.write(json.dumps(data).encode("utf-8")))
+    except OSError:
+        pass
 
 
 def join_scan(root: str | os.PathLike, parts: Sequence[ScanPart], *, skip_bad: bool = False,

@@ -600,17 +600,24 @@ def _same_path(a: Path, b: Path) -> bool:
 
 def _remove_if_empty(run_dir: Path) -> None:
     """Take away a run folder this run created when it failed before writing anything in it (a
-    ``.lock`` that nobody holds any more, left by a process that was terminated, included)."""
+    ``.lock`` that nobody holds any more, left by a process that was terminated, included; and
+    the start-up check's cache, which only a run in that folder would read)."""
+    from .data import SCAN_CACHE
+
     lock = run_dir / ".lock"
     try:
-        if [p.name for p in run_dir.iterdir()] == [".lock"]:
+        names = {p.name for p in run_dir.iterdir()}
+        if ".lock" in names and names <= {".lock", SCAN_CACHE}:
             with open(lock, "a+") as f:
                 if not _try_lock(f):  # a run holds it
                     return
+                (run_dir / SCAN_CACHE).unlink(missing_ok=True)
                 if os.name != "nt":  # removed while held (Windows: after closing, as it must)
                     lock.unlink()
             if os.name == "nt":
                 lock.unlink()
+        elif names == {SCAN_CACHE}:  # (this run gave up its lock already)
+            (run_dir / SCAN_CACHE).unlink()
         run_dir.rmdir()  # only succeeds on an empty folder
     except OSError:
         pass
@@ -831,11 +838,16 @@ class Trainer:
         # scan threads: this process's CPUs, shared with the other processes of its node
         local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world if self.info.launcher == "spawn" else 1))
         threads = max(1, min(8, dist_utils.usable_cpus() // max(1, local)))
+        from .data import SCAN_CACHE, read_scan_cache
+
+        # the checks an earlier part of this run kept: unchanged files are not read again
+        known = read_scan_cache(self.run_dir / SCAN_CACHE, segment_seconds=self.cfg.data.segment_seconds)
         if self.main and self.console is not None and not self.cfg.quiet:
             if self.console.is_terminal:
                 with self.console.status("checking the audio files ...") as status:
                     part = self.cfg.data.scan_part(
-                        shard, threads, progress=lambda text: status.update(f"checking audio files: {text}"))
+                        shard, threads, progress=lambda text: status.update(f"checking audio files: {text}"),
+                        known=known)
             else:  # a log file (SLURM, nohup): a line every 30 s instead of a spinner
                 last = [t0]
 
@@ -844,13 +856,15 @@ class Trainer:
                         last[0] = time.perf_counter()
                         self.print(f"checking audio files: {text.split(' ', 1)[0]} ...")
 
-                part = self.cfg.data.scan_part(shard, threads, progress=log_line)
+                part = self.cfg.data.scan_part(shard, threads, progress=log_line, known=known)
             took = time.perf_counter() - t0
             if part is not None and took > 2.0:
                 share = f" (this process's share of {len(part.audio):,})" if self.world > 1 else ""
-                self.print(f"Checked {len(part.results):,} audio files{share} in {took:.1f} s")
+                kept = (f"; {part.reused:,} unchanged since the last check, not read again" if part.reused
+                        else "")
+                self.print(f"Checked {len(part.results):,} audio files{share} in {took:.1f} s{kept}")
             return part
-        return self.cfg.data.scan_part(shard, threads)
+        return self.cfg.data.scan_part(shard, threads, known=known)
 
     def _phase(self, fn: Callable[[], Any]) -> Any:
         """``fn()`` on every rank, then :meth:`_agree`; returns this rank's value."""
@@ -952,6 +966,11 @@ class Trainer:
             if any(part is None for part in scan[1]):
                 raise AudioError(f"{root}: not a folder of songs for every process of this job: give every "
                                  f"node the same folder")
+            if self.main and all(p.digest == scan[0].digest for p in scan[1]):
+                from .data import SCAN_CACHE, write_scan_cache
+
+                write_scan_cache(self.run_dir / SCAN_CACHE, root, scan[1], scan[0],
+                                 segment_seconds=cfg.data.segment_seconds)
             catalog = join_scan(root, scan[1], skip_bad=cfg.data.skip_bad, listing=scan[0])
         self.train_ds, self.val_ds = cfg.data.datasets(self.sample_rate, cfg.seed, catalog=catalog)
         self.styles: list[str] | None = list(self.train_ds.style_names) if cfg.data.style_labels else None

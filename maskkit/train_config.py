@@ -69,8 +69,8 @@ class DataConfig:
                              val_fraction=self.val_fraction, skip_bad=self.skip_bad,
                              style_labels=self.style_labels, catalog=catalog)
 
-    def scan_part(self, shard: tuple[int, int] = (0, 1), threads: int | None = None, progress: Any = None
-                  ) -> Any:
+    def scan_part(self, shard: tuple[int, int] = (0, 1), threads: int | None = None, progress: Any = None,
+                  known: Any = None) -> Any:
         """:func:`maskkit.data.scan_part` of a folder of songs (this process's ``shard`` of its
         files); None for other sources (and for a path that does not exist: :meth:`datasets`
         names it)."""
@@ -83,7 +83,7 @@ class DataConfig:
         if detect_layout(root) != "songs":
             return None
         return scan_part(root, segment_seconds=self.segment_seconds, shard=shard, threads=threads,
-                         progress=progress)
+                         progress=progress, known=known)
 
 
 @dataclass

@@ -749,3 +749,30 @@ def test_synthetic_stems_sum_to_the_mix_also_when_one_would_clip(tmp_path):
     assert sf.info(stems_of[1] / "drums.wav").subtype == "FLOAT"  # song 39: the loud stem
     assert sf.info(stems_of[0] / "drums.wav").subtype == "PCM_16"
     assert np.abs(sf.read(tmp_path / rows[-1]["file"])[0]).max() == pytest.approx(0.9, abs=1e-3)
+
+
+def test_a_kept_scan_spares_reading_the_files_that_did_not_change(tmp_path, monkeypatch):
+    import maskkit.data as data_mod
+    from maskkit.data import join_scan, read_scan_cache, scan_part, write_scan_cache
+
+    root = _library(tmp_path / "lib", 6)
+    sf.write(root / "short.wav", np.zeros(SR // 2), SR)
+    cache = tmp_path / "run" / ".songs-checked.json"
+    first = scan_part(root, segment_seconds=SEG)
+    write_scan_cache(cache, root, [first], first, segment_seconds=SEG)
+    calls: list[str] = []
+    real = data_mod.check_audio
+    monkeypatch.setattr(data_mod, "check_audio", lambda p, **k: calls.append(Path(p).name) or real(p, **k))
+    known = read_scan_cache(cache, segment_seconds=SEG)
+    again = scan_part(root, segment_seconds=SEG, known=known)
+    assert calls == [] and again.reused == 7
+    assert join_scan(root, [again], skip_bad=True) == join_scan(root, [first], skip_bad=True)
+    # a changed file is read again; another segment length, a damaged cache: everything is
+    changed = root / "album1" / "song001.wav"
+    sf.write(changed, np.zeros(SR * 2), SR)
+    os.utime(changed, ns=(1, 10**18))
+    scan_part(root, segment_seconds=SEG, known=known)
+    assert calls == ["song001.wav"]
+    assert read_scan_cache(cache, segment_seconds=2 * SEG) is None
+    cache.write_text("{not json")
+    assert read_scan_cache(cache, segment_seconds=SEG) is None

@@ -1101,3 +1101,26 @@ def test_a_long_scan_writes_progress_lines_to_a_log_file(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("checking audio files:")]
     assert lines == [f"checking audio files: {i}/5 ..." for i in range(1, 6)], p.stdout
+
+
+def test_a_resumed_run_reads_again_only_the_songs_that_changed(tmp_path, monkeypatch):
+    import maskkit.data as data_mod
+    from maskkit.data import SCAN_CACHE
+
+    songs = _sine_songs(tmp_path / "songs", 6, 1.0)
+    args = ("--data", str(songs), "--train-pairs", "4", "--batch-size", "2", "--epochs", "2")
+    train(tiny(tmp_path / "run", *args, "--max-steps", "1"))
+    assert (tmp_path / "run" / SCAN_CACHE).is_file()
+    calls: list[str] = []
+    real = data_mod.check_audio
+    monkeypatch.setattr(data_mod, "check_audio", lambda p, **k: calls.append(Path(p).name) or real(p, **k))
+    _sine_songs(songs, 1, 1.5, start=6)  # one new song
+    r = train(tiny(tmp_path / "run", *args, "--max-steps", "0", "--resume", "auto"))
+    assert r.stopped == "completed" and calls == ["song_6.wav"]
+    # a new run that fails on a bad song takes its folder away, the kept check with it
+    import soundfile as sf
+
+    sf.write(songs / "short.wav", np.zeros(800), 8000)
+    with pytest.raises(AudioError, match="short.wav: too short"):
+        train(tiny(tmp_path / "new", *args))
+    assert not (tmp_path / "new").exists()
