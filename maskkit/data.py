@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ._version import __version__
 from .audio import (
     IGNORE_MARKER,
     AudioInfo,
@@ -293,10 +294,10 @@ def scan_part(root: str | os.PathLike, *, segment_seconds: float = 4.0, full: bo
     mine = audio[k::n]
     stats = [_stat(p) for p in mine]
     results: list[AudioInfo | tuple[str, str] | None] = [None] * len(mine)
-    for i, (path, st) in enumerate(zip(mine, stats, strict=True)):
-        entry = known.get(os.path.relpath(path, root)) if known and st is not None else None
-        if entry is not None and tuple(entry[:2]) == st:
-            results[i] = _cached_result(entry[2], path)
+    if known:
+        for i, (path, st) in enumerate(zip(mine, stats, strict=True)):
+            if st is not None:
+                results[i] = _cached_result(known.get(os.path.relpath(path, root)), st, path)
     todo = [i for i, r in enumerate(results) if r is None]
 
     def check(path: Path) -> AudioInfo | tuple[str, str]:
@@ -331,22 +332,34 @@ def _stat(path: str | os.PathLike) -> tuple[int, int] | None:
     return int(st.st_size), int(st.st_mtime_ns)
 
 
-def _cached_result(entry: Mapping[str, Any], path: str | os.PathLike) -> AudioInfo | tuple[str, str]:
-    if "bad" in entry:
-        return f"{path}: {entry['bad']}", str(entry["bad"])
-    return AudioInfo(path=str(path), sample_rate=int(entry["sample_rate"]), channels=int(entry["channels"]),
-                     frames=int(entry["frames"]), format=str(entry["format"]), subtype=str(entry["subtype"]))
+def _cached_result(entry: Any, stat: tuple[int, int], path: str | os.PathLike) -> AudioInfo | None:
+    """A song's kept check, when its file has the size and modification time it had then and is
+    still readable; None (check it again) otherwise, for a file that failed (the cause may have
+    been the file system's, not the file's: fixed permissions change no mtime) and for an entry
+    that does not read."""
+    try:
+        size, mtime, facts = entry
+        if (int(size), int(mtime)) != stat or "bad" in facts or not os.access(path, os.R_OK):
+            return None
+        return AudioInfo(path=str(path), sample_rate=int(facts["sample_rate"]),
+                         channels=int(facts["channels"]), frames=int(facts["frames"]),
+                         format=str(facts["format"]), subtype=str(facts["subtype"]))
+    except (TypeError, ValueError, KeyError):
+        return None
 
 
 def read_scan_cache(path: str | os.PathLike, *, segment_seconds: float, full: bool = False
                     ) -> dict[str, Any] | None:
     """The ``known`` checks of :func:`scan_part` kept in ``path`` by :func:`write_scan_cache`, when
-    they were made with the same settings (None otherwise, or when the file is missing or damaged)."""
+    they were made with the same settings and maskkit version (None otherwise, or when the file is
+    missing or damaged). A file replaced by another of the same size and modification time
+    (``cp -p`` of a same-length file) keeps the old check: delete the file to check everything."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         if (data.get("version") != _SCAN_CACHE_VERSION or data.get("full") != bool(full)
-                or float(data.get("segment_seconds", -1)) != float(segment_seconds)):
+                or float(data.get("segment_seconds", -1)) != float(segment_seconds)
+                or data.get("maskkit") != __version__):  # (another maskkit may check otherwise)
             return None
         files = data["files"]
         return files if isinstance(files, dict) else None
@@ -369,8 +382,8 @@ def write_scan_cache(path: str | os.PathLike, root: str | os.PathLike, parts: Se
                      {"sample_rate": got.sample_rate, "channels": got.channels, "frames": got.frames,
                       "format": got.format, "subtype": got.subtype})
             files[os.path.relpath(listing.audio[i], root)] = [st[0], st[1], entry]
-    data = {"version": _SCAN_CACHE_VERSION, "segment_seconds": float(segment_seconds), "full": bool(full),
-            "root": str(root), "files": files}
+    data = {"version": _SCAN_CACHE_VERSION, "maskkit": __version__, "segment_seconds": float(segment_seconds),
+            "full": bool(full), "files": files}
     try:
         atomic_write(path, lambda f: f.write(json.dumps(data).encode("utf-8")))
     except OSError:
