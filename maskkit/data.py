@@ -289,6 +289,7 @@ def scan_part(root: str | os.PathLike, *, segment_seconds: float = 4.0, full: bo
     use). ``known``: the checks of an earlier scan with the same settings
     (:func:`read_scan_cache`); a file whose size and modification time are unchanged keeps its
     result instead of being read again. Raises only when the folder cannot be listed."""
+    root = os.path.expanduser(os.fspath(root))  # (the keys of ``known`` are relative to it)
     audio, unsupported, ignored = find_audio_files(root)
     k, n = shard
     mine = audio[k::n]
@@ -372,6 +373,7 @@ def write_scan_cache(path: str | os.PathLike, root: str | os.PathLike, parts: Se
     """Keep the checks of one folder's scan (every share's :class:`ScanPart`; ``listing`` with the
     file lists) in ``path``, keyed by each file's path relative to ``root``, with its size and
     modification time. Best effort: a folder that cannot be written is left as it is."""
+    root = os.path.expanduser(os.fspath(root))
     files: dict[str, Any] = {}
     for part in parts:
         k, n = part.shard
