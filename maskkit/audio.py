@@ -380,12 +380,16 @@ def find_audio_files(root: str | os.PathLike, *, recursive: bool = True
 
 # -- transforms ------------------------------------------------------------------------------
 
-def mixdown(audio: Tensor) -> Tensor:
-    """``[C, N]`` -> ``[1, N]``: the mean of the channels (a mono tensor is returned as is)."""
-    if audio.dim() != 2:
+def mixdown(audio: Tensor | np.ndarray) -> Tensor | np.ndarray:
+    """``[C, N]`` -> ``[1, N]``: the mean of the channels (a mono one is returned as is), of a
+    tensor or a NumPy array (returned as the same kind; NumPy on the data-loading path, as in
+    :func:`normalize_loudness`)."""
+    if audio.ndim != 2:
         raise ValueError(f"mixdown expects [channels, samples], got shape {tuple(audio.shape)}")
     if audio.shape[0] == 1:
         return audio
+    if isinstance(audio, np.ndarray):
+        return audio.mean(axis=0, keepdims=True, dtype=np.float32)
     return audio.mean(dim=0, keepdim=True)
 
 
@@ -536,9 +540,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int, *, mono: bool = True, 
                        f"reading {n_src} frames at frame {start} returned {max(got, 0)}")
     # [C, frames]: soundfile's axis 1 is channels; the mix in NumPy (single-threaded: a tiny torch op
     # waits for every OpenMP thread, which on busy cores takes a thousand times longer)
-    frames = data.T
-    if mono and frames.shape[0] > 1:
-        frames = frames.mean(axis=0, keepdims=True, dtype=np.float32)
+    frames = mixdown(data.T) if mono else data.T
     audio = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
     if src_sr != sample_rate:
         audio = resample(audio, src_sr, sample_rate)

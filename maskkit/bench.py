@@ -62,6 +62,7 @@ from torch import Tensor
 
 from ._version import __version__
 from .codec import DEFAULT_CODEC
+from .distributed import check_not_bootstrapping, resolve_device
 from .errors import CheckpointError, ConfigError, MaskkitError, UnknownNameError, warn
 from .logging_utils import plural
 from .metrics import ENERGY_METRICS, METRICS, energy_metrics, mask_metrics
@@ -154,8 +155,6 @@ class BenchConfig:
         if self.train_options and not self.train_steps:
             raise ConfigError("bench: option 'train_options' (--train-opt) is for the quick training run: "
                               "give train_steps (--train-steps N) too")
-        from .distributed import resolve_device
-
         try:
             resolve_device(self.device)
         except ConfigError as e:
@@ -1316,8 +1315,6 @@ def train_and_evaluate(name: str, cfg: BenchConfig, run_dir: Path,
                            "train_loss": metrics.get("train_loss"), "seconds": seconds}
     if result.last_checkpoint is None:
         raise MaskkitError(f"training with '{name}' wrote no checkpoint in {run_dir}")
-    from .distributed import resolve_device
-
     loaded = load_model(result.last_checkpoint, map_location=resolve_device(cfg.device))
     out.update(_output_similarity(loaded, tcfg, source_similarity))
     return out
@@ -1360,8 +1357,6 @@ def run_bench(config: BenchConfig | None = None, *, progress: ProgressFn | None 
     (glibc keeps freed memory instead of handing it back: a notebook's resident size stays at
     its high-water mark); run the bench in a process of its own if that matters.
     """
-    from .distributed import check_not_bootstrapping
-
     check_not_bootstrapping("maskkit.bench.run_bench()")
     cfg = dataclasses.replace(config, **overrides) if config is not None else BenchConfig(**overrides)
     cfg.validate()
@@ -1407,7 +1402,6 @@ def run_bench(config: BenchConfig | None = None, *, progress: ProgressFn | None 
 
 def _run(cfg: BenchConfig, names: list[str], progress: ProgressFn | None,
          variants: Sequence[BenchVariant] = ()) -> BenchResult:
-    from .distributed import resolve_device
     from .plugins import get_strategy_entry
 
     t0 = time.perf_counter()

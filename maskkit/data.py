@@ -275,6 +275,10 @@ class ScanPart:
             text = "\n".join(["\0".join(x) for x in (self.audio, self.unsupported, self.ignored)])
             self.digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
+    def indices(self, n_files: int) -> range:
+        """The positions, among a folder's ``n_files`` audio files, of this share's results."""
+        return range(self.shard[0], n_files, self.shard[1])
+
     def results_only(self) -> ScanPart:
         """This part without the folder's file lists (what the other processes need of it)."""
         return dataclasses.replace(self, audio=[], unsupported=[], ignored=[])
@@ -376,8 +380,7 @@ def write_scan_cache(path: str | os.PathLike, root: str | os.PathLike, parts: Se
     root = os.path.expanduser(os.fspath(root))
     files: dict[str, Any] = {}
     for part in parts:
-        k, n = part.shard
-        for i, got, st in zip(range(k, len(listing.audio), n), part.results, part.stats, strict=True):
+        for i, got, st in zip(part.indices(len(listing.audio)), part.results, part.stats, strict=True):
             if st is None:
                 continue
             entry = ({"bad": got[1]} if isinstance(got, tuple) else
@@ -405,8 +408,7 @@ def join_scan(root: str | os.PathLike, parts: Sequence[ScanPart], *, skip_bad: b
                              f"node the same folder")
     results: dict[int, AudioInfo | tuple[str, str]] = {}
     for part in parts:
-        k, n = part.shard
-        results.update(zip(range(k, len(first.audio), n), part.results, strict=True))
+        results.update(zip(part.indices(len(first.audio)), part.results, strict=True))
     songs: list[AudioInfo] = []
     bad: list[tuple[str, str]] = []
     messages: list[str] = []  # every bad file's, so that one run names them all
@@ -793,8 +795,8 @@ def _mono(audio: Any) -> Tensor:
 
 def make_datasets(source: str | None = None, *, sample_rate: int = 24000, segment_seconds: float = 4.0,
                   seed: int = 0, train_pairs: int = 256, val_pairs: int = 32, val_fraction: float = 0.1,
-                  skip_bad: bool = False, style_labels: bool = False, catalog: SongCatalog | None = None,
-                  progress: Callable[[str], None] | None = None) -> tuple[Dataset, Dataset]:
+                  skip_bad: bool = False, style_labels: bool = False, catalog: SongCatalog | None = None
+                  ) -> tuple[Dataset, Dataset]:
     """(train, val) datasets for ``source``.
 
     ``None`` or ``"synthetic"``: built-in synthetic music (``train_pairs`` / ``val_pairs``
@@ -810,8 +812,8 @@ def make_datasets(source: str | None = None, *, sample_rate: int = 24000, segmen
     (``DIR/jazz/a.wav`` -> ``jazz``; every song must be in one), for synthetic music its drum
     groove. The WAV-pairs layout has no labels.
 
-    A folder of songs is scanned with :func:`scan_songs` (``progress`` as there), unless
-    ``catalog`` is its scan already made (the trainer's rank 0 scans, the others receive it).
+    A folder of songs is scanned with :func:`scan_songs`, unless ``catalog`` is its scan already
+    made (the trainer's processes each check a share of the files and join their parts).
     """
     if source is not None and str(source) != "synthetic":
         source = os.path.expanduser(str(source))  # "~/music" as a shell would read it
@@ -844,7 +846,7 @@ def make_datasets(source: str | None = None, *, sample_rate: int = 24000, segmen
                        pairs=[(pid, Path(a.path), Path(b.path)) for pid, a, b in held])
         return train, val
     cat = catalog if catalog is not None else scan_songs(root, segment_seconds=segment_seconds,
-                                                         skip_bad=skip_bad, progress=progress)
+                                                         skip_bad=skip_bad)
     train_songs, val_songs = _split_catalog(cat, root, val_fraction, segment_seconds)
     tr_kw: dict[str, Any] = dict(common)
     va_kw: dict[str, Any] = dict(common)

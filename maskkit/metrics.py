@@ -130,8 +130,8 @@ ENERGY_METRICS = ("input_energy_kept", "target_energy_kept")
 def energy_metrics(x_input: Tensor, x_target: Tensor, input_mask: Tensor, target_mask: Tensor
                    ) -> dict[str, float]:
     """:func:`energy_kept` of both songs of a pair as floats, named as in :data:`ENERGY_METRICS`."""
-    return {"input_energy_kept": float(energy_kept(x_input, input_mask)),
-            "target_energy_kept": float(energy_kept(x_target, target_mask))}
+    return dict(zip(ENERGY_METRICS, (float(energy_kept(x_input, input_mask)),
+                                     float(energy_kept(x_target, target_mask))), strict=True))
 
 
 @torch.no_grad()

@@ -842,29 +842,26 @@ class Trainer:
 
         # the checks an earlier part of this run kept: unchanged files are not read again
         known = read_scan_cache(self.run_dir / SCAN_CACHE, segment_seconds=self.cfg.data.segment_seconds)
-        if self.main and self.console is not None and not self.cfg.quiet:
-            if self.console.is_terminal:
-                with self.console.status("checking the audio files ...") as status:
-                    part = self.cfg.data.scan_part(
-                        shard, threads, progress=lambda text: status.update(f"checking audio files: {text}"),
-                        known=known)
-            else:  # a log file (SLURM, nohup): a line every 30 s instead of a spinner
-                last = [t0]
+        show = self.main and self.console is not None and not self.cfg.quiet
+        spinner = show and self.console.is_terminal
+        last = [t0]
 
-                def log_line(text: str) -> None:
-                    if time.perf_counter() - last[0] >= _LOG_EVERY_S:
-                        last[0] = time.perf_counter()
-                        self.print(f"checking audio files: {text.split(' ', 1)[0]} ...")
+        def log_line(text: str) -> None:  # a log file (SLURM, nohup): a line every 30 s, no spinner
+            if time.perf_counter() - last[0] >= _LOG_EVERY_S:
+                last[0] = time.perf_counter()
+                self.print(f"checking audio files: {text.split(' ', 1)[0]} ...")
 
-                part = self.cfg.data.scan_part(shard, threads, progress=log_line, known=known)
-            took = time.perf_counter() - t0
-            if part is not None and took > 2.0:
-                share = f" (this process's share of {len(part.audio):,})" if self.world > 1 else ""
-                kept = (f"; {part.reused:,} unchanged since the last check, not read again" if part.reused
-                        else "")
-                self.print(f"Checked {len(part.results):,} audio files{share} in {took:.1f} s{kept}")
-            return part
-        return self.cfg.data.scan_part(shard, threads, known=known)
+        status_line = self.console.status("checking the audio files ...") if spinner else None
+        with status_line or contextlib.nullcontext():
+            progress = ((lambda text: status_line.update(f"checking audio files: {text}")) if status_line
+                        else log_line if show else None)
+            part = self.cfg.data.scan_part(shard, threads, progress=progress, known=known)
+        took = time.perf_counter() - t0
+        if show and part is not None and took > 2.0:
+            share = f" (this process's share of {len(part.audio):,})" if self.world > 1 else ""
+            kept = f"; {part.reused:,} unchanged since the last check, not read again" if part.reused else ""
+            self.print(f"Checked {len(part.results):,} audio files{share} in {took:.1f} s{kept}")
+        return part
 
     def _phase(self, fn: Callable[[], Any]) -> Any:
         """``fn()`` on every rank, then :meth:`_agree`; returns this rank's value."""

@@ -76,11 +76,10 @@ class DataConfig:
         names it)."""
         from .data import detect_layout, scan_part
 
-        src = self.source
-        if src in (None, "synthetic") or not os.path.isdir(os.path.expanduser(str(src))):
+        if self.source in (None, "synthetic"):
             return None
-        root = os.path.expanduser(str(src))
-        if detect_layout(root) != "songs":
+        root = os.path.expanduser(str(self.source))
+        if not os.path.isdir(root) or detect_layout(root) != "songs":
             return None
         return scan_part(root, segment_seconds=self.segment_seconds, shard=shard, threads=threads,
                          progress=progress, known=known)
